@@ -1,0 +1,265 @@
+"""An in-memory unit of work: serialisable transactions over plain dicts, with rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+
+from application.errors import Conflict
+from application.ports import ConversationPage, DuplicateMessage, HistoryQuery, PageRequest
+from domain.channels import Channel, ChannelAddress
+from domain.conversations import Conversation, Participant
+from domain.deliveries import RANK, Delivery, DeliveryStatus
+from domain.errors import BusinessRuleViolation
+from domain.ids import ClientId, ConversationId, MessageId, UserId
+from domain.messages import Message
+from domain.users import ApiClient, ChannelIdentity, User
+
+
+@attrs.define
+class _State:
+    users: dict[UserId, User] = attrs.Factory(dict)
+    clients: dict[ClientId, ApiClient] = attrs.Factory(dict)
+    identities: dict[ChannelAddress, ChannelIdentity] = attrs.Factory(dict)
+    conversations: dict[ConversationId, Conversation] = attrs.Factory(dict)
+    messages: dict[MessageId, Message] = attrs.Factory(dict)
+    deliveries: dict[MessageId, list[Delivery]] = attrs.Factory(dict)
+    refresh_tokens: dict[str, tuple[UserId, datetime, bool]] = attrs.Factory(dict)
+    outbox: list[tuple[str, str, dict[str, Any]]] = attrs.Factory(list)
+
+
+class InMemoryStore:
+    """The shared state behind every in-memory unit of work; one transaction at a time."""
+
+    def __init__(self) -> None:
+        self.state = _State()
+        self.lock = asyncio.Lock()
+
+    def uow(self) -> InMemoryUnitOfWork:
+        """A new unit of work over this store."""
+        return InMemoryUnitOfWork(self)
+
+
+class _Repo:
+    def __init__(self, uow: InMemoryUnitOfWork) -> None:
+        self._uow = uow
+
+    @property
+    def s(self) -> _State:
+        return self._uow.store.state
+
+
+class InMemoryUserRepository(_Repo):
+    async def add(self, user: User) -> None:
+        if any(u.username == user.username for u in self.s.users.values()):
+            raise Conflict(f"username {user.username!r} is taken", field="username")
+        self.s.users[user.id] = copy.deepcopy(user)
+
+    async def get(self, user_id: UserId) -> User | None:
+        return copy.deepcopy(self.s.users.get(user_id))
+
+    async def get_by_username(self, username: str) -> User | None:
+        return next((copy.deepcopy(u) for u in self.s.users.values() if u.username == username), None)
+
+    async def get_many(self, user_ids: Sequence[UserId]) -> Mapping[UserId, User]:
+        return {i: copy.deepcopy(self.s.users[i]) for i in user_ids if i in self.s.users}
+
+
+class InMemoryApiClientRepository(_Repo):
+    async def add(self, client: ApiClient) -> None:
+        self.s.clients[client.id] = client
+
+    async def get(self, client_id: ClientId) -> ApiClient | None:
+        return self.s.clients.get(client_id)
+
+
+class InMemoryIdentityRepository(_Repo):
+    async def add(self, identity: ChannelIdentity) -> None:
+        if identity.address in self.s.identities:
+            raise Conflict(f"{identity.address} is already linked", field="external_id")
+        if any(i.user_id == identity.user_id and i.channel is identity.channel for i in self.s.identities.values()):
+            raise Conflict(f"you already linked a {identity.channel.value} identity", field="channel")
+        self.s.identities[identity.address] = identity
+
+    async def remove(self, user_id: UserId, channel: Channel) -> bool:
+        for address, i in list(self.s.identities.items()):
+            if i.user_id == user_id and i.channel is channel:
+                del self.s.identities[address]
+                return True
+        return False
+
+    async def list_for_user(self, user_id: UserId) -> Sequence[ChannelIdentity]:
+        return sorted((i for i in self.s.identities.values() if i.user_id == user_id), key=lambda i: i.channel.value)
+
+    async def find_by_address(self, address: ChannelAddress) -> ChannelIdentity | None:
+        return self.s.identities.get(address)
+
+    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
+        wanted = set(user_ids)
+        out: dict[UserId, set[Channel]] = {}
+        for i in self.s.identities.values():
+            if i.user_id in wanted:
+                out.setdefault(i.user_id, set()).add(i.channel)
+        return {k: frozenset(v) for k, v in out.items()}
+
+
+def _encode(at: datetime, cid: ConversationId) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{cid}".encode()).decode()
+
+
+def decode_conversation_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (last_activity_at, id) inside a conversation-list cursor."""
+    try:
+        at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), cid
+    except (ValueError, UnicodeDecodeError):
+        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
+
+
+def encode_conversation_cursor(at: datetime, cid: ConversationId) -> str:
+    """An opaque cursor after (last_activity_at, id)."""
+    return _encode(at, cid)
+
+
+class InMemoryConversationRepository(_Repo):
+    async def add(self, conversation: Conversation) -> None:
+        self.s.conversations[conversation.id] = copy.deepcopy(conversation)
+
+    async def get(self, conversation_id: ConversationId) -> Conversation | None:
+        return copy.deepcopy(self.s.conversations.get(conversation_id))
+
+    async def list_for(self, member: Participant, page: PageRequest) -> ConversationPage:
+        def order(conv: Conversation) -> tuple[datetime, str]:
+            assert conv.last_activity_at is not None
+            return (conv.last_activity_at, str(conv.id))
+
+        mine = sorted((c for c in self.s.conversations.values() if c.has_member(member)), key=order, reverse=True)
+        if page.cursor is not None:
+            after = decode_conversation_cursor(page.cursor)
+            mine = [c for c in mine if order(c) < after]
+        items = [copy.deepcopy(c) for c in mine[: page.limit]]
+        more = len(mine) > page.limit
+        last = items[-1] if items else None
+        cursor = (
+            encode_conversation_cursor(last.last_activity_at, last.id)
+            if more and last is not None and last.last_activity_at is not None
+            else None
+        )
+        return ConversationPage(items=items, next_cursor=cursor)
+
+    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
+        conv = self.s.conversations[conversation_id]
+        conv.last_seq += 1
+        conv.last_activity_at = at
+        return conv.last_seq
+
+
+class InMemoryMessageRepository(_Repo):
+    async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
+        if message.id in self.s.messages:
+            raise DuplicateMessage(str(message.id))
+        self.s.messages[message.id] = copy.deepcopy(message)
+        self.s.deliveries[message.id] = copy.deepcopy(list(deliveries))
+
+    async def get(self, message_id: MessageId) -> Message | None:
+        return copy.deepcopy(self.s.messages.get(message_id))
+
+    async def history(self, query: HistoryQuery) -> Sequence[Message]:
+        visible = sorted(
+            (
+                m
+                for m in self.s.messages.values()
+                if m.conversation_id == query.conversation_id
+                and (m.sender == query.viewer or query.viewer in m.recipients)
+                and (query.since is None or m.created_at >= query.since)
+            ),
+            key=lambda m: m.seq,
+        )
+        if query.after_seq is not None or (query.since is not None and query.before_seq is None):
+            after = query.after_seq if query.after_seq is not None else 0
+            chosen = [m for m in visible if m.seq > after][: query.limit]
+        else:
+            before = query.before_seq
+            chosen = [m for m in visible if before is None or m.seq < before][-query.limit :]
+        return copy.deepcopy(chosen)
+
+    async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
+        return [copy.deepcopy(dl) for mid in message_ids for dl in self.s.deliveries.get(mid, [])]
+
+    async def pending_for(
+        self, conversation_id: ConversationId, recipient: Participant, *, up_to_seq: int
+    ) -> Sequence[Delivery]:
+        return [
+            copy.deepcopy(dl)
+            for m in sorted(self.s.messages.values(), key=lambda m: m.seq)
+            if m.conversation_id == conversation_id and m.seq <= up_to_seq
+            for dl in self.s.deliveries.get(m.id, [])
+            if dl.recipient == recipient and RANK[dl.status] < RANK[DeliveryStatus.READ]
+        ]
+
+    async def save_progress(self, deliveries: Sequence[Delivery]) -> None:
+        for changed in deliveries:
+            stored = self.s.deliveries[changed.message_id]
+            for i, dl in enumerate(stored):
+                if dl.key == changed.key:
+                    stored[i] = copy.deepcopy(changed)
+
+
+class InMemoryRefreshTokenRepository(_Repo):
+    async def add(self, digest: str, user_id: UserId, *, expires_at: datetime) -> None:
+        self.s.refresh_tokens[digest] = (user_id, expires_at, False)
+
+    async def consume(self, digest: str, *, at: datetime) -> UserId | None:
+        found = self.s.refresh_tokens.get(digest)
+        if found is None or found[2] or found[1] <= at:
+            return None
+        self.s.refresh_tokens[digest] = (found[0], found[1], True)
+        return found[0]
+
+
+class InMemoryOutbox(_Repo):
+    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
+        self.s.outbox.append((topic, key, dict(event)))
+
+
+class InMemoryUnitOfWork:
+    """A transaction over an InMemoryStore; rolls back unless committed."""
+
+    def __init__(self, store: InMemoryStore) -> None:
+        self.store = store
+        self.users = InMemoryUserRepository(self)
+        self.clients = InMemoryApiClientRepository(self)
+        self.identities = InMemoryIdentityRepository(self)
+        self.conversations = InMemoryConversationRepository(self)
+        self.messages = InMemoryMessageRepository(self)
+        self.refresh_tokens = InMemoryRefreshTokenRepository(self)
+        self.outbox = InMemoryOutbox(self)
+        self._snapshot: _State | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.store.lock.acquire()
+        self._snapshot = copy.deepcopy(self.store.state)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.rollback()
+        finally:
+            self.store.lock.release()
+
+    async def commit(self) -> None:
+        self._snapshot = copy.deepcopy(self.store.state)
+
+    async def rollback(self) -> None:
+        if self._snapshot is not None:
+            self.store.state = self._snapshot
+            self._snapshot = copy.deepcopy(self._snapshot)

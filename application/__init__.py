@@ -1,0 +1,1 @@
+"""Chat4All use cases: commands, queries and the ports they need."""

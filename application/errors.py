@@ -1,0 +1,32 @@
+"""The root of every error the application layer raises."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """A use case could not be carried out."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(ApplicationError):
+    """The resource does not exist, or the caller may not know that it does."""
+
+
+class Forbidden(ApplicationError):
+    """The caller is known but not allowed to do this."""
+
+
+class Conflict(ApplicationError):
+    """The request clashes with the current state (a taken name, a reused idempotency key)."""
+
+
+class AuthenticationFailed(ApplicationError):
+    """Credentials or a token were missing, wrong or expired."""
+
+
+class Unavailable(ApplicationError):
+    """A backing service is down; the request may be retried."""

@@ -1,0 +1,605 @@
+"""Use-case handlers: ``async def handle_<command>(cmd, deps)``, one per command or query."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from application import commands as c
+from application import views as v
+from application.errors import AuthenticationFailed, Conflict, Forbidden, NotFound
+from application.ports import (
+    Clock,
+    DuplicateMessage,
+    HistoryQuery,
+    IdGenerator,
+    Outbox,
+    PageRequest,
+    PasswordHasher,
+    TokenIssuer,
+    UnitOfWork,
+)
+from domain.channels import Channel, ChannelAddress, parse_channel
+from domain.conversations import Conversation, Participant, ParticipantKind
+from domain.deliveries import Delivery, DeliveryStatus, overall_status
+from domain.errors import BusinessRuleViolation
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
+from domain.messages import Content, FileContent, Message, TextContent, plan_deliveries
+from domain.users import ApiClient, ChannelIdentity, User, validate_password, validate_username
+
+MESSAGES_TOPIC = "chat.messages"
+STATUS_TOPIC = "chat.status"
+
+
+@attrs.frozen
+class Settings:
+    """Tunables the use cases read."""
+
+    group_max: int = Conversation.DEFAULT_GROUP_MAX
+    refresh_ttl: timedelta = timedelta(days=30)
+    history_max: int = 200
+    list_max: int = 100
+
+
+@attrs.frozen
+class Deps:
+    """Everything a handler may need, bound once at start-up."""
+
+    uow: Callable[[], UnitOfWork]
+    clock: Clock
+    ids: IdGenerator
+    hasher: PasswordHasher
+    tokens: TokenIssuer
+    settings: Settings = Settings()
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# --- accounts and tokens -------------------------------------------------------------
+
+
+async def handle_register_user(cmd: c.RegisterUser, d: Deps) -> v.UserView:
+    """Create an account with an Argon2id-hashed password."""
+    validate_username(cmd.username)
+    validate_password(cmd.password)
+    async with d.uow() as uow:
+        if await uow.users.get_by_username(cmd.username) is not None:
+            raise Conflict(f"username {cmd.username!r} is taken", field="username")
+    # Hash outside any transaction: it is deliberately slow.
+    password_hash = await d.hasher.hash(cmd.password)
+    user = User.register(
+        id=UserId(d.ids.new()),
+        username=cmd.username,
+        password_hash=password_hash,
+        display_name=cmd.display_name,
+        at=d.clock.now(),
+    )
+    async with d.uow() as uow:
+        await uow.users.add(user)
+        await uow.commit()
+    return _user_view(user)
+
+
+async def _issue_pair(uow: UnitOfWork, user_id: UserId, d: Deps) -> v.TokenPair:
+    now = d.clock.now()
+    access = d.tokens.issue_access(user_id, at=now)
+    refresh = d.tokens.new_secret()
+    await uow.refresh_tokens.add(_digest(refresh), user_id, expires_at=now + d.settings.refresh_ttl)
+    await uow.commit()
+    return v.TokenPair(access_token=access.token, expires_in=access.expires_in, refresh_token=refresh)
+
+
+async def handle_issue_token_for_password(cmd: c.IssueTokenForPassword, d: Deps) -> v.TokenPair:
+    """Log in with username and password."""
+    async with d.uow() as uow:
+        user = await uow.users.get_by_username(cmd.username)
+    # Verify even for an unknown user so response time does not reveal which usernames exist.
+    encoded = user.password_hash if user is not None else _DUMMY_HASH
+    ok = await d.hasher.verify(encoded, cmd.password)
+    if user is None or not ok:
+        raise AuthenticationFailed("wrong username or password")
+    async with d.uow() as uow:
+        return await _issue_pair(uow, user.id, d)
+
+
+_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$2nD9E5sQ3j0Hn0aG0V6P0Yt9R9xVQ1l3mP7rN0bqS4E"
+
+
+async def handle_issue_token_for_client(cmd: c.IssueTokenForClient, d: Deps) -> v.TokenPair:
+    """Log an application in with client credentials; it acts as the user who owns them."""
+    client_id = c.as_uuid(cmd.client_id)
+    async with d.uow() as uow:
+        client = await uow.clients.get(ClientId(client_id)) if client_id is not None else None
+        if client is None or not _constant_time_equal(client.secret_hash, _digest(cmd.client_secret)):
+            raise AuthenticationFailed("wrong client_id or client_secret")
+        return await _issue_pair(uow, client.owner_id, d)
+
+
+def _constant_time_equal(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+async def handle_refresh_token(cmd: c.RefreshToken, d: Deps) -> v.TokenPair:
+    """Use a refresh token once for a new pair."""
+    async with d.uow() as uow:
+        user_id = await uow.refresh_tokens.consume(_digest(cmd.refresh_token), at=d.clock.now())
+        if user_id is None:
+            raise AuthenticationFailed("refresh token is unknown, used or expired")
+        return await _issue_pair(uow, user_id, d)
+
+
+async def handle_create_api_client(cmd: c.CreateApiClient, d: Deps) -> v.ApiClientCreated:
+    """Create client credentials owned by the caller."""
+    name = cmd.name.strip()
+    if not 1 <= len(name) <= 100:
+        raise BusinessRuleViolation("a client name has 1-100 characters", field="name")
+    secret = d.tokens.new_secret()
+    client = ApiClient(
+        id=ClientId(d.ids.new()), owner_id=cmd.owner, name=name, secret_hash=_digest(secret), created_at=d.clock.now()
+    )
+    async with d.uow() as uow:
+        await uow.clients.add(client)
+        await uow.commit()
+    return v.ApiClientCreated(
+        client_id=str(client.id), client_secret=secret, name=client.name, created_at=client.created_at
+    )
+
+
+async def handle_get_user(cmd: c.GetUser, d: Deps) -> v.UserView:
+    """A user's public profile."""
+    async with d.uow() as uow:
+        user = await uow.users.get(cmd.user_id)
+    if user is None:
+        raise NotFound("no such user")
+    return _user_view(user)
+
+
+def _user_view(user: User) -> v.UserView:
+    return v.UserView(
+        user_id=user.id, username=user.username, display_name=user.display_name, created_at=user.created_at
+    )
+
+
+# --- identities ----------------------------------------------------------------------
+
+
+def _identity_view(i: ChannelIdentity) -> v.IdentityView:
+    return v.IdentityView(
+        channel=i.channel.value, external_id=i.address.external_id, address=str(i.address), linked_at=i.linked_at
+    )
+
+
+async def handle_link_identity(cmd: c.LinkIdentity, d: Deps) -> v.IdentityView:
+    """Link the caller's platform account."""
+    address = ChannelAddress.of(cmd.channel, cmd.external_id)
+    identity = ChannelIdentity(user_id=cmd.user_id, address=address, linked_at=d.clock.now())
+    async with d.uow() as uow:
+        await uow.identities.add(identity)
+        await uow.commit()
+    return _identity_view(identity)
+
+
+async def handle_unlink_identity(cmd: c.UnlinkIdentity, d: Deps) -> None:
+    """Unlink the caller's platform account."""
+    channel = parse_channel(cmd.channel)
+    async with d.uow() as uow:
+        if not await uow.identities.remove(cmd.user_id, channel):
+            raise NotFound(f"no {channel.value} identity is linked")
+        await uow.commit()
+
+
+async def handle_list_identities(cmd: c.ListIdentities, d: Deps) -> list[v.IdentityView]:
+    """The caller's identities."""
+    async with d.uow() as uow:
+        return [_identity_view(i) for i in await uow.identities.list_for_user(cmd.user_id)]
+
+
+# --- conversations -------------------------------------------------------------------
+
+
+async def _resolve_member(uow: UnitOfWork, ref: str, *, field: str) -> Participant:
+    """A username, user id or address as a participant; an unlinked address is a contact."""
+    if ChannelAddress.looks_like_address(ref):
+        address = ChannelAddress.parse(ref)
+        identity = await uow.identities.find_by_address(address)
+        return Participant.user(identity.user_id) if identity else Participant.contact(address)
+    as_id = c.as_uuid(ref)
+    user = await uow.users.get(UserId(as_id)) if as_id is not None else await uow.users.get_by_username(ref)
+    if user is None:
+        raise BusinessRuleViolation(f"unknown member {ref!r}", field=field)
+    return Participant.user(user.id)
+
+
+async def _member_views(uow: UnitOfWork, members: Sequence[Participant]) -> list[v.MemberView]:
+    user_ids = [m.user_id for m in members if m.user_id is not None]
+    users = await uow.users.get_many(user_ids)
+    return [_member_view(m, users) for m in members]
+
+
+def _member_view(m: Participant, users: Mapping[UserId, User]) -> v.MemberView:
+    if m.kind is ParticipantKind.USER:
+        assert m.user_id is not None
+        u = users.get(m.user_id)
+        return v.MemberView(kind="user", user_id=m.user_id, username=u.username if u else None)
+    return v.MemberView(kind="contact", address=str(m.address))
+
+
+async def _conversation_view(uow: UnitOfWork, conv: Conversation) -> v.ConversationView:
+    return v.ConversationView(
+        conversation_id=conv.id,
+        type=conv.type.value,
+        members=await _member_views(uow, conv.members),
+        metadata=conv.metadata,
+        created_at=conv.created_at,
+        last_activity_at=conv.last_activity_at,
+        last_seq=conv.last_seq,
+    )
+
+
+async def handle_create_conversation(cmd: c.CreateConversation, d: Deps) -> v.ConversationView:
+    """Start a conversation between the caller and the named members."""
+    async with d.uow() as uow:
+        others = [await _resolve_member(uow, ref, field="members") for ref in cmd.members]
+        conv = Conversation.start(
+            id=ConversationId(d.ids.new()),
+            type=cmd.type,
+            creator=cmd.creator,
+            others=others,
+            metadata=cmd.metadata,
+            at=d.clock.now(),
+            group_max=d.settings.group_max,
+        )
+        await uow.conversations.add(conv)
+        view = await _conversation_view(uow, conv)
+        await uow.commit()
+    return view
+
+
+async def _member_conversation(uow: UnitOfWork, conversation_id: ConversationId, viewer: UserId) -> Conversation:
+    conv = await uow.conversations.get(conversation_id)
+    if conv is None:
+        raise NotFound("no such conversation")
+    if not conv.has_member(Participant.user(viewer)):
+        raise Forbidden("you are not a member of this conversation")
+    return conv
+
+
+async def handle_get_conversation(cmd: c.GetConversation, d: Deps) -> v.ConversationView:
+    """One of the caller's conversations."""
+    async with d.uow() as uow:
+        conv = await _member_conversation(uow, cmd.conversation_id, cmd.viewer)
+        return await _conversation_view(uow, conv)
+
+
+async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.ConversationListView:
+    """The caller's conversations, most recent activity first."""
+    limit = _bounded(cmd.limit, d.settings.list_max, field="limit")
+    async with d.uow() as uow:
+        page = await uow.conversations.list_for(Participant.user(cmd.viewer), PageRequest(limit, cmd.cursor))
+        items = [await _conversation_view(uow, conv) for conv in page.items]
+    return v.ConversationListView(items=items, next_cursor=page.next_cursor)
+
+
+def _bounded(value: int, most: int, *, field: str) -> int:
+    if not 1 <= value <= most:
+        raise BusinessRuleViolation(f"{field} is between 1 and {most}", field=field)
+    return value
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+def _content(payload: Mapping[str, Any]) -> Content:
+    kind = payload.get("type")
+    if kind == "text":
+        text = payload.get("text")
+        if not isinstance(text, str):
+            raise BusinessRuleViolation("a text payload has a string 'text'", field="payload.text")
+        return TextContent(text)
+    if kind == "file":
+        file_id = c.as_uuid(str(payload.get("file_id", "")))
+        caption = payload.get("caption")
+        if file_id is None:
+            raise BusinessRuleViolation("a file payload has a 'file_id' UUID", field="payload.file_id")
+        if caption is not None and not isinstance(caption, str):
+            raise BusinessRuleViolation("a caption is a string", field="payload.caption")
+        return FileContent(FileId(file_id), caption)
+    raise BusinessRuleViolation("payload.type is 'text' or 'file'", field="payload.type")
+
+
+def _channels(requested: Sequence[str] | None) -> tuple[Channel, ...] | None:
+    if requested is None or list(requested) == ["all"]:
+        return None
+    if not requested:
+        raise BusinessRuleViolation("channels names at least one channel, or 'all'", field="channels")
+    chosen: list[Channel] = []
+    for name in requested:
+        if name == "all":
+            raise BusinessRuleViolation("'all' cannot be combined with other channels", field="channels")
+        ch = parse_channel(name, field="channels")
+        if ch not in chosen:
+            chosen.append(ch)
+    return tuple(chosen)
+
+
+def payload_of(content: Content) -> dict[str, Any]:
+    """The JSON payload of a message's content."""
+    if isinstance(content, TextContent):
+        return {"type": "text", "text": content.text}
+    out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
+    if content.caption is not None:
+        out["caption"] = content.caption
+    return out
+
+
+def _fingerprint(cmd: c.SendMessage, sender: Participant) -> str:
+    body = {
+        "conversation_id": str(cmd.conversation_id),
+        "from": sender.key,
+        "to": list(cmd.to) if cmd.to is not None else None,
+        "channels": list(cmd.channels) if cmd.channels is not None else None,
+        "payload": cmd.payload,
+        "metadata": cmd.metadata,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _accepted(m: Message) -> v.Accepted:
+    return v.Accepted(message_id=m.id, conversation_id=m.conversation_id, seq=m.seq, created_at=m.created_at)
+
+
+def _replay(existing: Message, fingerprint: str) -> v.Accepted:
+    if existing.fingerprint != fingerprint:
+        raise Conflict("message_id was already used for a different message", field="message_id")
+    return _accepted(existing)
+
+
+def _message_event(m: Message, deliveries: Sequence[Delivery]) -> dict[str, Any]:
+    return {
+        "type": "message.created",
+        "message_id": str(m.id),
+        "conversation_id": str(m.conversation_id),
+        "seq": m.seq,
+        "from": m.sender.key,
+        "payload": payload_of(m.content),
+        "metadata": dict(m.metadata),
+        "created_at": m.created_at.isoformat(),
+        "deliveries": [{"recipient": dl.recipient.key, "channel": dl.channel.value} for dl in deliveries],
+    }
+
+
+async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
+    """Accept a message durably: its seq, deliveries and outbox event commit together."""
+    sender = Participant.user(cmd.sender)
+    if cmd.from_ is not None and cmd.from_ not in {str(cmd.sender), f"user:{cmd.sender}"}:
+        async with d.uow() as uow:
+            me = await uow.users.get(cmd.sender)
+        if me is None or cmd.from_ != me.username:
+            raise Forbidden("'from' must be the caller")
+    content = _content(cmd.payload)
+    channels = _channels(cmd.channels)
+    fingerprint = _fingerprint(cmd, sender)
+    message_id = cmd.message_id or MessageId(d.ids.new())
+    try:
+        async with d.uow() as uow:
+            if cmd.message_id is not None and (existing := await uow.messages.get(cmd.message_id)) is not None:
+                return _replay(existing, fingerprint)
+            conv = await _member_conversation(uow, cmd.conversation_id, cmd.sender)
+            if isinstance(content, FileContent):
+                raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
+            to = None if cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in cmd.to]
+            recipients = Message.resolve_recipients(conv, sender, to)
+            user_ids = [r.user_id for r in recipients if r.user_id is not None]
+            identities = await uow.identities.channels_for(user_ids) if user_ids else {}
+            now = d.clock.now()
+            deliveries = plan_deliveries(
+                message_id=message_id, recipients=recipients, channels=channels, identities=identities, at=now
+            )
+            seq = await uow.conversations.next_seq(conv.id, at=now)
+            message = Message.accept(
+                id=message_id,
+                conversation=conv,
+                sender=sender,
+                seq=seq,
+                content=content,
+                recipients=recipients,
+                channels=channels,
+                metadata=cmd.metadata,
+                at=now,
+                fingerprint=fingerprint,
+            )
+            await uow.messages.add(message, deliveries)
+            await uow.outbox.add(MESSAGES_TOPIC, str(conv.id), _message_event(message, deliveries))
+            await uow.commit()
+            return _accepted(message)
+    except DuplicateMessage:
+        # A concurrent request with the same id won the race; answer as it did.
+        async with d.uow() as uow:
+            existing = await uow.messages.get(message_id)
+        if existing is None:  # pragma: no cover - the winner committed before we saw the clash
+            raise Conflict("message_id is being used concurrently; retry", field="message_id") from None
+        return _replay(existing, fingerprint)
+
+
+async def _visible_message(uow: UnitOfWork, message_id: MessageId, viewer: Participant) -> Message:
+    m = await uow.messages.get(message_id)
+    if m is None or (m.sender != viewer and viewer not in m.recipients):
+        raise NotFound("no such message")
+    return m
+
+
+def _encode_cursor(direction: str, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{direction}:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_history_cursor(cursor: str) -> tuple[str, int]:
+    """The (direction, seq) inside a history cursor.
+
+    Raises:
+        BusinessRuleViolation: the cursor was not made by this server.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        direction, _, seq = raw.partition(":")
+        if direction not in {"after", "before"}:
+            raise ValueError(direction)
+        return direction, int(seq)
+    except (ValueError, UnicodeDecodeError):
+        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
+
+
+async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
+    """A page of messages the caller sent or receives, ascending by seq."""
+    limit = _bounded(cmd.limit, d.settings.history_max, field="limit")
+    if cmd.after_seq is not None and cmd.before_seq is not None:
+        raise BusinessRuleViolation("use after_seq or before_seq, not both", field="after_seq")
+    viewer = Participant.user(cmd.viewer)
+    async with d.uow() as uow:
+        await _member_conversation(uow, cmd.conversation_id, cmd.viewer)
+        query = HistoryQuery(
+            conversation_id=cmd.conversation_id,
+            viewer=viewer,
+            limit=limit + 1,
+            after_seq=cmd.after_seq,
+            before_seq=cmd.before_seq,
+            since=cmd.since,
+        )
+        found = list(await uow.messages.history(query))
+        forward = cmd.after_seq is not None or cmd.since is not None
+        more = len(found) > limit
+        page = (found[:limit] if forward else found[-limit:]) if more else found
+        items = await _message_views(uow, page)
+    next_cursor = None
+    if more and page:
+        next_cursor = _encode_cursor("after", page[-1].seq) if forward else _encode_cursor("before", page[0].seq)
+    return v.HistoryView(items=items, next_cursor=next_cursor)
+
+
+async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v.MessageView]:
+    if not messages:
+        return []
+    deliveries = await uow.messages.deliveries([m.id for m in messages])
+    by_message: dict[MessageId, list[DeliveryStatus]] = {}
+    for dl in deliveries:
+        by_message.setdefault(dl.message_id, []).append(dl.status)
+    people = {p for m in messages for p in (m.sender, *m.recipients)}
+    users = await uow.users.get_many([p.user_id for p in people if p.user_id is not None])
+    return [
+        v.MessageView(
+            message_id=m.id,
+            conversation_id=m.conversation_id,
+            seq=m.seq,
+            sender=_member_view(m.sender, users),
+            to=[_member_view(r, users) for r in m.recipients],
+            channels=["all"] if m.channels is None else [ch.value for ch in m.channels],
+            payload=payload_of(m.content),
+            metadata=m.metadata,
+            status=overall_status(by_message.get(m.id, [])).value,
+            created_at=m.created_at,
+        )
+        for m in messages
+    ]
+
+
+async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.MessageStatusView:
+    """The sender sees every delivery; a recipient sees its own."""
+    viewer = Participant.user(cmd.viewer)
+    async with d.uow() as uow:
+        m = await _visible_message(uow, cmd.message_id, viewer)
+        deliveries = [dl for dl in await uow.messages.deliveries([m.id]) if viewer in (m.sender, dl.recipient)]
+        users = await uow.users.get_many([dl.recipient.user_id for dl in deliveries if dl.recipient.user_id])
+    history = sorted(
+        (
+            v.StatusEventView(
+                status=h.status.value,
+                recipient=_member_view(dl.recipient, users),
+                channel=dl.channel.value,
+                at=h.at,
+                detail=h.detail,
+            )
+            for dl in deliveries
+            for h in dl.history
+        ),
+        key=lambda e: e.at,
+    )
+    return v.MessageStatusView(
+        message_id=m.id,
+        status=overall_status(dl.status for dl in deliveries).value,
+        deliveries=[
+            v.DeliveryView(
+                recipient=_member_view(dl.recipient, users),
+                channel=dl.channel.value,
+                status=dl.status.value,
+                updated_at=dl.updated_at,
+                error=dl.error,
+            )
+            for dl in deliveries
+        ],
+        history=history,
+    )
+
+
+async def _emit_status(outbox: Outbox, m: Message, changed: Sequence[Delivery]) -> None:
+    for dl in changed:
+        await outbox.add(
+            STATUS_TOPIC,
+            str(m.conversation_id),
+            {
+                "type": "message.status",
+                "message_id": str(dl.message_id),
+                "conversation_id": str(m.conversation_id),
+                "recipient": dl.recipient.key,
+                "channel": dl.channel.value,
+                "status": dl.status.value,
+                "at": dl.updated_at.isoformat(),
+            },
+        )
+
+
+async def handle_mark_read(cmd: c.MarkRead, d: Deps) -> v.ReadReceipt:
+    """The reader read this message and every earlier one it received in the conversation."""
+    reader = Participant.user(cmd.reader)
+    async with d.uow() as uow:
+        m = await _visible_message(uow, cmd.message_id, reader)
+        if m.sender == reader:
+            raise Forbidden("the sender cannot mark its own message read")
+        now = d.clock.now()
+        pending = await uow.messages.pending_for(m.conversation_id, reader, up_to_seq=m.seq)
+        changed = [dl for dl in pending if dl.advance(DeliveryStatus.READ, at=now)]
+        if changed:
+            await uow.messages.save_progress(changed)
+            await _emit_status(uow.outbox, m, [dl for dl in changed if dl.message_id == m.id])
+        mine = [dl for dl in await uow.messages.deliveries([m.id]) if dl.recipient == reader]
+        await uow.commit()
+    read_at = min((h.at for dl in mine for h in dl.history if h.status is DeliveryStatus.READ), default=now)
+    return v.ReadReceipt(message_id=m.id, read_at=read_at)
+
+
+HANDLERS: Mapping[type, Callable[[Any, Deps], Any]] = {
+    c.RegisterUser: handle_register_user,
+    c.IssueTokenForPassword: handle_issue_token_for_password,
+    c.IssueTokenForClient: handle_issue_token_for_client,
+    c.RefreshToken: handle_refresh_token,
+    c.CreateApiClient: handle_create_api_client,
+    c.GetUser: handle_get_user,
+    c.LinkIdentity: handle_link_identity,
+    c.UnlinkIdentity: handle_unlink_identity,
+    c.ListIdentities: handle_list_identities,
+    c.CreateConversation: handle_create_conversation,
+    c.GetConversation: handle_get_conversation,
+    c.ListConversations: handle_list_conversations,
+    c.SendMessage: handle_send_message,
+    c.GetHistory: handle_get_history,
+    c.GetMessageStatus: handle_get_message_status,
+    c.MarkRead: handle_mark_read,
+}

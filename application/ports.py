@@ -1,0 +1,275 @@
+"""Ports: what the use cases need from the outside world, as typing.Protocol classes."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+from uuid import UUID
+
+import attrs
+
+from domain.channels import Channel, ChannelAddress
+from domain.conversations import Conversation, Participant
+from domain.deliveries import Delivery
+from domain.ids import ClientId, ConversationId, MessageId, UserId
+from domain.messages import Message
+from domain.users import ApiClient, ChannelIdentity, User
+
+
+class Clock(Protocol):
+    """The current time."""
+
+    @abstractmethod
+    def now(self) -> datetime:
+        """Return the current UTC time (timezone-aware)."""
+
+
+class IdGenerator(Protocol):
+    """New unique ids."""
+
+    @abstractmethod
+    def new(self) -> UUID:
+        """Return a fresh UUID."""
+
+
+class PasswordHasher(Protocol):
+    """Slow, salted password hashing (Argon2id in production)."""
+
+    @abstractmethod
+    async def hash(self, password: str) -> str:
+        """Return an encoded hash of ``password``."""
+
+    @abstractmethod
+    async def verify(self, encoded: str, password: str) -> bool:
+        """Return True when ``password`` matches ``encoded``; never raises for a mismatch."""
+
+
+@attrs.frozen
+class AccessToken:
+    """A signed, short-lived bearer token."""
+
+    token: str
+    expires_in: int
+
+
+class TokenIssuer(Protocol):
+    """Issues access tokens and random secrets."""
+
+    @abstractmethod
+    def issue_access(self, user_id: UserId, *, at: datetime) -> AccessToken:
+        """Return a signed access token for ``user_id``, valid from ``at``."""
+
+    @abstractmethod
+    def new_secret(self) -> str:
+        """Return a new high-entropy, URL-safe secret (refresh tokens, client secrets)."""
+
+
+@attrs.frozen
+class PageRequest:
+    """Keyset pagination: at most ``limit`` items after an opaque cursor."""
+
+    limit: int
+    cursor: str | None = None
+
+
+@attrs.frozen
+class ConversationPage:
+    """One page of conversations and the cursor of the next page, if any."""
+
+    items: Sequence[Conversation]
+    next_cursor: str | None
+
+
+class UserRepository(Protocol):
+    """Users, unique by id and by username."""
+
+    @abstractmethod
+    async def add(self, user: User) -> None:
+        """Store a new user.
+
+        Raises:
+            Conflict: the username is taken.
+        """
+
+    @abstractmethod
+    async def get(self, user_id: UserId) -> User | None:
+        """Return the user, or None."""
+
+    @abstractmethod
+    async def get_by_username(self, username: str) -> User | None:
+        """Return the user with this username, or None."""
+
+    @abstractmethod
+    async def get_many(self, user_ids: Sequence[UserId]) -> Mapping[UserId, User]:
+        """Return the users among ``user_ids`` that exist."""
+
+
+class ApiClientRepository(Protocol):
+    """Application credentials."""
+
+    @abstractmethod
+    async def add(self, client: ApiClient) -> None:
+        """Store a new client."""
+
+    @abstractmethod
+    async def get(self, client_id: ClientId) -> ApiClient | None:
+        """Return the client, or None."""
+
+
+class IdentityRepository(Protocol):
+    """Linked platform identities: one per channel per user, one user per address."""
+
+    @abstractmethod
+    async def add(self, identity: ChannelIdentity) -> None:
+        """Link an identity.
+
+        Raises:
+            Conflict: the user already has this channel, or the address belongs to someone.
+        """
+
+    @abstractmethod
+    async def remove(self, user_id: UserId, channel: Channel) -> bool:
+        """Unlink; return False when there was nothing to unlink."""
+
+    @abstractmethod
+    async def list_for_user(self, user_id: UserId) -> Sequence[ChannelIdentity]:
+        """The user's identities, ordered by channel."""
+
+    @abstractmethod
+    async def find_by_address(self, address: ChannelAddress) -> ChannelIdentity | None:
+        """Who owns ``address``, if anyone."""
+
+    @abstractmethod
+    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
+        """The linked platform channels of each user (users without any may be absent)."""
+
+
+class ConversationRepository(Protocol):
+    """Conversations, their members and their message counter."""
+
+    @abstractmethod
+    async def add(self, conversation: Conversation) -> None:
+        """Store a new conversation."""
+
+    @abstractmethod
+    async def get(self, conversation_id: ConversationId) -> Conversation | None:
+        """Return the conversation, or None."""
+
+    @abstractmethod
+    async def list_for(self, member: Participant, page: PageRequest) -> ConversationPage:
+        """The member's conversations, most recent activity first (ties by id)."""
+
+    @abstractmethod
+    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
+        """Reserve the next message position and mark activity at ``at``.
+
+        Holds the conversation until the unit of work ends, so concurrent senders get
+        strictly increasing, gap-free positions: a rolled-back reservation is given again.
+        """
+
+
+class DuplicateMessage(Exception):
+    """A message with this id already exists (raised by MessageRepository.add)."""
+
+
+@attrs.frozen
+class HistoryQuery:
+    """Which slice of a conversation's history to read, as seen by ``viewer``."""
+
+    conversation_id: ConversationId
+    viewer: Participant
+    limit: int
+    after_seq: int | None = None
+    before_seq: int | None = None
+    since: datetime | None = None
+
+
+class MessageRepository(Protocol):
+    """Messages and their deliveries."""
+
+    @abstractmethod
+    async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
+        """Store a message and its deliveries.
+
+        Raises:
+            DuplicateMessage: the message id is taken; the unit of work must be rolled back.
+        """
+
+    @abstractmethod
+    async def get(self, message_id: MessageId) -> Message | None:
+        """Return the message, or None."""
+
+    @abstractmethod
+    async def history(self, query: HistoryQuery) -> Sequence[Message]:
+        """Messages the viewer sent or receives, ascending by seq.
+
+        With ``after_seq`` the first ``limit`` after it; otherwise the last ``limit``
+        before ``before_seq`` (or the end).
+        """
+
+    @abstractmethod
+    async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
+        """The deliveries of these messages, with their history."""
+
+    @abstractmethod
+    async def pending_for(
+        self, conversation_id: ConversationId, recipient: Participant, *, up_to_seq: int
+    ) -> Sequence[Delivery]:
+        """The recipient's deliveries in the conversation, up to ``up_to_seq``, not yet READ."""
+
+    @abstractmethod
+    async def save_progress(self, deliveries: Sequence[Delivery]) -> None:
+        """Persist the new status and the new history entries of these deliveries."""
+
+
+class RefreshTokenRepository(Protocol):
+    """Single-use refresh tokens, stored as digests."""
+
+    @abstractmethod
+    async def add(self, digest: str, user_id: UserId, *, expires_at: datetime) -> None:
+        """Store a refresh token digest."""
+
+    @abstractmethod
+    async def consume(self, digest: str, *, at: datetime) -> UserId | None:
+        """Atomically use the token once; None when unknown, used or expired."""
+
+
+class Outbox(Protocol):
+    """Integration events written in the same transaction as the change they describe."""
+
+    @abstractmethod
+    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
+        """Queue ``event`` for publication on ``topic`` under partition ``key``."""
+
+
+class UnitOfWork(Protocol):
+    """One atomic transaction over every repository; rolls back unless committed."""
+
+    users: UserRepository
+    clients: ApiClientRepository
+    identities: IdentityRepository
+    conversations: ConversationRepository
+    messages: MessageRepository
+    refresh_tokens: RefreshTokenRepository
+    outbox: Outbox
+
+    @abstractmethod
+    async def __aenter__(self) -> Self:
+        """Begin the transaction."""
+
+    @abstractmethod
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """End it, rolling back anything not committed."""
+
+    @abstractmethod
+    async def commit(self) -> None:
+        """Make every change durable."""
+
+    @abstractmethod
+    async def rollback(self) -> None:
+        """Discard every change made since the transaction began."""

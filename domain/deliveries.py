@@ -1,0 +1,104 @@
+"""The delivery state machine: SENT -> DELIVERED -> READ, or FAILED, only ever forward."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+import attrs
+
+from domain.channels import Channel
+from domain.conversations import Participant
+from domain.ids import MessageId
+
+
+class DeliveryStatus(StrEnum):
+    """Where one delivery of a message to one recipient on one channel stands."""
+
+    SENT = "SENT"
+    FAILED = "FAILED"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+
+
+# Receipts arrive late, twice and out of order (multi-device, webhook retries), so the
+# statuses form a chain and a delivery only ever moves up it: FAILED sits above SENT
+# (a send can fail) and below DELIVERED (a device may still report it delivered or read).
+RANK: Final = {
+    DeliveryStatus.SENT: 0,
+    DeliveryStatus.FAILED: 1,
+    DeliveryStatus.DELIVERED: 2,
+    DeliveryStatus.READ: 3,
+}
+
+_NEXT: Final = {status: frozenset(s for s in DeliveryStatus if RANK[s] > RANK[status]) for status in DeliveryStatus}
+
+
+def can_move(current: DeliveryStatus, target: DeliveryStatus) -> bool:
+    """True when moving from ``current`` to ``target`` changes anything."""
+    return target in _NEXT[current]
+
+
+@attrs.frozen
+class StatusChange:
+    """One entry of a delivery's history."""
+
+    status: DeliveryStatus
+    at: datetime
+    detail: str | None = None
+
+
+@attrs.define(kw_only=True, eq=False)
+class Delivery:
+    """One (message, recipient, channel) delivery and its history."""
+
+    message_id: MessageId
+    recipient: Participant
+    channel: Channel
+    status: DeliveryStatus = DeliveryStatus.SENT
+    updated_at: datetime
+    error: str | None = None
+    history: list[StatusChange] = attrs.field(factory=list)
+
+    @classmethod
+    def accepted(cls, *, message_id: MessageId, recipient: Participant, channel: Channel, at: datetime) -> Delivery:
+        """A new delivery, SENT at ``at``: the server has accepted the message."""
+        return cls(
+            message_id=message_id,
+            recipient=recipient,
+            channel=channel,
+            updated_at=at,
+            history=[StatusChange(DeliveryStatus.SENT, at)],
+        )
+
+    def advance(self, to: DeliveryStatus, *, at: datetime, error: str | None = None) -> bool:
+        """Move forward to ``to``.
+
+        Returns:
+            True if the status changed; False for a late or repeated event, which is not an error.
+        """
+        if not can_move(self.status, to):
+            return False
+        self.status = to
+        self.updated_at = at
+        self.error = error if to is DeliveryStatus.FAILED else None
+        self.history.append(StatusChange(to, at, error))
+        return True
+
+    @property
+    def key(self) -> tuple[MessageId, str, Channel]:
+        """What makes a delivery unique."""
+        return (self.message_id, self.recipient.key, self.channel)
+
+
+def overall_status(statuses: Iterable[DeliveryStatus]) -> DeliveryStatus:
+    """A message's status: the lowest over its deliveries; FAILED only when every one failed."""
+    values = list(statuses)
+    live = [s for s in values if s is not DeliveryStatus.FAILED]
+    if not values:
+        return DeliveryStatus.SENT
+    if not live:
+        return DeliveryStatus.FAILED
+    return min(live, key=RANK.__getitem__)

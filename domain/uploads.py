@@ -1,0 +1,235 @@
+"""Upload sessions: a file arrives in fixed-size chunks, in any order, and completes only whole."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar, Final
+
+import attrs
+
+from domain.errors import BusinessRuleViolation, InvalidTransition
+from domain.ids import FileId, UserId
+
+
+class UploadStatus(StrEnum):
+    """uploading -> completed | failed | aborted | expired."""
+
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    EXPIRED = "expired"
+
+
+_TERMINAL: Final = frozenset({UploadStatus.COMPLETED, UploadStatus.FAILED, UploadStatus.ABORTED, UploadStatus.EXPIRED})
+_NEXT: Final = {
+    UploadStatus.UPLOADING: _TERMINAL,
+    UploadStatus.COMPLETED: frozenset[UploadStatus](),
+    UploadStatus.FAILED: frozenset[UploadStatus](),
+    UploadStatus.ABORTED: frozenset[UploadStatus](),
+    UploadStatus.EXPIRED: frozenset[UploadStatus](),
+}
+
+DEFAULT_MAX_SIZE: Final = 2 * 1024**3
+DEFAULT_CHUNK_SIZE: Final = 8 * 1024**2
+
+
+def _sha256_hex(checksum: str) -> str:
+    algo, sep, digest = checksum.partition(":")
+    digest = digest.lower()
+    if algo != "sha256" or not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise BusinessRuleViolation("a checksum is 'sha256:' followed by 64 hex digits", field="checksum")
+    return digest
+
+
+@attrs.define(kw_only=True, eq=False)
+class UploadSession:
+    """A resumable upload of ``size`` bytes in ``total_chunks`` chunks of ``chunk_size``."""
+
+    MIN_CHUNK: ClassVar[int] = 256 * 1024
+    MAX_CHUNK: ClassVar[int] = 64 * 1024**2
+    MAX_FILENAME: ClassVar[int] = 255
+
+    id: FileId
+    owner_id: UserId
+    filename: str
+    size: int
+    content_type: str
+    declared_sha256: str | None
+    chunk_size: int
+    created_at: datetime
+    expires_at: datetime
+    status: UploadStatus = UploadStatus.UPLOADING
+    received: set[int] = attrs.field(factory=set)
+    sha256: str | None = None
+    failure: str | None = None
+
+    @classmethod
+    def initiate(
+        cls,
+        *,
+        id: FileId,
+        owner_id: UserId,
+        filename: str,
+        size: int,
+        content_type: str,
+        checksum: str | None,
+        chunk_size: int | None,
+        at: datetime,
+        expires_at: datetime,
+        max_size: int = DEFAULT_MAX_SIZE,
+    ) -> UploadSession:
+        """Open an upload.
+
+        Raises:
+            BusinessRuleViolation: a size, chunk size, name or checksum is out of bounds.
+        """
+        name = filename.strip()
+        if not name or len(name) > cls.MAX_FILENAME or any(c in name for c in "/\\\x00\r\n"):
+            raise BusinessRuleViolation(
+                f"a filename has 1-{cls.MAX_FILENAME} characters and no '/', '\\', NUL or line breaks",
+                field="filename",
+            )
+        if size < 1:
+            raise BusinessRuleViolation("size is at least 1 byte", field="size")
+        if size > max_size:
+            raise UploadTooLarge(f"size {size} exceeds the limit of {max_size} bytes")
+        chunk = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
+        if not cls.MIN_CHUNK <= chunk <= cls.MAX_CHUNK:
+            raise BusinessRuleViolation(
+                f"chunk_size is between {cls.MIN_CHUNK} and {cls.MAX_CHUNK} bytes", field="chunk_size"
+            )
+        return cls(
+            id=id,
+            owner_id=owner_id,
+            filename=name,
+            size=size,
+            content_type=content_type,
+            declared_sha256=None if checksum is None else _sha256_hex(checksum),
+            chunk_size=chunk,
+            created_at=at,
+            expires_at=expires_at,
+        )
+
+    @property
+    def total_chunks(self) -> int:
+        """How many chunks make the whole file."""
+        return -(-self.size // self.chunk_size)
+
+    def expected_length(self, index: int) -> int:
+        """The exact byte length chunk ``index`` must have.
+
+        Raises:
+            BusinessRuleViolation: ``index`` is outside the file.
+        """
+        if not 0 <= index < self.total_chunks:
+            raise BusinessRuleViolation(f"chunk index is between 0 and {self.total_chunks - 1}", field="index")
+        if index == self.total_chunks - 1:
+            return self.size - self.chunk_size * (self.total_chunks - 1)
+        return self.chunk_size
+
+    @property
+    def missing_chunks(self) -> list[int]:
+        """The chunk indexes not yet received, ascending."""
+        return [i for i in range(self.total_chunks) if i not in self.received]
+
+    def receive_chunk(self, index: int, length: int, *, at: datetime) -> bool:
+        """Record chunk ``index``; a resent chunk is harmless.
+
+        Returns:
+            True when the chunk is new.
+
+        Raises:
+            InvalidTransition: the upload is no longer open.
+            BusinessRuleViolation: the index or length is wrong.
+        """
+        self._expire_if_due(at)
+        if self.status is not UploadStatus.UPLOADING:
+            raise InvalidTransition(f"upload is {self.status.value}; it takes no more chunks")
+        expected = self.expected_length(index)
+        if length != expected:
+            raise BusinessRuleViolation(f"chunk {index} must be {expected} bytes, got {length}", field="body")
+        if index in self.received:
+            return False
+        self.received.add(index)
+        return True
+
+    def complete(self, *, sha256: str, checksum: str | None, at: datetime) -> None:
+        """Finish the upload once every chunk is in and the whole-file SHA-256 matches.
+
+        A mismatch fails the upload for good: nothing becomes downloadable.
+
+        Raises:
+            MissingChunks: some chunks are still missing (the upload stays open).
+            ChecksumMismatch: the computed digest differs from the declared one.
+            InvalidTransition: the upload is no longer open.
+        """
+        self._expire_if_due(at)
+        if self.status is UploadStatus.COMPLETED and self.sha256 == sha256:
+            return
+        self._move(UploadStatus.UPLOADING, check_only=True)
+        if self.missing_chunks:
+            raise MissingChunks(self.missing_chunks)
+        declared = _sha256_hex(checksum) if checksum is not None else self.declared_sha256
+        if declared is not None and self.declared_sha256 is not None and declared != self.declared_sha256:
+            raise BusinessRuleViolation("checksum differs from the one declared at initiate", field="checksum")
+        if declared is not None and declared != sha256:
+            self._move(UploadStatus.FAILED)
+            self.failure = "checksum mismatch"
+            raise ChecksumMismatch(expected=declared, actual=sha256)
+        self.sha256 = sha256
+        self._move(UploadStatus.COMPLETED)
+
+    def abort(self) -> None:
+        """Give up an unfinished upload.
+
+        Raises:
+            InvalidTransition: the upload already ended.
+        """
+        self._move(UploadStatus.ABORTED)
+
+    def expire(self, *, at: datetime) -> bool:
+        """Expire the upload if it is still open past ``expires_at``; returns True if it did."""
+        return self._expire_if_due(at)
+
+    def _expire_if_due(self, at: datetime) -> bool:
+        if self.status is UploadStatus.UPLOADING and at >= self.expires_at:
+            self.status = UploadStatus.EXPIRED
+            return True
+        return False
+
+    def _move(self, to: UploadStatus, *, check_only: bool = False) -> None:
+        if to is UploadStatus.UPLOADING:
+            if self.status is not UploadStatus.UPLOADING:
+                raise InvalidTransition(f"upload is {self.status.value}")
+            return
+        if to not in _NEXT[self.status]:
+            raise InvalidTransition(f"upload is {self.status.value}; it cannot become {to.value}")
+        if not check_only:
+            self.status = to
+
+
+class UploadTooLarge(BusinessRuleViolation):
+    """The declared size is over the configured limit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="size")
+
+
+class MissingChunks(BusinessRuleViolation):
+    """Completion was asked for before every chunk arrived."""
+
+    def __init__(self, missing: list[int]) -> None:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        super().__init__(f"{len(missing)} chunk(s) missing: {shown}", field="chunks")
+        self.missing = missing
+
+
+class ChecksumMismatch(BusinessRuleViolation):
+    """The whole file's SHA-256 is not the one declared."""
+
+    def __init__(self, *, expected: str, actual: str) -> None:
+        super().__init__(f"sha256 mismatch: expected {expected}, got {actual}", field="checksum")
+        self.expected = expected
+        self.actual = actual

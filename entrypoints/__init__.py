@@ -1,0 +1,1 @@
+"""Chat4All entrypoints package."""
