@@ -1,0 +1,1 @@
+"""The embedded default: local servers that `chat4all up` and the test suite start themselves."""
