@@ -28,10 +28,10 @@ from application.ports import (
 from domain.channels import Channel, ChannelAddress, parse_channel
 from domain.conversations import Conversation, Participant, ParticipantKind
 from domain.deliveries import Delivery, DeliveryStatus, overall_status
-from domain.errors import BusinessRuleViolation
+from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent, plan_deliveries
-from domain.users import ApiClient, ChannelIdentity, User, validate_password, validate_username
+from domain.users import ApiClient, ChannelIdentity, User, is_username, validate_password, validate_username
 
 MESSAGES_TOPIC = "chat.messages"
 STATUS_TOPIC = "chat.status"
@@ -99,8 +99,10 @@ async def _issue_pair(uow: UnitOfWork, user_id: UserId, d: Deps) -> v.TokenPair:
 
 async def handle_issue_token_for_password(cmd: c.IssueTokenForPassword, d: Deps) -> v.TokenPair:
     """Log in with username and password."""
-    async with d.uow() as uow:
-        user = await uow.users.get_by_username(cmd.username)
+    user = None
+    if is_username(cmd.username):
+        async with d.uow() as uow:
+            user = await uow.users.get_by_username(cmd.username)
     # Verify even for an unknown user so response time does not reveal which usernames exist.
     encoded = user.password_hash if user is not None else _DUMMY_HASH
     ok = await d.hasher.verify(encoded, cmd.password)
@@ -143,6 +145,7 @@ async def handle_create_api_client(cmd: c.CreateApiClient, d: Deps) -> v.ApiClie
     name = cmd.name.strip()
     if not 1 <= len(name) <= 100:
         raise BusinessRuleViolation("a client name has 1-100 characters", field="name")
+    check_json_value(name, field="name")
     secret = d.tokens.new_secret()
     client = ApiClient(
         id=ClientId(d.ids.new()), owner_id=cmd.owner, name=name, secret_hash=_digest(secret), created_at=d.clock.now()
@@ -214,7 +217,10 @@ async def _resolve_member(uow: UnitOfWork, ref: str, *, field: str) -> Participa
         identity = await uow.identities.find_by_address(address)
         return Participant.user(identity.user_id) if identity else Participant.contact(address)
     as_id = c.as_uuid(ref)
-    user = await uow.users.get(UserId(as_id)) if as_id is not None else await uow.users.get_by_username(ref)
+    if as_id is not None:
+        user = await uow.users.get(UserId(as_id))
+    else:
+        user = await uow.users.get_by_username(ref) if is_username(ref) else None
     if user is None:
         raise BusinessRuleViolation(f"unknown member {ref!r}", field=field)
     return Participant.user(user.id)
@@ -392,9 +398,9 @@ async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
     message_id = cmd.message_id or MessageId(d.ids.new())
     try:
         async with d.uow() as uow:
+            conv = await _member_conversation(uow, cmd.conversation_id, cmd.sender)
             if cmd.message_id is not None and (existing := await uow.messages.get(cmd.message_id)) is not None:
                 return _replay(existing, fingerprint)
-            conv = await _member_conversation(uow, cmd.conversation_id, cmd.sender)
             if isinstance(content, FileContent):
                 raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
             to = None if cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in cmd.to]
@@ -475,7 +481,7 @@ async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
             since=cmd.since,
         )
         found = list(await uow.messages.history(query))
-        forward = cmd.after_seq is not None or cmd.since is not None
+        forward = cmd.after_seq is not None or (cmd.since is not None and cmd.before_seq is None)
         more = len(found) > limit
         page = (found[:limit] if forward else found[-limit:]) if more else found
         items = await _message_views(uow, page)
@@ -549,15 +555,15 @@ async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.Messa
     )
 
 
-async def _emit_status(outbox: Outbox, m: Message, changed: Sequence[Delivery]) -> None:
+async def _emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Sequence[Delivery]) -> None:
     for dl in changed:
         await outbox.add(
             STATUS_TOPIC,
-            str(m.conversation_id),
+            str(conversation_id),
             {
                 "type": "message.status",
                 "message_id": str(dl.message_id),
-                "conversation_id": str(m.conversation_id),
+                "conversation_id": str(conversation_id),
                 "recipient": dl.recipient.key,
                 "channel": dl.channel.value,
                 "status": dl.status.value,
@@ -578,7 +584,7 @@ async def handle_mark_read(cmd: c.MarkRead, d: Deps) -> v.ReadReceipt:
         changed = [dl for dl in pending if dl.advance(DeliveryStatus.READ, at=now)]
         if changed:
             await uow.messages.save_progress(changed)
-            await _emit_status(uow.outbox, m, [dl for dl in changed if dl.message_id == m.id])
+            await _emit_status(uow.outbox, m.conversation_id, changed)
         mine = [dl for dl in await uow.messages.deliveries([m.id]) if dl.recipient == reader]
         await uow.commit()
     read_at = min((h.at for dl in mine for h in dl.history if h.status is DeliveryStatus.READ), default=now)

@@ -37,24 +37,24 @@ _TELEGRAM = re.compile(r"^-?[0-9]{1,20}$")
 def _normalise(channel: Channel, external_id: str) -> str:
     raw = external_id.strip()
     if channel is Channel.WHATSAPP:
-        if not _E164.match(raw):
+        if not _E164.fullmatch(raw):
             raise BusinessRuleViolation(
                 "a WhatsApp id is an E.164 phone number such as +5511999998888", field="external_id"
             )
         return raw
     if channel is Channel.INSTAGRAM:
         handle = raw.removeprefix("@").lower()
-        if not _INSTAGRAM.match(handle) or handle.startswith(".") or handle.endswith("."):
+        if not _INSTAGRAM.fullmatch(handle) or handle.startswith(".") or handle.endswith("."):
             raise BusinessRuleViolation(
                 "an Instagram id is a handle of 1-30 letters, digits, '.' or '_'", field="external_id"
             )
         return handle
     if channel is Channel.MESSENGER:
-        if not _DIGITS.match(raw):
+        if not _DIGITS.fullmatch(raw):
             raise BusinessRuleViolation("a Messenger id is a page-scoped id of digits", field="external_id")
         return raw
     if channel is Channel.TELEGRAM:
-        if not _TELEGRAM.match(raw):
+        if not _TELEGRAM.fullmatch(raw):
             raise BusinessRuleViolation("a Telegram id is a numeric chat id", field="external_id")
         return raw
     raise BusinessRuleViolation("internal is not an addressable platform channel", field="channel")

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import attrs
 
 from domain.channels import ChannelAddress
-from domain.errors import BusinessRuleViolation
+from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ConversationId, UserId
 
 
@@ -119,6 +119,7 @@ class Conversation:
             )
         if len(metadata) > cls.MAX_METADATA_KEYS:
             raise BusinessRuleViolation(f"metadata has at most {cls.MAX_METADATA_KEYS} keys", field="metadata")
+        check_json_value(metadata, field="metadata")
         return cls(
             id=id,
             type=type,

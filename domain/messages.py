@@ -12,7 +12,7 @@ import attrs
 from domain.channels import Channel
 from domain.conversations import Conversation, Participant, ParticipantKind
 from domain.deliveries import Delivery
-from domain.errors import BusinessRuleViolation
+from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ConversationId, FileId, MessageId, UserId
 
 
@@ -37,6 +37,7 @@ class TextContent:
             raise BusinessRuleViolation(
                 f"text has 1-{self.MAX_LENGTH} characters and is not blank", field="payload.text"
             )
+        check_json_value(self.text, field="payload.text")
 
 
 @attrs.frozen
@@ -155,6 +156,7 @@ class Message:
             raise BusinessRuleViolation("the sender is not a member of the conversation", field="from")
         if len(metadata) > cls.MAX_METADATA_KEYS:
             raise BusinessRuleViolation(f"metadata has at most {cls.MAX_METADATA_KEYS} keys", field="metadata")
+        check_json_value(metadata, field="metadata")
         return cls(
             id=id,
             conversation_id=conversation.id,

@@ -9,7 +9,7 @@ from typing import ClassVar
 import attrs
 
 from domain.channels import Channel, ChannelAddress
-from domain.errors import BusinessRuleViolation
+from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ClientId, UserId
 
 _USERNAME = re.compile(r"^[a-z0-9_.-]{3,32}$")
@@ -21,9 +21,14 @@ def validate_username(username: str) -> str:
     Raises:
         BusinessRuleViolation: it is not.
     """
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         raise BusinessRuleViolation("a username is 3-32 characters of a-z, 0-9, '_', '.' or '-'", field="username")
     return username
+
+
+def is_username(text: str) -> bool:
+    """True when ``text`` has the shape of a username."""
+    return bool(_USERNAME.fullmatch(text))
 
 
 def validate_password(password: str) -> str:
@@ -76,6 +81,7 @@ class User:
         """
         validate_username(username)
         name = (display_name if display_name is not None else username).strip()
+        check_json_value(name, field="display_name")
         if not name or len(name) > cls.MAX_DISPLAY_NAME:
             raise BusinessRuleViolation(f"a display name has 1-{cls.MAX_DISPLAY_NAME} characters", field="display_name")
         return cls(id=id, username=username, password_hash=password_hash, display_name=name, created_at=at)
