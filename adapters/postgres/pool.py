@@ -1,0 +1,45 @@
+"""The connection pool every PostgreSQL unit of work borrows from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from application.errors import Unavailable
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+def _utc_options(conninfo: str) -> str:
+    # Sessions run in UTC so timestamps come back as UTC datetimes, like the clock produces them.
+    options = str(conninfo_to_dict(conninfo).get("options") or "")
+    return f"{options} -c TimeZone=UTC".strip()
+
+
+async def open_pool(conninfo: str, min_size: int = 2, max_size: int = 10, *, connect_timeout: float = 30.0) -> Pool:
+    """Open a pool and wait until ``min_size`` connections are ready; the caller closes it.
+
+    ``connect_timeout`` bounds both this wait and every later wait to borrow a connection.
+
+    Raises:
+        Unavailable: the server could not be reached in time.
+    """
+    pool: Pool = AsyncConnectionPool(
+        conninfo,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        timeout=connect_timeout,
+        kwargs={"options": _utc_options(conninfo)},
+        name="chat4all",
+    )
+    try:
+        await pool.open(wait=True, timeout=connect_timeout)
+    except psycopg.OperationalError as e:  # PoolTimeout included
+        await pool.close()
+        raise Unavailable(f"cannot connect to PostgreSQL: {e}") from e
+    return pool

@@ -1,0 +1,647 @@
+"""The PostgreSQL unit of work: one pooled connection and one transaction over every repository."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, LiteralString, Self, TypeVar
+from uuid import UUID
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg.abc import Params
+from psycopg.abc import QueryNoTemplate as Query
+from psycopg.rows import BaseRowFactory, DictRow, class_row, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from application.errors import Conflict, Unavailable
+from application.ports import (
+    ApiClientRepository,
+    ConversationPage,
+    ConversationRepository,
+    DuplicateMessage,
+    HistoryQuery,
+    IdentityRepository,
+    MessageRepository,
+    Outbox,
+    PageRequest,
+    RefreshTokenRepository,
+    UserRepository,
+)
+from domain.channels import Channel, ChannelAddress
+from domain.conversations import Conversation, ConversationType, Participant
+from domain.deliveries import Delivery, DeliveryStatus, StatusChange
+from domain.errors import BusinessRuleViolation
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
+from domain.messages import Content, FileContent, Message, TextContent
+from domain.users import ApiClient, ChannelIdentity, User
+
+R = TypeVar("R")
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    # OperationalError covers a lost or refused connection, pool timeouts, deadlocks and
+    # statement timeouts: all of them are worth retrying, none of them is the caller's fault.
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        # The cause stays chained for the logs; the message is safe to show to clients.
+        raise Unavailable("the database is unavailable; retry later") from e
+
+
+class _Session:
+    """The connection of the active unit of work, with infrastructure errors translated."""
+
+    def __init__(self) -> None:
+        self.conn: AsyncConnection[Any] | None = None
+
+    @property
+    def connection(self) -> AsyncConnection[Any]:
+        if self.conn is None:
+            raise RuntimeError("the unit of work is not active: use it inside 'async with'")
+        return self.conn
+
+    async def fetch(self, row: BaseRowFactory[R], query: Query, params: Params | None = None) -> list[R]:
+        with _translated_errors():
+            async with self.connection.cursor(row_factory=row) as cur:
+                await cur.execute(query, params)
+                return await cur.fetchall()
+
+    async def rows(self, query: Query, params: Params | None = None) -> list[DictRow]:
+        return await self.fetch(dict_row, query, params)
+
+    async def row(self, query: Query, params: Params | None = None) -> DictRow | None:
+        found = await self.rows(query, params)
+        return found[0] if found else None
+
+    async def execute(self, query: Query, params: Params | None = None) -> int:
+        """Run a statement; return the number of rows it touched."""
+        with _translated_errors():
+            async with self.connection.cursor() as cur:
+                await cur.execute(query, params)
+                return cur.rowcount
+
+    async def execute_many(self, query: Query, params: Sequence[Params]) -> None:
+        if not params:
+            return
+        with _translated_errors():
+            async with self.connection.cursor() as cur:
+                await cur.executemany(query, params)  # pipelined: one round trip for the batch
+
+
+class _Repo:
+    def __init__(self, db: _Session) -> None:
+        self._db = db
+
+
+# --- users and clients -----------------------------------------------------------------
+
+_USER = "SELECT id, username, password_hash, display_name, created_at FROM users"
+
+
+class PostgresUserRepository(_Repo):
+    async def add(self, user: User) -> None:
+        inserted = await self._db.execute(
+            "INSERT INTO users (id, username, password_hash, display_name, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (username) DO NOTHING",
+            (user.id, user.username, user.password_hash, user.display_name, user.created_at),
+        )
+        if not inserted:
+            raise Conflict(f"username {user.username!r} is taken", field="username")
+
+    async def get(self, user_id: UserId) -> User | None:
+        found = await self._db.fetch(class_row(User), _USER + " WHERE id = %s", (user_id,))
+        return found[0] if found else None
+
+    async def get_by_username(self, username: str) -> User | None:
+        found = await self._db.fetch(class_row(User), _USER + " WHERE username = %s", (username,))
+        return found[0] if found else None
+
+    async def get_many(self, user_ids: Sequence[UserId]) -> Mapping[UserId, User]:
+        if not user_ids:
+            return {}
+        found = await self._db.fetch(class_row(User), _USER + " WHERE id = ANY(%s)", (list(user_ids),))
+        return {u.id: u for u in found}
+
+
+class PostgresApiClientRepository(_Repo):
+    async def add(self, client: ApiClient) -> None:
+        await self._db.execute(
+            "INSERT INTO api_clients (id, owner_id, name, secret_hash, created_at) VALUES (%s, %s, %s, %s, %s)",
+            (client.id, client.owner_id, client.name, client.secret_hash, client.created_at),
+        )
+
+    async def get(self, client_id: ClientId) -> ApiClient | None:
+        found = await self._db.fetch(
+            class_row(ApiClient),
+            "SELECT id, owner_id, name, secret_hash, created_at FROM api_clients WHERE id = %s",
+            (client_id,),
+        )
+        return found[0] if found else None
+
+
+# --- identities ------------------------------------------------------------------------
+
+
+def _identity(row: DictRow) -> ChannelIdentity:
+    address = ChannelAddress(channel=Channel(row["channel"]), external_id=row["external_id"])
+    return ChannelIdentity(user_id=row["user_id"], address=address, linked_at=row["linked_at"])
+
+
+class PostgresIdentityRepository(_Repo):
+    async def add(self, identity: ChannelIdentity) -> None:
+        address = identity.address
+        inserted = await self._db.execute(
+            "INSERT INTO identities (channel, external_id, user_id, linked_at) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (address.channel.value, address.external_id, identity.user_id, identity.linked_at),
+        )
+        if inserted:
+            return
+        # Which rule was broken? The address first, as the in-memory twin reports it.
+        taken = await self._db.row(
+            "SELECT 1 FROM identities WHERE channel = %s AND external_id = %s",
+            (address.channel.value, address.external_id),
+        )
+        if taken is not None:
+            raise Conflict(f"{address} is already linked", field="external_id")
+        raise Conflict(f"you already linked a {identity.channel.value} identity", field="channel")
+
+    async def remove(self, user_id: UserId, channel: Channel) -> bool:
+        removed = await self._db.execute(
+            "DELETE FROM identities WHERE user_id = %s AND channel = %s", (user_id, channel.value)
+        )
+        return removed > 0
+
+    async def list_for_user(self, user_id: UserId) -> Sequence[ChannelIdentity]:
+        rows = await self._db.rows(
+            "SELECT channel, external_id, user_id, linked_at FROM identities WHERE user_id = %s"
+            ' ORDER BY channel COLLATE "C"',
+            (user_id,),
+        )
+        return [_identity(r) for r in rows]
+
+    async def find_by_address(self, address: ChannelAddress) -> ChannelIdentity | None:
+        row = await self._db.row(
+            "SELECT channel, external_id, user_id, linked_at FROM identities WHERE channel = %s AND external_id = %s",
+            (address.channel.value, address.external_id),
+        )
+        return _identity(row) if row is not None else None
+
+    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
+        if not user_ids:
+            return {}
+        rows = await self._db.rows(
+            "SELECT user_id, array_agg(channel) AS channels FROM identities WHERE user_id = ANY(%s) GROUP BY user_id",
+            (list(user_ids),),
+        )
+        return {r["user_id"]: frozenset(Channel(c) for c in r["channels"]) for r in rows}
+
+
+# --- conversations ---------------------------------------------------------------------
+
+# The conversation-list cursor has the in-memory adapter's format, so cursors work across both.
+# TODO(lead): move this pair into application/ and share it with adapters.memory.
+
+
+def encode_conversation_cursor(at: datetime, cid: ConversationId) -> str:
+    """An opaque cursor after (last_activity_at, id)."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{cid}".encode()).decode()
+
+
+def decode_conversation_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The (last_activity_at, id) inside a conversation-list cursor.
+
+    Raises:
+        BusinessRuleViolation: the cursor was not made by this server.
+    """
+    try:
+        at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError(at)
+        return when, UUID(cid)
+    except (ValueError, UnicodeDecodeError):
+        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
+
+
+_CONVERSATION = """
+SELECT c.id, c.type, c.created_by, c.created_at, c.metadata, c.last_seq, c.last_activity_at,
+       ARRAY(SELECT m.member_key FROM conversation_members m
+             WHERE m.conversation_id = c.id ORDER BY m.position) AS members
+FROM conversations c
+"""
+
+
+def _conversation(row: DictRow) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        type=ConversationType(row["type"]),
+        members=tuple(Participant.from_key(k) for k in row["members"]),
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        metadata=row["metadata"],
+        last_seq=row["last_seq"],
+        last_activity_at=row["last_activity_at"],
+    )
+
+
+class PostgresConversationRepository(_Repo):
+    async def add(self, conversation: Conversation) -> None:
+        c, members = conversation, conversation.members
+        await self._db.execute(
+            """
+            WITH c AS (
+                INSERT INTO conversations (id, type, created_by, created_at, metadata, last_seq, last_activity_at)
+                VALUES (%(id)s, %(type)s, %(created_by)s, %(created_at)s, %(metadata)s, %(last_seq)s,
+                        %(last_activity_at)s)
+                RETURNING id
+            )
+            INSERT INTO conversation_members (conversation_id, position, member_key, kind, user_id, address)
+            SELECT c.id, m.ord - 1, m.member_key, m.kind, m.user_id, m.address
+            FROM c, unnest(%(keys)s::text[], %(kinds)s::text[], %(user_ids)s::uuid[], %(addresses)s::text[])
+                    WITH ORDINALITY AS m(member_key, kind, user_id, address, ord)
+            """,
+            {
+                "id": c.id,
+                "type": c.type.value,
+                "created_by": c.created_by,
+                "created_at": c.created_at,
+                "metadata": Jsonb(dict(c.metadata)),
+                "last_seq": c.last_seq,
+                "last_activity_at": c.last_activity_at,
+                "keys": [p.key for p in members],
+                "kinds": [p.kind.value for p in members],
+                "user_ids": [p.user_id for p in members],
+                "addresses": [None if p.address is None else str(p.address) for p in members],
+            },
+        )
+
+    async def get(self, conversation_id: ConversationId) -> Conversation | None:
+        row = await self._db.row(_CONVERSATION + " WHERE c.id = %s", (conversation_id,))
+        return _conversation(row) if row is not None else None
+
+    async def list_for(self, member: Participant, page: PageRequest) -> ConversationPage:
+        where: list[LiteralString] = [
+            "c.id IN (SELECT conversation_id FROM conversation_members WHERE member_key = %(member)s)"
+        ]
+        params: dict[str, Any] = {"member": member.key, "limit": page.limit + 1}
+        if page.cursor is not None:
+            params["at"], params["after"] = decode_conversation_cursor(page.cursor)
+            where.append("(c.last_activity_at, c.id) < (%(at)s, %(after)s)")
+        query = sql.SQL("{} WHERE {} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT %(limit)s").format(
+            sql.SQL(_CONVERSATION), sql.SQL(" AND ").join(sql.SQL(w) for w in where)
+        )
+        found = [_conversation(r) for r in await self._db.rows(query, params)]
+        items = found[: page.limit]
+        last = items[-1] if items else None
+        more = len(found) > page.limit
+        cursor = (
+            encode_conversation_cursor(last.last_activity_at, last.id)
+            if more and last is not None and last.last_activity_at is not None
+            else None
+        )
+        return ConversationPage(items=items, next_cursor=cursor)
+
+    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
+        # The row lock taken here is held until the transaction ends: concurrent senders queue on
+        # it, and a rollback returns the number.
+        row = await self._db.row(
+            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = %s WHERE id = %s RETURNING last_seq",
+            (at, conversation_id),
+        )
+        if row is None:
+            raise KeyError(conversation_id)
+        seq: int = row["last_seq"]
+        return seq
+
+
+# --- messages and deliveries -----------------------------------------------------------
+
+
+def _content_doc(content: Content) -> dict[str, Any]:
+    if isinstance(content, TextContent):
+        return {"type": "text", "text": content.text}
+    return {"type": "file", "file_id": str(content.file_id), "caption": content.caption}
+
+
+def _content(doc: Mapping[str, Any]) -> Content:
+    if doc["type"] == "text":
+        return TextContent(doc["text"])
+    return FileContent(FileId(UUID(doc["file_id"])), doc.get("caption"))
+
+
+_MESSAGE = """
+SELECT id, conversation_id, seq, sender_key, content, recipient_keys, channels, metadata, fingerprint, created_at
+FROM messages
+"""
+
+
+def _message(row: DictRow) -> Message:
+    channels = row["channels"]
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        sender=Participant.from_key(row["sender_key"]),
+        seq=row["seq"],
+        content=_content(row["content"]),
+        recipients=tuple(Participant.from_key(k) for k in row["recipient_keys"]),
+        channels=None if channels is None else tuple(Channel(c) for c in channels),
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        fingerprint=row["fingerprint"],
+    )
+
+
+# A message, its deliveries and their history in one statement: one round trip on the send
+# path. A clashing id inserts nothing at all, and the caller raises DuplicateMessage.
+# Deliveries and history entries travel as one JSON array each: far cheaper for the client to
+# send than a parameter per column, and jsonb_to_recordset types every field.
+_ADD_MESSAGE = """
+WITH m AS (
+    INSERT INTO messages (id, conversation_id, seq, sender_key, content, recipient_keys, channels, metadata,
+                          fingerprint, created_at)
+    VALUES (%(id)s, %(conversation_id)s, %(seq)s, %(sender_key)s, %(content)s, %(recipient_keys)s::text[],
+            %(channels)s::text[], %(metadata)s, %(fingerprint)s, %(created_at)s)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, conversation_id, seq
+), d AS (
+    INSERT INTO deliveries (message_id, recipient_key, channel, position, conversation_id, seq, status, updated_at,
+                            error)
+    SELECT m.id, x.recipient_key, x.channel, x.position, m.conversation_id, m.seq, x.status, x.updated_at, x.error
+    FROM m, jsonb_to_recordset(%(deliveries)s)
+              AS x(recipient_key text, channel text, position int, status text, updated_at timestamptz, error text)
+), e AS (
+    INSERT INTO delivery_events (message_id, recipient_key, channel, position, status, at, detail)
+    SELECT m.id, y.recipient_key, y.channel, y.position, y.status, y.at, y.detail
+    FROM m, jsonb_to_recordset(%(events)s)
+              AS y(recipient_key text, channel text, position int, status text, at timestamptz, detail text)
+)
+SELECT count(*) AS added FROM m
+"""
+
+# New statuses, and the history entries not stored yet (those already stored sit at the same
+# positions and are skipped), in one statement.
+_SAVE_PROGRESS = """
+WITH d AS (
+    UPDATE deliveries d SET status = x.status, updated_at = x.updated_at, error = x.error
+    FROM jsonb_to_recordset(%(deliveries)s) AS x(message_id uuid, recipient_key text, channel text, status text,
+                                                  updated_at timestamptz, error text)
+    WHERE d.message_id = x.message_id AND d.recipient_key = x.recipient_key AND d.channel = x.channel
+)
+INSERT INTO delivery_events (message_id, recipient_key, channel, position, status, at, detail)
+SELECT y.message_id, y.recipient_key, y.channel, y.position, y.status, y.at, y.detail
+FROM jsonb_to_recordset(%(events)s)
+     AS y(message_id uuid, recipient_key text, channel text, position int, status text, at timestamptz, detail text)
+ON CONFLICT DO NOTHING
+"""
+
+# Deliveries with their whole history, oldest entry first.
+_DELIVERY = """
+SELECT d.message_id, d.recipient_key, d.channel, d.status, d.updated_at, d.error,
+       h.statuses, h.ats, h.details
+FROM deliveries d
+CROSS JOIN LATERAL (
+    SELECT array_agg(e.status ORDER BY e.position) AS statuses,
+           array_agg(e.at ORDER BY e.position) AS ats,
+           array_agg(e.detail ORDER BY e.position) AS details
+    FROM delivery_events e
+    WHERE e.message_id = d.message_id AND e.recipient_key = d.recipient_key AND e.channel = d.channel
+) h
+"""
+
+# A recipient's deliveries not yet READ in a conversation, up to a position: locked, then read.
+_LOCK_UNREAD = """
+SELECT 1 FROM deliveries d
+WHERE d.conversation_id = %s AND d.recipient_key = %s AND d.seq <= %s AND d.status <> 'READ'
+ORDER BY d.seq, d.position
+FOR UPDATE
+"""
+_READ_UNREAD = (
+    _DELIVERY
+    + """
+WHERE d.conversation_id = %s AND d.recipient_key = %s AND d.seq <= %s AND d.status <> 'READ'
+ORDER BY d.seq, d.position
+"""
+)
+
+
+def _delivery(row: DictRow) -> Delivery:
+    statuses, ats, details = row["statuses"] or [], row["ats"] or [], row["details"] or []
+    return Delivery(
+        message_id=row["message_id"],
+        recipient=Participant.from_key(row["recipient_key"]),
+        channel=Channel(row["channel"]),
+        status=DeliveryStatus(row["status"]),
+        updated_at=row["updated_at"],
+        error=row["error"],
+        history=[
+            StatusChange(DeliveryStatus(s), at, detail) for s, at, detail in zip(statuses, ats, details, strict=True)
+        ],
+    )
+
+
+def _delivery_records(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": str(dl.message_id),
+            "recipient_key": dl.recipient.key,
+            "channel": dl.channel.value,
+            "position": i,
+            "status": dl.status.value,
+            "updated_at": dl.updated_at.isoformat(),
+            "error": dl.error,
+        }
+        for i, dl in enumerate(deliveries)
+    ]
+
+
+def _event_records(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": str(dl.message_id),
+            "recipient_key": dl.recipient.key,
+            "channel": dl.channel.value,
+            "position": i,
+            "status": h.status.value,
+            "at": h.at.isoformat(),
+            "detail": h.detail,
+        }
+        for dl in deliveries
+        for i, h in enumerate(dl.history)
+    ]
+
+
+class PostgresMessageRepository(_Repo):
+    async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
+        m = message
+        row = await self._db.row(
+            _ADD_MESSAGE,
+            {
+                "id": m.id,
+                "conversation_id": m.conversation_id,
+                "seq": m.seq,
+                "sender_key": m.sender.key,
+                "content": Jsonb(_content_doc(m.content)),
+                "recipient_keys": [r.key for r in m.recipients],
+                "channels": None if m.channels is None else [c.value for c in m.channels],
+                "metadata": Jsonb(dict(m.metadata)),
+                "fingerprint": m.fingerprint,
+                "created_at": m.created_at,
+                "deliveries": Jsonb(_delivery_records(deliveries)),
+                "events": Jsonb(_event_records(deliveries)),
+            },
+        )
+        if row is None or not row["added"]:
+            raise DuplicateMessage(str(m.id))
+
+    async def get(self, message_id: MessageId) -> Message | None:
+        row = await self._db.row(_MESSAGE + " WHERE id = %s", (message_id,))
+        return _message(row) if row is not None else None
+
+    async def history(self, query: HistoryQuery) -> Sequence[Message]:
+        where: list[LiteralString] = [
+            "conversation_id = %(conversation_id)s",
+            "(sender_key = %(viewer)s OR %(viewer)s = ANY(recipient_keys))",
+        ]
+        params: dict[str, Any] = {
+            "conversation_id": query.conversation_id,
+            "viewer": query.viewer.key,
+            "limit": query.limit,
+            "after": query.after_seq if query.after_seq is not None else 0,
+            "before": query.before_seq,
+            "since": query.since,
+        }
+        if query.since is not None:
+            where.append("created_at >= %(since)s")
+        # Forward (the first N after a position) or backward (the last N before one, or the end).
+        forward = query.after_seq is not None or (query.since is not None and query.before_seq is None)
+        if forward:
+            where.append("seq > %(after)s")
+        elif query.before_seq is not None:
+            where.append("seq < %(before)s")
+        statement = sql.SQL("{} WHERE {} ORDER BY seq {} LIMIT %(limit)s").format(
+            sql.SQL(_MESSAGE), sql.SQL(" AND ").join(sql.SQL(w) for w in where), sql.SQL("ASC" if forward else "DESC")
+        )
+        found = [_message(r) for r in await self._db.rows(statement, params)]
+        return found if forward else found[::-1]
+
+    async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
+        if not message_ids:
+            return []
+        rows = await self._db.rows(
+            _DELIVERY + " WHERE d.message_id = ANY(%s) ORDER BY d.message_id, d.position", (list(message_ids),)
+        )
+        by_message: dict[UUID, list[Delivery]] = {}
+        for r in rows:
+            by_message.setdefault(r["message_id"], []).append(_delivery(r))
+        return [dl for mid in message_ids for dl in by_message.get(mid, [])]
+
+    async def pending_for(
+        self, conversation_id: ConversationId, recipient: Participant, *, up_to_seq: int
+    ) -> Sequence[Delivery]:
+        # Callers advance what this returns and save it, so lock the rows first (in a stable order,
+        # against deadlocks): a concurrent reader of the same rows waits, then no longer sees
+        # them once they are READ. The history is read afterwards, in a statement of its own, so
+        # it includes anything committed while we waited.
+        params = (conversation_id, recipient.key, up_to_seq)
+        await self._db.execute(_LOCK_UNREAD, params)
+        rows = await self._db.rows(_READ_UNREAD, params)
+        return [_delivery(r) for r in rows]
+
+    async def save_progress(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        latest = list({dl.key: dl for dl in deliveries}.values())  # the last word on each delivery wins
+        await self._db.execute(
+            _SAVE_PROGRESS,
+            {"deliveries": Jsonb(_delivery_records(latest)), "events": Jsonb(_event_records(latest))},
+        )
+
+
+# --- refresh tokens and the outbox -----------------------------------------------------
+
+
+class PostgresRefreshTokenRepository(_Repo):
+    async def add(self, digest: str, user_id: UserId, *, expires_at: datetime) -> None:
+        await self._db.execute(
+            "INSERT INTO refresh_tokens (digest, user_id, expires_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (digest) DO UPDATE"
+            " SET user_id = EXCLUDED.user_id, expires_at = EXCLUDED.expires_at, used_at = NULL",
+            (digest, user_id, expires_at),
+        )
+
+    async def consume(self, digest: str, *, at: datetime) -> UserId | None:
+        row = await self._db.row(
+            "UPDATE refresh_tokens SET used_at = %s"
+            " WHERE digest = %s AND used_at IS NULL AND expires_at > %s RETURNING user_id",
+            (at, digest, at),
+        )
+        return UserId(row["user_id"]) if row is not None else None
+
+
+class PostgresOutbox(_Repo):
+    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
+        await self._db.execute(
+            "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)", (topic, key, Jsonb(dict(event)))
+        )
+
+
+# --- the unit of work ------------------------------------------------------------------
+
+
+class PostgresUnitOfWork:
+    """One transaction on one pooled connection; rolls back unless committed.
+
+    ``commit()`` is not terminal: work after it runs in a fresh transaction, which the end of
+    the ``async with`` block rolls back unless it is committed too (as the in-memory twin does).
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+        self._db = _Session()
+        # Annotated with the ports: UnitOfWork's attributes are invariant, and mypy checks each fits.
+        self.users: UserRepository = PostgresUserRepository(self._db)
+        self.clients: ApiClientRepository = PostgresApiClientRepository(self._db)
+        self.identities: IdentityRepository = PostgresIdentityRepository(self._db)
+        self.conversations: ConversationRepository = PostgresConversationRepository(self._db)
+        self.messages: MessageRepository = PostgresMessageRepository(self._db)
+        self.refresh_tokens: RefreshTokenRepository = PostgresRefreshTokenRepository(self._db)
+        self.outbox: Outbox = PostgresOutbox(self._db)
+
+    async def __aenter__(self) -> Self:
+        if self._db.conn is not None:
+            raise RuntimeError("this unit of work is already active")
+        with _translated_errors():
+            conn: AsyncConnection[Any] = await self._pool.getconn()
+        # psycopg opens the transaction with the first statement and after every commit.
+        self._db.conn = conn
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn, self._db.conn = self._db.conn, None
+        if conn is None:
+            return
+        try:
+            await conn.rollback()
+        except psycopg.Error:
+            # A broken connection cannot roll back; closing it ends the transaction server-side
+            # and tells the pool to replace it. The original exception, if any, still propagates.
+            await conn.close()
+        finally:
+            await self._pool.putconn(conn)
+
+    async def commit(self) -> None:
+        with _translated_errors():
+            await self._db.connection.commit()
+
+    async def rollback(self) -> None:
+        with _translated_errors():
+            await self._db.connection.rollback()

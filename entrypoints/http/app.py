@@ -1,0 +1,144 @@
+"""The Litestar application: REST API, health, metrics and OpenAPI documents."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from litestar import Litestar, Request, get
+from litestar.config.app import AppConfig
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.response import Redirect, Response
+from litestar.security.jwt import JWTAuth, Token
+
+from application.bus import MessageBus
+from domain.ids import UserId
+from entrypoints.container import Container, container_for, resolve
+from entrypoints.http import schemas as s
+from entrypoints.http.controllers import (
+    PUBLIC,
+    AuthController,
+    ConversationsController,
+    MessagesController,
+    UsersController,
+)
+from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
+from entrypoints.settings import Settings
+
+
+async def _user_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> UserId | None:
+    try:
+        return UserId(UUID(token.sub))
+    except ValueError:
+        return None
+
+
+@get("/health/live", opt=PUBLIC, operation_id="live", tags=["operations"])
+async def live() -> s.Health:
+    """The process is up."""
+    return s.Health(status="ok")
+
+
+@get("/health/ready", opt=PUBLIC, operation_id="ready", tags=["operations"])
+async def ready(state: State) -> Response[s.Health]:
+    """Every backing service answers."""
+    checks = await state.readiness()
+    ok = all(checks.values())
+    return Response(
+        s.Health(status="ok" if ok else "unavailable", checks=checks),
+        status_code=200 if ok else 503,
+        media_type="application/json" if ok else PROBLEM_JSON,
+    )
+
+
+@get("/docs", opt=PUBLIC, include_in_schema=False)
+async def docs() -> Redirect:
+    return Redirect("/schema/swagger")
+
+
+class Metrics(PrometheusController):
+    path = "/metrics"
+    opt = PUBLIC
+
+
+def _operation_level_security(app_config: AppConfig) -> AppConfig:
+    """JWTAuth declares bearer auth for every operation; the controllers declare it where it applies."""
+    if app_config.openapi_config is not None:
+        app_config.openapi_config.security = None
+    return app_config
+
+
+def create_app(container: Container, settings: Settings) -> Litestar:
+    """Build the HTTP application around an already configured container."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await resolve(container.init_resources)
+        app.state.bus = await resolve(container.bus)
+        app.state.readiness = await resolve(container.readiness)
+        try:
+            yield
+        finally:
+            await resolve(container.shutdown_resources)
+
+    def bus(state: State) -> MessageBus:
+        bus_: MessageBus = state.bus
+        return bus_
+
+    token_settings = container.token_settings()
+    jwt_auth = JWTAuth[UserId, Token](
+        retrieve_user_handler=_user_from_token,
+        token_secret=token_settings.secret,
+        algorithm=token_settings.algorithm,
+        accepted_audiences=[token_settings.audience],
+        accepted_issuers=[token_settings.issuer],
+        require_claims=["exp", "iat", "sub"],
+        exclude=["^/schema", "^/docs$"],
+        description="An access token from POST /auth/token",
+    )
+    return Litestar(
+        route_handlers=[
+            AuthController,
+            UsersController,
+            ConversationsController,
+            MessagesController,
+            live,
+            ready,
+            docs,
+            Metrics,
+        ],
+        dependencies={"bus": Provide(bus, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        on_app_init=[jwt_auth.on_app_init, _operation_level_security],
+        middleware=[PrometheusConfig(app_name="chat4all", group_path=True).middleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Chat4All",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            description="One API for WhatsApp, Instagram Direct, Messenger, Telegram and Chat4All clients.",
+            components=Components(
+                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+        ),
+        debug=False,
+    )
+
+
+def app_factory() -> Litestar:
+    """The production entry point (uvicorn --factory): everything from CHAT4ALL_* variables."""
+    settings = Settings()
+    return create_app(container_for(settings), settings)
+
+
+__all__ = ["Request", "app_factory", "create_app"]

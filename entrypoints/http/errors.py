@@ -1,0 +1,127 @@
+"""One table from every error to an RFC 9457 problem+json answer."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from application.errors import (
+    ApplicationError,
+    AuthenticationFailed,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+)
+from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
+from domain.uploads import UploadTooLarge
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://chat4all.dev/problems/"
+
+# Most specific first: the first matching class wins.
+ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
+    (UploadTooLarge, 413, "too-large"),
+    (BusinessRuleViolation, 422, "invalid"),
+    (InvalidTransition, 409, "conflict"),
+    (DomainError, 422, "invalid"),
+    (NotFound, 404, "not-found"),
+    (Forbidden, 403, "forbidden"),
+    (Conflict, 409, "conflict"),
+    (AuthenticationFailed, 401, "unauthorized"),
+    (Unavailable, 503, "unavailable"),
+    (ApplicationError, 400, "bad-request"),
+]
+
+_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "too-large",
+    415: "unsupported-media-type",
+    422: "invalid",
+    429: "rate-limited",
+    503: "unavailable",
+}
+
+
+def problem(
+    status: int,
+    detail: str | None,
+    *,
+    slug: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + (slug or _SLUGS.get(status, "error")),
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_errors(exc: Exception) -> list[dict[str, str]] | None:
+    field = getattr(exc, "field", None)
+    message = getattr(exc, "message", str(exc))
+    return [{"field": field, "message": message}] if field else None
+
+
+def app_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    for cls, status, slug in ERROR_TABLE:
+        if isinstance(exc, cls):
+            headers = {"Retry-After": "5"} if status == 503 else None
+            if status == 401:
+                headers = {"WWW-Authenticate": "Bearer"}
+            return problem(
+                status, getattr(exc, "message", str(exc)), slug=slug, errors=_field_errors(exc), headers=headers
+            )
+    return internal_error(_, exc)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    status = exc.status_code
+    errors: list[dict[str, str]] | None = None
+    detail = exc.detail
+    if isinstance(exc, ValidationException):
+        detail = "the request does not match the schema"
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        errors = [
+            {"field": str(e.get("key") or e.get("source") or "body"), "message": str(e.get("message", ""))}
+            for e in extra
+            if isinstance(e, dict)
+        ] or [{"field": "body", "message": exc.detail}]
+    elif status == 401:
+        detail = "a valid bearer token is required"
+    elif status >= 500:
+        detail = "internal error"
+    headers = dict(exc.headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return problem(status, detail, errors=errors, headers=headers or None)
+
+
+def internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.exception("unhandled error", exc_info=exc)
+    return problem(500, "internal error", slug="internal")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    DomainError: app_error,
+    ApplicationError: app_error,
+    HTTPException: http_error,
+    Exception: internal_error,
+}

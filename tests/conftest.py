@@ -1,0 +1,49 @@
+"""Shared fixtures: one throwaway PostgreSQL 18 server per session and a fresh database per test."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from adapters.postgres.migrate import migrate_sync
+from entrypoints.stack.postgres import EmbeddedPostgres
+
+TEMPLATE_DB = "template_c4a"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server (fsync off) with a migrated template database every test copies."""
+    # Not under pytest's basetemp: as root the server runs as an unprivileged user, and every new
+    # pytest session chmods /tmp/pytest-of-<user> to 0700, which would cut a running server off.
+    server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="c4a-test-pg-")), fsync=False)
+    server.start()
+    try:
+        template = server.create_database(TEMPLATE_DB)
+        # In a thread: this fixture may be set up from inside a running event loop.
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(migrate_sync, template).result()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
+    """The URL of a new, migrated database, dropped after the test."""
+    name = f"c4a_{uuid.uuid4().hex[:16]}"
+    ident = sql.Identifier(name)
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(ident, sql.Identifier(TEMPLATE_DB))
+        )
+    yield f"postgresql://postgres@{postgres_server.host}:{postgres_server.port}/{name}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))

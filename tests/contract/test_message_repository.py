@@ -1,0 +1,287 @@
+"""MessageRepository: messages, what each viewer's history shows, deliveries and their progress."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import attrs
+import pytest
+
+from application.ports import DuplicateMessage, HistoryQuery
+from domain.channels import Channel, ChannelAddress
+from domain.conversations import Conversation, Participant
+from domain.deliveries import Delivery, DeliveryStatus, StatusChange
+from domain.ids import FileId, MessageId, UserId
+from domain.messages import FileContent, Message, TextContent, plan_deliveries
+from tests.builders import T0, a_conversation, a_message
+from tests.contract.backends import Backend, store
+
+pytestmark = pytest.mark.contract
+
+ALICE, BOB = Participant.user(UserId(uuid.uuid4())), Participant.user(UserId(uuid.uuid4()))
+CONTACT = Participant.contact(ChannelAddress.parse("whatsapp:+5511999998888"))
+LINKED = {BOB.user_id: {Channel.TELEGRAM}}  # bob is reachable on internal and telegram
+
+
+def group() -> Conversation:
+    assert ALICE.user_id is not None
+    return a_conversation(creator=ALICE.user_id, others=[BOB, CONTACT])
+
+
+def at(seq: int) -> datetime:
+    return T0 + timedelta(minutes=seq, microseconds=seq)
+
+
+def sent(
+    conv: Conversation, seq: int, sender: Participant, to: Sequence[Participant], **overrides: object
+) -> tuple[Message, list[Delivery]]:
+    m = a_message(conv, sender=sender, seq=seq, recipients=tuple(to), at=at(seq), **overrides)
+    deliveries = plan_deliveries(
+        message_id=m.id, recipients=m.recipients, channels=m.channels, identities=LINKED, at=m.created_at
+    )
+    return m, deliveries
+
+
+def fields(m: Message | None) -> dict[str, object]:
+    assert m is not None
+    return attrs.asdict(m, recurse=False)
+
+
+def state(dl: Delivery) -> tuple[object, ...]:
+    return (dl.message_id, dl.recipient, dl.channel, dl.status, dl.updated_at, dl.error, list(dl.history))
+
+
+# --- messages ------------------------------------------------------------------------
+
+
+async def test_a_text_message_reads_back_whole(uow_factory: Backend) -> None:
+    conv = group()
+    m, deliveries = sent(conv, 1, ALICE, [BOB, CONTACT], metadata={"client": "web", "n": [1, 2]}, fingerprint="ab" * 32)
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+
+    async with uow_factory() as uow:
+        got = await uow.messages.get(m.id)
+        missing = await uow.messages.get(MessageId(uuid.uuid4()))
+
+    assert fields(got) == fields(m)
+    assert missing is None
+
+
+@pytest.mark.parametrize("caption", ["the report", None])
+async def test_a_file_message_on_chosen_channels_reads_back_whole(uow_factory: Backend, caption: str | None) -> None:
+    conv = group()
+    content = FileContent(FileId(uuid.uuid4()), caption)
+    m, deliveries = sent(conv, 1, BOB, [CONTACT, ALICE], content=content, channels=(Channel.WHATSAPP, Channel.INTERNAL))
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+
+    async with uow_factory() as uow:
+        got = await uow.messages.get(m.id)
+
+    assert fields(got) == fields(m)
+    assert got is not None and got.recipients == (CONTACT, ALICE)
+    assert got.channels == (Channel.WHATSAPP, Channel.INTERNAL)
+
+
+async def test_a_message_id_is_used_once(uow_factory: Backend) -> None:
+    conv = group()
+    first, deliveries = sent(conv, 1, ALICE, [BOB])
+    clash, clash_deliveries = sent(conv, 2, BOB, [ALICE], id=first.id, content=TextContent("other"))
+    await store(uow_factory, conversations=[conv], messages=[(first, deliveries)])
+
+    async with uow_factory() as uow:
+        with pytest.raises(DuplicateMessage):
+            await uow.messages.add(clash, clash_deliveries)
+    async with uow_factory() as uow:
+        await uow.messages.add(m2 := sent(conv, 2, ALICE, [BOB])[0], [])
+        with pytest.raises(DuplicateMessage):
+            await uow.messages.add(attrs.evolve(m2, seq=3), [])
+        stored = await uow.messages.get(first.id)
+        stored_deliveries = await uow.messages.deliveries([first.id])
+
+    assert fields(stored) == fields(first)
+    assert [state(d) for d in stored_deliveries] == [state(d) for d in deliveries]
+
+
+# --- history ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def chat(uow_factory: Backend) -> Conversation:
+    """Eight messages; bob sees 1, 2, 4, 5, 7 and 8 (3 and 6 go only to the contact)."""
+    conv, elsewhere = group(), group()
+    script = [
+        (ALICE, [BOB, CONTACT]),
+        (BOB, [ALICE, CONTACT]),
+        (ALICE, [CONTACT]),
+        (CONTACT, [ALICE, BOB]),
+        (ALICE, [BOB, CONTACT]),
+        (ALICE, [CONTACT]),
+        (BOB, [ALICE]),
+        (ALICE, [BOB, CONTACT]),
+    ]
+    messages = [sent(conv, seq, sender, to) for seq, (sender, to) in enumerate(script, start=1)]
+    await store(
+        uow_factory, conversations=[conv, elsewhere], messages=[*messages, sent(elsewhere, 1, ALICE, [BOB, CONTACT])]
+    )
+    return conv
+
+
+@pytest.mark.parametrize(
+    ("viewer", "limit", "after_seq", "before_seq", "since_seq", "expected"),
+    [
+        pytest.param(BOB, 3, None, None, None, [5, 7, 8], id="the last N"),
+        pytest.param(BOB, 100, None, None, None, [1, 2, 4, 5, 7, 8], id="everything the viewer sees"),
+        pytest.param(ALICE, 100, None, None, None, [1, 2, 3, 4, 5, 6, 7, 8], id="the sender sees its own"),
+        pytest.param(CONTACT, 100, None, None, None, [1, 2, 3, 4, 5, 6, 8], id="a contact viewer"),
+        pytest.param(BOB, 3, None, 5, None, [1, 2, 4], id="the last N before"),
+        pytest.param(BOB, 2, None, 5, None, [2, 4], id="the last N before, cut"),
+        pytest.param(BOB, 3, None, 1, None, [], id="nothing before the first"),
+        pytest.param(BOB, 2, 2, None, None, [4, 5], id="the first N after"),
+        pytest.param(BOB, 10, 8, None, None, [], id="nothing after the last"),
+        pytest.param(BOB, 3, 1, 5, None, [2, 4, 5], id="after wins over before"),
+        pytest.param(BOB, 2, None, None, 4, [4, 5], id="since reads forward"),
+        pytest.param(BOB, 10, 1, None, 5, [5, 7, 8], id="since and after"),
+        pytest.param(BOB, 2, None, 8, 4, [5, 7], id="since and before reads backward"),
+    ],
+)
+async def test_history_is_the_viewers_slice_in_ascending_order(
+    uow_factory: Backend,
+    chat: Conversation,
+    viewer: Participant,
+    limit: int,
+    after_seq: int | None,
+    before_seq: int | None,
+    since_seq: int | None,
+    expected: list[int],
+) -> None:
+    query = HistoryQuery(
+        conversation_id=chat.id,
+        viewer=viewer,
+        limit=limit,
+        after_seq=after_seq,
+        before_seq=before_seq,
+        since=None if since_seq is None else at(since_seq),
+    )
+    async with uow_factory() as uow:
+        found = await uow.messages.history(query)
+
+    assert [m.seq for m in found] == expected
+    assert all(m.conversation_id == chat.id for m in found)
+
+
+async def test_history_returns_whole_messages(uow_factory: Backend, chat: Conversation) -> None:
+    async with uow_factory() as uow:
+        found = await uow.messages.history(HistoryQuery(conversation_id=chat.id, viewer=BOB, limit=1))
+        same = await uow.messages.get(found[0].id)
+
+    assert fields(found[0]) == fields(same)
+
+
+# --- deliveries ------------------------------------------------------------------------
+
+
+async def test_deliveries_come_in_the_order_asked_each_in_planned_order(uow_factory: Backend) -> None:
+    conv = group()
+    m1, d1 = sent(conv, 1, ALICE, [BOB, CONTACT])
+    m2, d2 = sent(conv, 2, CONTACT, [BOB, ALICE])
+    await store(uow_factory, conversations=[conv], messages=[(m1, d1), (m2, d2)])
+
+    async with uow_factory() as uow:
+        found = await uow.messages.deliveries([m2.id, MessageId(uuid.uuid4()), m1.id])
+        none = await uow.messages.deliveries([])
+
+    assert [(d.recipient, d.channel) for d in d1] == [
+        (BOB, Channel.INTERNAL),
+        (BOB, Channel.TELEGRAM),
+        (CONTACT, Channel.WHATSAPP),
+    ]
+    assert [state(d) for d in found] == [state(d) for d in [*d2, *d1]]
+    assert all(d.history == [StatusChange(DeliveryStatus.SENT, d.updated_at)] for d in found)
+    assert list(none) == []
+
+
+async def test_progress_is_saved_with_its_whole_history(uow_factory: Backend) -> None:
+    conv = group()
+    m, deliveries = sent(conv, 1, ALICE, [BOB, CONTACT])
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+    t1, t2, t3 = T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)
+
+    async with uow_factory() as uow:
+        telegram, whatsapp = (await uow.messages.deliveries([m.id]))[1:]
+        assert telegram.advance(DeliveryStatus.FAILED, at=t1, error="bot was blocked")
+        assert whatsapp.advance(DeliveryStatus.DELIVERED, at=t1)
+        await uow.messages.save_progress([telegram, whatsapp])
+        await uow.commit()
+    async with uow_factory() as uow:
+        telegram, whatsapp = (await uow.messages.deliveries([m.id]))[1:]
+        assert telegram.error == "bot was blocked"
+        assert telegram.advance(DeliveryStatus.DELIVERED, at=t2)
+        assert whatsapp.advance(DeliveryStatus.READ, at=t3)
+        await uow.messages.save_progress([telegram, whatsapp])
+        await uow.commit()
+    async with uow_factory() as uow:
+        internal, telegram, whatsapp = await uow.messages.deliveries([m.id])
+
+    assert state(internal) == state(deliveries[0])
+    assert (telegram.status, telegram.updated_at, telegram.error) == (DeliveryStatus.DELIVERED, t2, None)
+    assert telegram.history == [
+        StatusChange(DeliveryStatus.SENT, m.created_at),
+        StatusChange(DeliveryStatus.FAILED, t1, "bot was blocked"),
+        StatusChange(DeliveryStatus.DELIVERED, t2),
+    ]
+    assert (whatsapp.status, whatsapp.updated_at) == (DeliveryStatus.READ, t3)
+    assert [h.status for h in whatsapp.history] == [DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.READ]
+
+
+async def test_unsaved_or_rolled_back_progress_is_lost(uow_factory: Backend) -> None:
+    conv = group()
+    m, deliveries = sent(conv, 1, ALICE, [BOB])
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+
+    async with uow_factory() as uow:
+        dl = (await uow.messages.deliveries([m.id]))[0]
+        dl.advance(DeliveryStatus.READ, at=T0 + timedelta(hours=1))
+        await uow.messages.save_progress([dl])
+    async with uow_factory() as uow:
+        found = await uow.messages.deliveries([m.id])
+
+    assert [state(d) for d in found] == [state(d) for d in deliveries]
+
+
+async def test_pending_for_is_the_recipients_unread_deliveries_up_to_a_position(uow_factory: Backend) -> None:
+    conv, elsewhere = group(), group()
+    m1, d1 = sent(conv, 1, ALICE, [BOB, CONTACT])
+    m2, d2 = sent(conv, 2, CONTACT, [BOB, ALICE])
+    m3, d3 = sent(conv, 3, ALICE, [BOB])
+    m4, d4 = sent(conv, 4, ALICE, [BOB])
+    other, d_other = sent(elsewhere, 1, ALICE, [BOB])
+    await store(
+        uow_factory,
+        conversations=[conv, elsewhere],
+        messages=[(m1, d1), (m2, d2), (m3, d3), (m4, d4), (other, d_other)],
+    )
+    async with uow_factory() as uow:
+        read, delivered = d2[0], d3[1]  # bob's internal copy of 2 is read, his telegram copy of 3 delivered
+        read.advance(DeliveryStatus.READ, at=T0 + timedelta(hours=1))
+        delivered.advance(DeliveryStatus.DELIVERED, at=T0 + timedelta(hours=1))
+        await uow.messages.save_progress([read, delivered])
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        pending = await uow.messages.pending_for(conv.id, BOB, up_to_seq=3)
+        first = await uow.messages.pending_for(conv.id, BOB, up_to_seq=1)
+        nobody = await uow.messages.pending_for(conv.id, ALICE, up_to_seq=1)
+
+    assert [(d.message_id, d.channel, d.status) for d in pending] == [
+        (m1.id, Channel.INTERNAL, DeliveryStatus.SENT),
+        (m1.id, Channel.TELEGRAM, DeliveryStatus.SENT),
+        (m2.id, Channel.TELEGRAM, DeliveryStatus.SENT),
+        (m3.id, Channel.INTERNAL, DeliveryStatus.SENT),
+        (m3.id, Channel.TELEGRAM, DeliveryStatus.DELIVERED),
+    ]
+    assert all(d.recipient == BOB for d in pending)
+    assert [len(d.history) for d in pending] == [1, 1, 1, 1, 2]
+    assert [(d.message_id, d.channel) for d in first] == [(m1.id, Channel.INTERNAL), (m1.id, Channel.TELEGRAM)]
+    assert list(nobody) == []
