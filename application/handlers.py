@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +12,7 @@ import attrs
 
 from application import commands as c
 from application import views as v
+from application.cursors import encode_history_cursor
 from application.errors import AuthenticationFailed, Conflict, Forbidden, NotFound
 from application.ports import (
     Clock,
@@ -398,9 +398,9 @@ async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
     message_id = cmd.message_id or MessageId(d.ids.new())
     try:
         async with d.uow() as uow:
+            # A retried message_id is found by the insert below (DuplicateMessage), not looked up
+            # first: retries are rare, and a rolled-back seq is handed out again.
             conv = await _member_conversation(uow, cmd.conversation_id, cmd.sender)
-            if cmd.message_id is not None and (existing := await uow.messages.get(cmd.message_id)) is not None:
-                return _replay(existing, fingerprint)
             if isinstance(content, FileContent):
                 raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
             to = None if cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in cmd.to]
@@ -429,12 +429,21 @@ async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
             await uow.commit()
             return _accepted(message)
     except DuplicateMessage:
-        # A concurrent request with the same id won the race; answer as it did.
+        # The id was accepted before (a retry) or by a concurrent request: answer as it was answered.
         async with d.uow() as uow:
             existing = await uow.messages.get(message_id)
         if existing is None:  # pragma: no cover - the winner committed before we saw the clash
             raise Conflict("message_id is being used concurrently; retry", field="message_id") from None
         return _replay(existing, fingerprint)
+    except (BusinessRuleViolation, Forbidden, NotFound):
+        # A retry of an accepted message gets its original answer even if the rules that
+        # accepted it would now refuse it (a member left, an identity was unlinked).
+        if cmd.message_id is not None:
+            async with d.uow() as uow:
+                existing = await uow.messages.get(cmd.message_id)
+            if existing is not None and existing.sender == sender:
+                return _replay(existing, fingerprint)
+        raise
 
 
 async def _visible_message(uow: UnitOfWork, message_id: MessageId, viewer: Participant) -> Message:
@@ -442,26 +451,6 @@ async def _visible_message(uow: UnitOfWork, message_id: MessageId, viewer: Parti
     if m is None or (m.sender != viewer and viewer not in m.recipients):
         raise NotFound("no such message")
     return m
-
-
-def _encode_cursor(direction: str, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{direction}:{seq}".encode()).decode().rstrip("=")
-
-
-def decode_history_cursor(cursor: str) -> tuple[str, int]:
-    """The (direction, seq) inside a history cursor.
-
-    Raises:
-        BusinessRuleViolation: the cursor was not made by this server.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        direction, _, seq = raw.partition(":")
-        if direction not in {"after", "before"}:
-            raise ValueError(direction)
-        return direction, int(seq)
-    except (ValueError, UnicodeDecodeError):
-        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
 
 
 async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
@@ -487,7 +476,9 @@ async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
         items = await _message_views(uow, page)
     next_cursor = None
     if more and page:
-        next_cursor = _encode_cursor("after", page[-1].seq) if forward else _encode_cursor("before", page[0].seq)
+        next_cursor = (
+            encode_history_cursor("after", page[-1].seq) if forward else encode_history_cursor("before", page[0].seq)
+        )
     return v.HistoryView(items=items, next_cursor=next_cursor)
 
 

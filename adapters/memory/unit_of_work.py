@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -12,12 +11,25 @@ from typing import Any, Self
 
 import attrs
 
+from application.cursors import decode_conversation_cursor, encode_conversation_cursor
 from application.errors import Conflict
-from application.ports import ConversationPage, DuplicateMessage, HistoryQuery, PageRequest
+from application.ports import (
+    ApiClientRepository,
+    ConversationPage,
+    ConversationRepository,
+    DuplicateMessage,
+    HistoryQuery,
+    IdentityRepository,
+    MessageRepository,
+    Outbox,
+    PageRequest,
+    RefreshTokenRepository,
+    UnitOfWork,
+    UserRepository,
+)
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus
-from domain.errors import BusinessRuleViolation
 from domain.ids import ClientId, ConversationId, MessageId, UserId
 from domain.messages import Message
 from domain.users import ApiClient, ChannelIdentity, User
@@ -110,24 +122,6 @@ class InMemoryIdentityRepository(_Repo):
         return {k: frozenset(v) for k, v in out.items()}
 
 
-def _encode(at: datetime, cid: ConversationId) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{cid}".encode()).decode()
-
-
-def decode_conversation_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (last_activity_at, id) inside a conversation-list cursor."""
-    try:
-        at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        return datetime.fromisoformat(at), cid
-    except (ValueError, UnicodeDecodeError):
-        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
-
-
-def encode_conversation_cursor(at: datetime, cid: ConversationId) -> str:
-    """An opaque cursor after (last_activity_at, id)."""
-    return _encode(at, cid)
-
-
 class InMemoryConversationRepository(_Repo):
     async def add(self, conversation: Conversation) -> None:
         self.s.conversations[conversation.id] = copy.deepcopy(conversation)
@@ -142,8 +136,8 @@ class InMemoryConversationRepository(_Repo):
 
         mine = sorted((c for c in self.s.conversations.values() if c.has_member(member)), key=order, reverse=True)
         if page.cursor is not None:
-            after = decode_conversation_cursor(page.cursor)
-            mine = [c for c in mine if order(c) < after]
+            at, cid = decode_conversation_cursor(page.cursor)
+            mine = [c for c in mine if order(c) < (at, str(cid))]
         items = [copy.deepcopy(c) for c in mine[: page.limit]]
         more = len(mine) > page.limit
         last = items[-1] if items else None
@@ -234,13 +228,14 @@ class InMemoryUnitOfWork:
 
     def __init__(self, store: InMemoryStore) -> None:
         self.store = store
-        self.users = InMemoryUserRepository(self)
-        self.clients = InMemoryApiClientRepository(self)
-        self.identities = InMemoryIdentityRepository(self)
-        self.conversations = InMemoryConversationRepository(self)
-        self.messages = InMemoryMessageRepository(self)
-        self.refresh_tokens = InMemoryRefreshTokenRepository(self)
-        self.outbox = InMemoryOutbox(self)
+        # Annotated with the ports, so mypy checks that this twin fits the UnitOfWork protocol.
+        self.users: UserRepository = InMemoryUserRepository(self)
+        self.clients: ApiClientRepository = InMemoryApiClientRepository(self)
+        self.identities: IdentityRepository = InMemoryIdentityRepository(self)
+        self.conversations: ConversationRepository = InMemoryConversationRepository(self)
+        self.messages: MessageRepository = InMemoryMessageRepository(self)
+        self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self)
+        self.outbox: Outbox = InMemoryOutbox(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:
@@ -263,3 +258,7 @@ class InMemoryUnitOfWork:
         if self._snapshot is not None:
             self.store.state = self._snapshot
             self._snapshot = copy.deepcopy(self._snapshot)
+
+
+def _fits(store: InMemoryStore) -> UnitOfWork:
+    return InMemoryUnitOfWork(store)  # mypy: the twin is a UnitOfWork

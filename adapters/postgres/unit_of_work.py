@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,6 +17,7 @@ from psycopg.rows import BaseRowFactory, DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from application.cursors import decode_conversation_cursor, encode_conversation_cursor
 from application.errors import Conflict, Unavailable
 from application.ports import (
     ApiClientRepository,
@@ -35,7 +35,6 @@ from application.ports import (
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
-from domain.errors import BusinessRuleViolation
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent
 from domain.users import ApiClient, ChannelIdentity, User
@@ -204,31 +203,6 @@ class PostgresIdentityRepository(_Repo):
 
 
 # --- conversations ---------------------------------------------------------------------
-
-# The conversation-list cursor has the in-memory adapter's format, so cursors work across both.
-# TODO(lead): move this pair into application/ and share it with adapters.memory.
-
-
-def encode_conversation_cursor(at: datetime, cid: ConversationId) -> str:
-    """An opaque cursor after (last_activity_at, id)."""
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{cid}".encode()).decode()
-
-
-def decode_conversation_cursor(cursor: str) -> tuple[datetime, UUID]:
-    """The (last_activity_at, id) inside a conversation-list cursor.
-
-    Raises:
-        BusinessRuleViolation: the cursor was not made by this server.
-    """
-    try:
-        at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-        when = datetime.fromisoformat(at)
-        if when.tzinfo is None:
-            raise ValueError(at)
-        return when, UUID(cid)
-    except (ValueError, UnicodeDecodeError):
-        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
-
 
 _CONVERSATION = """
 SELECT c.id, c.type, c.created_by, c.created_at, c.metadata, c.last_seq, c.last_activity_at,
@@ -585,11 +559,21 @@ class PostgresRefreshTokenRepository(_Repo):
         return UserId(row["user_id"]) if row is not None else None
 
 
+_INSERT_OUTBOX = "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)"
+
+
 class PostgresOutbox(_Repo):
+    """Outbox rows wait in memory and travel with the COMMIT, in the same round trip.
+
+    They are part of the transaction either way; nothing in a unit of work reads them back.
+    """
+
+    def __init__(self, db: _Session) -> None:
+        super().__init__(db)
+        self.pending: list[tuple[str, str, Jsonb]] = []
+
     async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
-        await self._db.execute(
-            "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)", (topic, key, Jsonb(dict(event)))
-        )
+        self.pending.append((topic, key, Jsonb(dict(event))))
 
 
 # --- the unit of work ------------------------------------------------------------------
@@ -612,7 +596,8 @@ class PostgresUnitOfWork:
         self.conversations: ConversationRepository = PostgresConversationRepository(self._db)
         self.messages: MessageRepository = PostgresMessageRepository(self._db)
         self.refresh_tokens: RefreshTokenRepository = PostgresRefreshTokenRepository(self._db)
-        self.outbox: Outbox = PostgresOutbox(self._db)
+        self._outbox = PostgresOutbox(self._db)
+        self.outbox: Outbox = self._outbox
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:
@@ -627,6 +612,7 @@ class PostgresUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._db.conn = self._db.conn, None
+        self._outbox.pending.clear()
         if conn is None:
             return
         try:
@@ -639,9 +625,19 @@ class PostgresUnitOfWork:
             await self._pool.putconn(conn)
 
     async def commit(self) -> None:
+        conn = self._db.connection
+        pending, self._outbox.pending = self._outbox.pending, []
         with _translated_errors():
-            await self._db.connection.commit()
+            if not pending:
+                await conn.commit()
+                return
+            # One round trip: the outbox rows and the COMMIT are pipelined.
+            async with conn.pipeline():
+                async with conn.cursor() as cur:
+                    await cur.executemany(_INSERT_OUTBOX, pending)
+                await conn.commit()
 
     async def rollback(self) -> None:
+        self._outbox.pending.clear()
         with _translated_errors():
             await self._db.connection.rollback()

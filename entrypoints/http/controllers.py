@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 
 from application import commands as c
 from application.bus import MessageBus
-from application.handlers import decode_history_cursor
+from application.cursors import decode_history_cursor
 from domain.conversations import ConversationType
 from domain.ids import ConversationId, MessageId, UserId
 from entrypoints.http import schemas as s

@@ -54,7 +54,7 @@ def _prepare_for_system_user(path: Path) -> None:
 class EmbeddedPostgres:
     """One PostgreSQL server whose data lives in ``data_dir/pgdata``; kept across restarts."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1", fsync: bool = True):
+    def __init__(self, data_dir: Path, *, port: int | None = None, host: str = "127.0.0.1", fsync: bool = True) -> None:
         self.data_dir = data_dir.resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.host = host
@@ -80,7 +80,7 @@ class EmbeddedPostgres:
         self.pgdata.mkdir(exist_ok=True)
         if _as_root():
             _prepare_for_system_user(self.data_dir)
-        subprocess.run(
+        subprocess.run(  # noqa: S603 - our own binary and arguments
             [str(_bin_dir() / "initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=utf8", "-U", "postgres"],
             check=True,
             capture_output=True,

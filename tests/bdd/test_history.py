@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from application.handlers import decode_history_cursor
+from application.cursors import decode_history_cursor
 from tests.bdd.world import World
 
 pytestmark = pytest.mark.bdd

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from application import views as v
+from application.cursors import decode_history_cursor
 from application.errors import Forbidden, NotFound
-from application.handlers import decode_history_cursor
 from domain.errors import BusinessRuleViolation
 from domain.ids import ConversationId
 from tests.builders import T0, Chat4All, FakeClock, a_chat4all
