@@ -91,7 +91,8 @@ class RawConnection:
         assert self.reader is not None
         self.writer.write(
             f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\n{headers}\r\n".encode()
+            + body
         )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -110,8 +111,9 @@ class RawConnection:
         self.reader = self.writer = None
 
 
-async def load(url: str, senders: list[tuple[dict[str, str], str]], concurrency: int, seconds: float,
-               warmup: float) -> tuple[list[float], list[str], int]:
+async def load(
+    url: str, senders: list[tuple[dict[str, str], str]], concurrency: int, seconds: float, warmup: float
+) -> tuple[list[float], list[str], int]:
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     accepted: list[str] = []
@@ -128,8 +130,9 @@ async def load(url: str, senders: list[tuple[dict[str, str], str]], concurrency:
         i = 0
         while (now := time.perf_counter()) < stop:
             mid = str(uuid.uuid4())
-            body = json.dumps({"conversation_id": conv, "message_id": mid,
-                               "payload": {"type": "text", "text": f"load {n}-{i}"}}).encode()
+            body = json.dumps(
+                {"conversation_id": conv, "message_id": mid, "payload": {"type": "text", "text": f"load {n}-{i}"}}
+            ).encode()
             t0 = time.perf_counter()
             try:
                 status, _ = await conn.post("/v1/messages", body, auth)
