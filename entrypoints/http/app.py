@@ -30,7 +30,7 @@ from entrypoints.http.controllers import (
     MessagesController,
     UsersController,
 )
-from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_JSON
+from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
 from entrypoints.settings import Settings
 
 
@@ -117,6 +117,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         ],
         dependencies={"bus": Provide(bus, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
+        plugins=[PROBLEM_DETAILS],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init, _operation_level_security],
         middleware=[PrometheusConfig(app_name="chat4all", group_path=True).middleware],

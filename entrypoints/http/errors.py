@@ -1,4 +1,4 @@
-"""One table from every error to an RFC 9457 problem+json answer."""
+"""One table from every error to an RFC 9457 problem+json answer (Litestar's problem-details plugin)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
 
 from application.errors import (
     ApplicationError,
@@ -61,38 +62,33 @@ def problem(
     slug: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
-) -> Response[dict[str, Any]]:
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + (slug or _SLUGS.get(status, "error")),
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = errors
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status,
+        type_=PROBLEM_BASE + (slug or _SLUGS.get(status, "error")),
+        title=HTTPStatus(status).phrase,
+        detail=detail or "",
+        extra={"errors": errors} if errors else None,
+        headers=headers,
+    )
 
 
-def _field_errors(exc: Exception) -> list[dict[str, str]] | None:
-    field = getattr(exc, "field", None)
-    message = getattr(exc, "message", str(exc))
-    return [{"field": field, "message": message}] if field else None
-
-
-def app_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def app_error(exc: Exception) -> ProblemDetailsException:
+    """A domain or application error as a problem."""
     for cls, status, slug in ERROR_TABLE:
         if isinstance(exc, cls):
             headers = {"Retry-After": "5"} if status == 503 else None
             if status == 401:
                 headers = {"WWW-Authenticate": "Bearer"}
-            return problem(
-                status, getattr(exc, "message", str(exc)), slug=slug, errors=_field_errors(exc), headers=headers
-            )
-    return internal_error(_, exc)
+            field = getattr(exc, "field", None)
+            message = getattr(exc, "message", str(exc))
+            errors = [{"field": field, "message": message}] if field else None
+            return problem(status, message, slug=slug, errors=errors, headers=headers)
+    raise TypeError(f"no problem mapping for {type(exc).__name__}") from exc
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_error(exc: HTTPException) -> ProblemDetailsException:
+    """Litestar's own errors (validation, auth, routing, body size) as problems."""
     status = exc.status_code
     errors: list[dict[str, str]] | None = None
     detail = exc.detail
@@ -114,14 +110,19 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[s
     return problem(status, detail, errors=errors, headers=headers or None)
 
 
-def internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unexpected: logged with its traceback, answered without details."""
     log.exception("unhandled error", exc_info=exc)
-    return problem(500, "internal error", slug="internal")
+    return problem(500, "internal error", slug="internal").to_response(request)
 
 
-EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
-    DomainError: app_error,
-    ApplicationError: app_error,
-    HTTPException: http_error,
-    Exception: internal_error,
-}
+PROBLEM_DETAILS = ProblemDetailsPlugin(
+    ProblemDetailsConfig(
+        exception_to_problem_detail_map={
+            DomainError: app_error,
+            ApplicationError: app_error,
+            HTTPException: http_error,
+        }
+    )
+)
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {Exception: internal_error}
