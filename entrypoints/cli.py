@@ -1,1 +1,71 @@
-def main() -> None: ...
+"""The `chat4all` console command: `up` runs the whole stack, `ps` lists it, `migrate` applies SQL migrations."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from pydantic import ValidationError
+
+from entrypoints.settings import Settings
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid CHAT4ALL_* settings:\n{exc}") from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Chat4All: one API for messages and files across channels.
+
+    Settings come from CHAT4ALL_* environment variables (CHAT4ALL_DATABASE_URL, CHAT4ALL_HTTP_PORT,
+    CHAT4ALL_JWT_SECRET, CHAT4ALL_DATA_DIR, ...).
+    """
+
+
+@main.command()
+def up() -> None:
+    """Run PostgreSQL (unless CHAT4ALL_DATABASE_URL is set), migrate, and supervise every runtime until Ctrl-C."""
+    from entrypoints.stack.commands import up as run_up
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    sys.exit(run_up(settings))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ps(as_json: bool) -> None:
+    """List the processes of the stack running on CHAT4ALL_DATA_DIR."""
+    from entrypoints.stack.commands import ps as run_ps
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    sys.exit(run_ps(settings.data_dir, as_json=as_json))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply pending SQL migrations to CHAT4ALL_DATABASE_URL, or to the data dir's embedded PostgreSQL."""
+    from entrypoints.stack.commands import migrate as run_migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    sys.exit(run_migrate(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""`chat4all up`, `ps` and `migrate`: each returns the process exit code; ``entrypoints.cli`` wires them to click."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from entrypoints.settings import Settings
+from entrypoints.stack.postgres import EmbeddedPostgres
+from entrypoints.stack.runtimes import (
+    load_or_create_jwt_secret,
+    port_free,
+    redact_url,
+    runtime_env,
+    runtime_ports,
+    runtime_specs,
+)
+from entrypoints.stack.state import (
+    StackLock,
+    create_time,
+    process_alive,
+    read_state,
+    reap_orphans,
+    remove_state,
+    supervisor_alive,
+    write_state,
+)
+from entrypoints.stack.supervisor import Backoff, Supervisor
+
+log = logging.getLogger("chat4all.stack")
+
+PG_PORT_ENV = "CHAT4ALL_PG_PORT"
+DATABASE_NAME = "chat4all"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StackError(Exception):
+    """A failure with a message fit for the user; no traceback."""
+
+
+def pg_port(environ: Mapping[str, str]) -> int | None:
+    """CHAT4ALL_PG_PORT: the embedded PostgreSQL's port (unset: any free one)."""
+    raw = environ.get(PG_PORT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError:
+        raise StackError(f"{PG_PORT_ENV}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise StackError(f"{PG_PORT_ENV}={port} is not a port number")
+    return port
+
+
+def migrate_database(conninfo: str) -> list[str]:
+    from adapters.postgres.migrate import MigrationChanged, migrate_sync
+    from application.errors import Unavailable
+
+    try:
+        return list(migrate_sync(conninfo))
+    except (Unavailable, MigrationChanged) as exc:
+        raise StackError(f"migrations failed: {exc}") from exc
+
+
+def data_dir_of(settings: Settings) -> Path:
+    data_dir = settings.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return data_dir
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM/SIGHUP only raise a flag, which the supervision loop checks; old handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopSignals:
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Stack:
+    """One `chat4all up`: postgres (unless external), migrations, the supervised runtimes, stack.json."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        data_dir: Path,
+        environ: Mapping[str, str],
+        *,
+        backoff: Backoff | None = None,
+        ready_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.data_dir = data_dir
+        self.environ = environ
+        self.backoff = backoff
+        self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
+        self.started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        self.postgres: EmbeddedPostgres | None = None
+        self.postgres_url: str | None = None
+        self.database_url: str | None = None
+        self.supervisor: Supervisor | None = None
+        self.signals = StopSignals()
+        self._create_times: dict[int, float | None] = {}
+        self._pg_backoff = backoff or Backoff()
+        self._pg_failures = 0
+        self._pg_retry_at: float | None = None
+
+    # -- stack.json -------------------------------------------------------------------------------------------------
+
+    def _created(self, pid: int | None) -> float | None:
+        if pid is None:
+            return None
+        if pid not in self._create_times:
+            self._create_times[pid] = create_time(pid)
+        return self._create_times[pid]
+
+    def state(self) -> dict[str, Any]:
+        pg = self.postgres
+        return {
+            "supervisor_pid": os.getpid(),
+            "supervisor_create_time": self._created(os.getpid()),
+            "started_at": self.started_at,
+            "data_dir": str(self.data_dir),
+            "postgres": (
+                {"pid": pg.pid, "url": self.postgres_url, "create_time": self._created(pg.pid)}
+                if pg is not None and pg.pid is not None
+                else None
+            ),
+            "runtimes": [
+                {
+                    "name": rt.name,
+                    "pid": rt.pid,
+                    "url": rt.spec.url,
+                    "health_url": rt.spec.health_url,
+                    "restarts": rt.restarts,
+                    "create_time": self._created(rt.pid),
+                }
+                for rt in (self.supervisor.runtimes if self.supervisor is not None else [])
+            ],
+        }
+
+    def save(self, _: object = None) -> None:
+        write_state(self.data_dir, self.state())
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+
+    def _check_ports(self) -> None:
+        for name, port in runtime_ports(self.settings).items():
+            if not port_free(self.settings.host, port):
+                raise StackError(
+                    f"port {port} on {self.settings.host} (for the {name} runtime) is in use; "
+                    f"stop what holds it or choose another with CHAT4ALL_{name.upper()}_PORT"
+                )
+
+    def _start_postgres(self) -> str:
+        if self.settings.database_url:
+            log.info("using the database at %s", redact_url(self.settings.database_url))
+            return self.settings.database_url
+        pg = EmbeddedPostgres(self.data_dir, port=pg_port(self.environ))
+        self.postgres = pg
+        log.info("starting postgres (data in %s, port %d)", pg.pgdata, pg.port)
+        pg.start()
+        self.postgres_url = pg.create_database(DATABASE_NAME)
+        log.info("postgres is up (pid %s)", pg.pid)
+        self.save()
+        return self.postgres_url
+
+    def _watch_postgres(self) -> None:
+        """The embedded postgres died under us: start it again on the same port, with backoff while that fails."""
+        pg = self.postgres
+        if pg is None or pg.process is None or pg.process.poll() is None:
+            return
+        now = time.monotonic()
+        if self._pg_retry_at is None:
+            log.error("postgres (pid %s) exited with code %s; starting it again", pg.pid, pg.process.returncode)
+        elif now < self._pg_retry_at:
+            return
+        try:
+            pg.start()
+        except Exception as exc:
+            self._pg_failures += 1
+            delay = self._pg_backoff.delay(self._pg_failures)
+            self._pg_retry_at = now + delay
+            log.error("postgres could not be restarted (%s); retrying in %.0fs", exc, delay)
+            return
+        self._pg_failures = 0
+        self._pg_retry_at = None
+        log.warning("postgres restarted (pid %s)", pg.pid)
+        self.save()
+
+    def banner(self, ready: Mapping[str, bool]) -> str:
+        lines = [f"chat4all is up: supervisor pid {os.getpid()}, data in {self.data_dir}"]
+        if self.postgres is not None:
+            lines.append(f"  {'postgres':<10} pid {self.postgres.pid!s:<8} {self.postgres_url}")
+        elif self.database_url is not None:
+            lines.append(f"  {'database':<10} {'external':<12} {redact_url(self.database_url)}")
+        if self.supervisor is not None:
+            for rt in self.supervisor.runtimes:
+                status = "ready" if ready.get(rt.name) else "starting (not ready yet)"
+                lines.append(f"  {rt.name:<10} pid {rt.pid!s:<8} {rt.spec.url or '-'}  {status}")
+        lines.append(f"Stop with Ctrl-C (or kill -TERM {os.getpid()}); `chat4all ps` lists the processes.")
+        return "\n".join(lines)
+
+    def run(self) -> int:
+        with self.signals:
+            try:
+                return self._run()
+            except StackError as exc:
+                log.error("%s", exc)
+                return 1
+            except Exception:
+                log.exception("chat4all up failed")
+                return 1
+            finally:
+                self._shutdown()
+
+    def _run(self) -> int:
+        stop = self.signals
+        self._check_ports()
+        self.database_url = self._start_postgres()
+        if stop.requested():
+            return 0
+        applied = migrate_database(self.database_url)
+        log.info("migrations: %s", ", ".join(applied) if applied else "schema is up to date")
+        secret = self.settings.jwt_secret
+        jwt_secret = secret.get_secret_value() if secret is not None else load_or_create_jwt_secret(self.data_dir)
+        env = runtime_env(
+            self.environ, self.settings, database_url=self.database_url, jwt_secret=jwt_secret, data_dir=self.data_dir
+        )
+        self.supervisor = Supervisor(
+            runtime_specs(self.settings, env),
+            backoff=self.backoff,
+            stop_timeout=self.stop_timeout,
+            on_change=self.save,
+        )
+        if stop.requested():
+            return 0
+        self.supervisor.start()
+        ready = self.supervisor.wait_ready(self.ready_timeout, stop.requested)
+        if not stop.requested():
+            click.echo(self.banner(ready))
+            sys.stdout.flush()
+            for name, ok in ready.items():
+                if not ok:
+                    log.warning("runtime %s is not ready after %.0fs; still supervising it", name, self.ready_timeout)
+        while not stop.requested():
+            self.supervisor.poll()
+            self._watch_postgres()
+            deadline = time.monotonic() + 0.5
+            while not stop.requested() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        log.info("received %s; stopping", signal.Signals(stop.signum).name if stop.signum else "a stop request")
+        return 0
+
+    def _shutdown(self) -> None:
+        try:
+            if self.supervisor is not None:
+                self.supervisor.stop()
+        finally:
+            try:
+                if self.postgres is not None:
+                    log.info("stopping postgres (pid %s)", self.postgres.pid)
+                    self.postgres.stop()
+            finally:
+                remove_state(self.data_dir)
+                log.info("stopped")
+
+
+def up(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    *,
+    backoff: Backoff | None = None,
+    ready_timeout: float = 60.0,
+    stop_timeout: float = 10.0,
+) -> int:
+    """Run the whole stack in the foreground until SIGINT/SIGTERM."""
+    environ = os.environ if environ is None else environ
+    data_dir = data_dir_of(settings)
+    lock = StackLock(data_dir)
+    if not lock.acquire():
+        holder = read_state(data_dir) or {}
+        pid = holder.get("supervisor_pid", "?")
+        _err(
+            f"chat4all is already running on {data_dir} (supervisor pid {pid}); stop it first or use another data dir."
+        )
+        return 1
+    try:
+        state = read_state(data_dir)
+        if state is not None:
+            if supervisor_alive(state) and state.get("supervisor_pid") != os.getpid():
+                _err(f"chat4all is already running on {data_dir} (supervisor pid {state['supervisor_pid']}).")
+                return 1
+            log.warning(
+                "stale %s (supervisor pid %s is gone); cleaning up",
+                data_dir / "stack.json",
+                state.get("supervisor_pid"),
+            )
+            for pid in reap_orphans(state):
+                log.warning("stopped orphaned runtime process group %d", pid)
+            remove_state(data_dir)
+        stack = Stack(
+            settings, data_dir, environ, backoff=backoff, ready_timeout=ready_timeout, stop_timeout=stop_timeout
+        )
+        return stack.run()
+    finally:
+        lock.release()
+
+
+# -- ps ----------------------------------------------------------------------------------------------------------------
+
+
+def ps_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    pg = state.get("postgres")
+    if isinstance(pg, dict):
+        alive = process_alive(pg.get("pid"), pg.get("create_time"))
+        rows.append(
+            {"name": "postgres", "pid": pg.get("pid"), "state": "running" if alive else "dead", "url": pg.get("url")}
+        )
+    for rt in state.get("runtimes") or []:
+        if not isinstance(rt, dict):
+            continue
+        alive = process_alive(rt.get("pid"), rt.get("create_time"))
+        rows.append(
+            {
+                "name": rt.get("name"),
+                "pid": rt.get("pid"),
+                "state": "running" if alive else "dead",
+                "url": rt.get("url"),
+                "restarts": rt.get("restarts", 0),
+            }
+        )
+    return rows
+
+
+def ps(data_dir: Path, *, as_json: bool = False) -> int:
+    data_dir = data_dir.expanduser().resolve()
+    state = read_state(data_dir)
+    if state is None:
+        _err(f"no chat4all stack is running on {data_dir}")
+        return 1
+    if not supervisor_alive(state):
+        gone = state.get("supervisor_pid")
+        _err(f"no chat4all stack is running on {data_dir} (stale stack.json: supervisor pid {gone} is gone)")
+        return 1
+    rows = ps_rows(state)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "supervisor_pid": state.get("supervisor_pid"),
+                    "started_at": state.get("started_at"),
+                    "processes": rows,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"chat4all stack (supervisor pid {state.get('supervisor_pid')}, up since {state.get('started_at')})"
+    )
+    for column in ("name", "pid", "state", "url", "restarts"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        state_text = row["state"] if row["state"] == "dead" else f"[green]{row['state']}[/green]"
+        restarts = row.get("restarts")
+        table.add_row(
+            str(row["name"]),
+            str(row["pid"]),
+            state_text,
+            str(row["url"] or "-"),
+            "-" if restarts is None else str(restarts),
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+    return 0
+
+
+# -- migrate -----------------------------------------------------------------------------------------------------------
+
+
+def migrate(settings: Settings, environ: Mapping[str, str] | None = None) -> int:
+    """Apply pending migrations to CHAT4ALL_DATABASE_URL, or to the data dir's embedded postgres."""
+    environ = os.environ if environ is None else environ
+    try:
+        applied = _migrate(settings, environ)
+    except StackError as exc:
+        _err(str(exc))
+        return 1
+    except Exception:
+        log.exception("chat4all migrate failed")
+        return 1
+    if applied:
+        for name in applied:
+            click.echo(f"applied {name}")
+    else:
+        click.echo("database is up to date")
+    return 0
+
+
+def _migrate(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    if settings.database_url:
+        log.info("migrating %s", redact_url(settings.database_url))
+        return migrate_database(settings.database_url)
+    data_dir = data_dir_of(settings)
+    lock = StackLock(data_dir)
+    if not lock.acquire():
+        # `up` owns the data dir: migrate the postgres it runs instead of starting a second one
+        state = read_state(data_dir)
+        pg = state.get("postgres") if state and supervisor_alive(state) else None
+        if not isinstance(pg, dict) or not pg.get("url"):
+            raise StackError(f"another chat4all process holds {data_dir}; try again when it is done")
+        log.info("migrating the running stack's postgres at %s", pg["url"])
+        return migrate_database(str(pg["url"]))
+    try:
+        pg_server = EmbeddedPostgres(data_dir, port=pg_port(environ))
+        log.info("starting postgres (data in %s)", pg_server.pgdata)
+        pg_server.start()
+        try:
+            return migrate_database(pg_server.create_database(DATABASE_NAME))
+        finally:
+            pg_server.stop()
+    finally:
+        lock.release()

@@ -1,0 +1,274 @@
+"""`chat4all up/ps/migrate` wiring, on fake runtimes and a fake database (no PostgreSQL here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from entrypoints import cli
+from entrypoints.settings import Settings
+from entrypoints.stack import commands
+from entrypoints.stack.runtimes import (
+    connect_host,
+    http_base,
+    load_or_create_jwt_secret,
+    port_free,
+    redact_url,
+    runtime_env,
+    runtime_specs,
+)
+from entrypoints.stack.state import StackLock, create_time, read_state, write_state
+from entrypoints.stack.supervisor import RuntimeSpec
+
+SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    p = subprocess.Popen(list(SLEEPER), start_new_session=True)
+    yield p
+    p.kill()
+    p.wait()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name in list(os.environ):
+        if name.startswith("CHAT4ALL_"):
+            monkeypatch.delenv(name)
+    return {"CHAT4ALL_DATA_DIR": str(tmp_path)}
+
+
+def run(args: list[str], env: dict[str, str]) -> Any:
+    return CliRunner().invoke(cli.main, args, env=env, catch_exceptions=False)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def test_jwt_secret_is_created_once_and_private(tmp_path: Path) -> None:
+    first = load_or_create_jwt_secret(tmp_path)
+    path = tmp_path / "secrets" / "jwt_secret"
+    assert len(first) >= 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert load_or_create_jwt_secret(tmp_path) == first
+    path.chmod(0o644)
+    assert load_or_create_jwt_secret(tmp_path) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("")
+    assert load_or_create_jwt_secret(tmp_path) not in ("", first)
+
+
+def test_urls() -> None:
+    assert redact_url("postgresql://app:s3cret@db:5432/chat") == "postgresql://app:***@db:5432/chat"
+    assert (
+        redact_url("postgresql://postgres@127.0.0.1:5432/chat4all") == "postgresql://postgres@127.0.0.1:5432/chat4all"
+    )
+    assert connect_host("0.0.0.0") == "127.0.0.1"
+    assert http_base("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert http_base("::", 8000) == "http://[::1]:8000"
+
+
+def test_pg_port() -> None:
+    assert commands.pg_port({}) is None
+    assert commands.pg_port({"CHAT4ALL_PG_PORT": "5433"}) == 5433
+    for bad in ("x", "0", "70000"):
+        with pytest.raises(commands.StackError):
+            commands.pg_port({"CHAT4ALL_PG_PORT": bad})
+
+
+def test_port_free() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert not port_free("127.0.0.1", s.getsockname()[1])
+    assert port_free("127.0.0.1", 0)
+
+
+def test_the_http_runtime(tmp_path: Path) -> None:
+    settings = Settings(http_port=8123, host="0.0.0.0")
+    env = runtime_env({"PATH": "/bin"}, settings, database_url="postgresql://db/x", jwt_secret="k", data_dir=tmp_path)
+    assert env["PATH"] == "/bin"
+    assert env["CHAT4ALL_DATABASE_URL"] == "postgresql://db/x"
+    assert env["CHAT4ALL_JWT_SECRET"] == "k"
+    assert env["CHAT4ALL_HTTP_PORT"] == "8123"
+    assert env["CHAT4ALL_DATA_DIR"] == str(tmp_path)
+    [http] = runtime_specs(settings, env)
+    assert http.name == "http"
+    assert list(http.argv) == [sys.executable, "-m", "entrypoints.http"]
+    assert http.url == "http://127.0.0.1:8123"
+    assert http.health_url == "http://127.0.0.1:8123/health/ready"
+    assert http.env is env
+
+
+# -- ps ---------------------------------------------------------------------------------------------------------------
+
+
+def test_ps_without_a_stack(env: dict[str, str]) -> None:
+    result = run(["ps"], env)
+    assert result.exit_code == 1
+    assert "no chat4all stack is running" in result.output
+
+
+def test_ps_with_a_stale_stack_json(env: dict[str, str], tmp_path: Path) -> None:
+    write_state(tmp_path, {"supervisor_pid": os.getpid(), "supervisor_create_time": 1.0, "runtimes": []})
+    result = run(["ps"], env)
+    assert result.exit_code == 1
+    assert "stale" in result.output
+
+
+def test_ps_lists_the_runtimes(env: dict[str, str], tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
+    me = os.getpid()
+    write_state(
+        tmp_path,
+        {
+            "supervisor_pid": me,
+            "supervisor_create_time": create_time(me),
+            "started_at": "2026-01-01T00:00:00+00:00",
+            "postgres": {"pid": sleeper.pid, "url": "postgresql://postgres@127.0.0.1:5999/chat4all"},
+            "runtimes": [
+                {"name": "http", "pid": sleeper.pid, "url": "http://127.0.0.1:8000", "restarts": 2},
+                {"name": "grpc", "pid": 0, "url": "http://127.0.0.1:50051", "restarts": 0},
+            ],
+        },
+    )
+    result = run(["ps"], env)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    http = next(line for line in lines if " http " in line)
+    assert str(sleeper.pid) in http
+    assert "running" in http
+    assert "http://127.0.0.1:8000" in http
+    assert "dead" in next(line for line in lines if " grpc " in line)
+    assert "postgres" in result.output
+
+    as_json = run(["ps", "--json"], env)
+    assert as_json.exit_code == 0
+    doc = json.loads(as_json.output)
+    assert doc["supervisor_pid"] == me
+    rows = {row["name"]: row for row in doc["processes"]}
+    assert rows["http"] == {
+        "name": "http",
+        "pid": sleeper.pid,
+        "state": "running",
+        "url": "http://127.0.0.1:8000",
+        "restarts": 2,
+    }
+    assert rows["grpc"]["state"] == "dead"
+    assert rows["postgres"]["state"] == "running"
+
+
+# -- up ---------------------------------------------------------------------------------------------------------------
+
+
+def test_up_refuses_when_another_holds_the_data_dir(env: dict[str, str], tmp_path: Path) -> None:
+    with StackLock(tmp_path) as lock:
+        assert lock.acquire()
+        result = run(["up"], env)
+    assert result.exit_code == 1
+    assert "already running" in result.output
+
+
+def test_up_refuses_when_stack_json_names_a_live_supervisor(
+    env: dict[str, str], tmp_path: Path, sleeper: subprocess.Popen[bytes]
+) -> None:
+    state = {"supervisor_pid": sleeper.pid, "supervisor_create_time": create_time(sleeper.pid), "runtimes": []}
+    write_state(tmp_path, state)
+    result = run(["up"], env)
+    assert result.exit_code == 1
+    assert f"already running on {tmp_path.resolve()} (supervisor pid {sleeper.pid})" in result.output
+    assert read_state(tmp_path) == state  # left alone
+
+
+def test_up_refuses_a_port_in_use(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commands, "migrate_database", lambda url: pytest.fail("must not migrate"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = run(["up"], {**env, "CHAT4ALL_HTTP_PORT": str(port), "CHAT4ALL_DATABASE_URL": "postgresql://x/y"})
+    assert result.exit_code == 1
+
+
+def test_up_supervises_until_sigterm(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole `up` flow in process: external database (faked), one fake runtime, SIGTERM to ourselves."""
+    migrated: list[str] = []
+    monkeypatch.setattr(commands, "migrate_database", lambda url: migrated.append(url) or ["0001_initial"])
+    specs: list[RuntimeSpec] = []
+
+    def fake_specs(settings: Settings, runtime_env: dict[str, str]) -> list[RuntimeSpec]:
+        specs.append(RuntimeSpec("fake", SLEEPER, env=runtime_env, url="http://127.0.0.1:1"))
+        return specs
+
+    monkeypatch.setattr(commands, "runtime_specs", fake_specs)
+    seen: dict[str, Any] = {}
+
+    def stop_when_running() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = read_state(tmp_path)
+            if state and state["runtimes"] and state["runtimes"][0]["pid"]:
+                seen.update(state)
+                time.sleep(0.3)  # let the banner out
+                handler = signal.getsignal(signal.SIGTERM)
+                # never SIGTERM pytest itself: only while `up` has its handler installed
+                if isinstance(getattr(handler, "__self__", None), commands.StopSignals):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=stop_when_running)
+    killer.start()
+    settings = Settings(
+        data_dir=tmp_path, database_url="postgresql://app:s3cret@127.0.0.1:1/chat", http_port=0, host="127.0.0.1"
+    )
+    code = commands.up(settings, {"PATH": os.environ["PATH"]})
+    killer.join()
+    out = capsys.readouterr().out
+    assert code == 0
+    assert migrated == ["postgresql://app:s3cret@127.0.0.1:1/chat"]
+    assert seen["supervisor_pid"] == os.getpid()
+    assert seen["postgres"] is None
+    [rt] = seen["runtimes"]
+    assert rt["name"] == "fake"
+    assert rt["restarts"] == 0
+    assert "s3cret" not in out
+    assert "postgresql://app:***@127.0.0.1:1/chat" in out
+    assert f"pid {rt['pid']}" in out
+    secret = (tmp_path / "secrets" / "jwt_secret").read_text().strip()
+    assert secret not in out
+    assert specs[0].env is not None
+    assert specs[0].env["CHAT4ALL_JWT_SECRET"] == secret
+    assert specs[0].env["CHAT4ALL_DATABASE_URL"] == "postgresql://app:s3cret@127.0.0.1:1/chat"
+    assert read_state(tmp_path) is None  # removed on the way out
+    with pytest.raises(ProcessLookupError):
+        os.kill(rt["pid"], 0)
+
+
+def test_migrate_with_a_database_url(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    applied = iter([["0001_initial", "0002_more"], []])
+    monkeypatch.setattr(commands, "migrate_database", lambda url: next(applied))
+    env = {**env, "CHAT4ALL_DATABASE_URL": "postgresql://x/y"}
+    first = run(["migrate"], env)
+    assert first.exit_code == 0
+    assert "applied 0001_initial" in first.output
+    assert "applied 0002_more" in first.output
+    second = run(["migrate"], env)
+    assert second.exit_code == 0
+    assert "up to date" in second.output
