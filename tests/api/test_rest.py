@@ -169,3 +169,28 @@ async def test_operations_endpoints(api: Api) -> None:
     assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
     docs = await api.client.get("/docs", follow_redirects=False)
     assert docs.status_code in {301, 302, 307, 308}
+
+
+async def test_forged_and_confused_tokens_are_401(api: Api) -> None:
+    import time
+
+    import jwt
+
+    ana = await api.user("ana")
+    now = int(time.time())
+    base = {"sub": ana["user_id"], "iss": "chat4all", "aud": "chat4all", "iat": now, "exp": now + 600}
+    forged = {
+        "alg none": jwt.encode(base, key=None, algorithm="none"),
+        "wrong key": jwt.encode(base, "w" * 40, algorithm="HS256"),
+        "expired": jwt.encode({**base, "exp": now - 120, "iat": now - 4000}, "t" * 40, algorithm="HS256"),
+        "wrong audience": jwt.encode({**base, "aud": "other"}, "t" * 40, algorithm="HS256"),
+        "wrong issuer": jwt.encode({**base, "iss": "other"}, "t" * 40, algorithm="HS256"),
+        "no exp": jwt.encode({k: v for k, v in base.items() if k != "exp"}, "t" * 40, algorithm="HS256"),
+        "not a uuid": jwt.encode({**base, "sub": "ana"}, "t" * 40, algorithm="HS256"),
+    }
+    genuine = jwt.encode(base, "t" * 40, algorithm="HS256")
+    assert (await api.client.get("/v1/me", headers={"Authorization": f"Bearer {genuine}"})).status_code == 200
+    for name, token in forged.items():
+        r = await api.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, name
+        assert r.headers["content-type"].startswith("application/problem+json"), name
