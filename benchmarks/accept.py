@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -154,6 +155,20 @@ async def load(
     return latencies, accepted, errors
 
 
+def _tree_cpu(root: psutil.Process) -> dict[str, float]:
+    """CPU seconds used so far by each kind of process under ``root``."""
+    totals: dict[str, float] = {"http": 0.0, "postgres": 0.0}
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            name = "postgres" if p.name() == "postgres" else "http" if p.pid != root.pid else ""
+        except psutil.Error:
+            continue
+        if name:
+            totals[name] += t.user + t.system
+    return totals
+
+
 def verify(database_url: str, accepted: list[str]) -> tuple[int, int, int]:
     with psycopg.connect(database_url) as conn:
         found = conn.execute(
@@ -194,7 +209,13 @@ def main() -> None:
                 senders = await setup(c, args.conversations)
             return await load(url, senders, args.concurrency, args.seconds, args.warmup)
 
+        stack_root = psutil.Process(proc.pid) if proc is not None else None
+        me = psutil.Process()
+        cpu_before = _tree_cpu(stack_root) if stack_root is not None else {}
+        client_before = sum(me.cpu_times()[:2])
         latencies, accepted, errors = asyncio.run(run())
+        cpu_after = _tree_cpu(stack_root) if stack_root is not None else {}
+        client_cpu = sum(me.cpu_times()[:2]) - client_before
         stored, distinct, gappy = verify(database_url, accepted)
     finally:
         if proc is not None:
@@ -214,6 +235,12 @@ def main() -> None:
         f"database: {stored} rows for {len(accepted)} accepted ids ({distinct} distinct); "
         f"conversations with seq gaps: {gappy}"
     )
+    if cpu_after and accepted:
+        per = {k: (cpu_after[k] - cpu_before[k]) / len(accepted) * 1000 for k in cpu_after}
+        print(
+            f"cpu per accepted message (setup included): http workers {per['http']:.2f} ms, "
+            f"postgres {per['postgres']:.2f} ms, load generator {client_cpu / len(accepted) * 1000:.2f} ms"
+        )
     ok = stored == distinct == len(accepted) and gappy == 0 and errors == 0
     print("check:", "every accepted message stored exactly once" if ok else "FAILED")
     if data is not None:
