@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -226,10 +226,9 @@ async def _resolve_member(uow: UnitOfWork, ref: str, *, field: str) -> Participa
     return Participant.user(user.id)
 
 
-async def _member_views(uow: UnitOfWork, members: Sequence[Participant]) -> list[v.MemberView]:
-    user_ids = [m.user_id for m in members if m.user_id is not None]
-    users = await uow.users.get_many(user_ids)
-    return [_member_view(m, users) for m in members]
+async def _users_of(uow: UnitOfWork, people: Iterable[Participant]) -> Mapping[UserId, User]:
+    """The users among ``people``, in one look-up."""
+    return await uow.users.get_many(list({p.user_id for p in people if p.user_id is not None}))
 
 
 def _member_view(m: Participant, users: Mapping[UserId, User]) -> v.MemberView:
@@ -240,11 +239,11 @@ def _member_view(m: Participant, users: Mapping[UserId, User]) -> v.MemberView:
     return v.MemberView(kind="contact", address=str(m.address))
 
 
-async def _conversation_view(uow: UnitOfWork, conv: Conversation) -> v.ConversationView:
+def _conversation_view(conv: Conversation, users: Mapping[UserId, User]) -> v.ConversationView:
     return v.ConversationView(
         conversation_id=conv.id,
         type=conv.type.value,
-        members=await _member_views(uow, conv.members),
+        members=[_member_view(m, users) for m in conv.members],
         metadata=conv.metadata,
         created_at=conv.created_at,
         last_activity_at=conv.last_activity_at,
@@ -266,7 +265,7 @@ async def handle_create_conversation(cmd: c.CreateConversation, d: Deps) -> v.Co
             group_max=d.settings.group_max,
         )
         await uow.conversations.add(conv)
-        view = await _conversation_view(uow, conv)
+        view = _conversation_view(conv, await _users_of(uow, conv.members))
         await uow.commit()
     return view
 
@@ -284,7 +283,7 @@ async def handle_get_conversation(cmd: c.GetConversation, d: Deps) -> v.Conversa
     """One of the caller's conversations."""
     async with d.uow() as uow:
         conv = await _member_conversation(uow, cmd.conversation_id, cmd.viewer)
-        return await _conversation_view(uow, conv)
+        return _conversation_view(conv, await _users_of(uow, conv.members))
 
 
 async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.ConversationListView:
@@ -292,7 +291,8 @@ async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.Conv
     limit = _bounded(cmd.limit, d.settings.list_max, field="limit")
     async with d.uow() as uow:
         page = await uow.conversations.list_for(Participant.user(cmd.viewer), PageRequest(limit, cmd.cursor))
-        items = [await _conversation_view(uow, conv) for conv in page.items]
+        users = await _users_of(uow, (m for conv in page.items for m in conv.members))
+        items = [_conversation_view(conv, users) for conv in page.items]
     return v.ConversationListView(items=items, next_cursor=page.next_cursor)
 
 
@@ -489,8 +489,7 @@ async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v
     by_message: dict[MessageId, list[DeliveryStatus]] = {}
     for dl in deliveries:
         by_message.setdefault(dl.message_id, []).append(dl.status)
-    people = {p for m in messages for p in (m.sender, *m.recipients)}
-    users = await uow.users.get_many([p.user_id for p in people if p.user_id is not None])
+    users = await _users_of(uow, (p for m in messages for p in (m.sender, *m.recipients)))
     return [
         v.MessageView(
             message_id=m.id,
@@ -514,7 +513,7 @@ async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.Messa
     async with d.uow() as uow:
         m = await _visible_message(uow, cmd.message_id, viewer)
         deliveries = [dl for dl in await uow.messages.deliveries([m.id]) if viewer in (m.sender, dl.recipient)]
-        users = await uow.users.get_many([dl.recipient.user_id for dl in deliveries if dl.recipient.user_id])
+        users = await _users_of(uow, (dl.recipient for dl in deliveries))
     history = sorted(
         (
             v.StatusEventView(
