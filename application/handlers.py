@@ -103,16 +103,15 @@ async def handle_issue_token_for_password(cmd: c.IssueTokenForPassword, d: Deps)
     if is_username(cmd.username):
         async with d.uow() as uow:
             user = await uow.users.get_by_username(cmd.username)
-    # Verify even for an unknown user so response time does not reveal which usernames exist.
-    encoded = user.password_hash if user is not None else _DUMMY_HASH
-    ok = await d.hasher.verify(encoded, cmd.password)
-    if user is None or not ok:
+    if user is None:
+        # Spend what a verification costs, with the same parameters, so the response time does
+        # not reveal which usernames exist.
+        await d.hasher.hash(cmd.password)
+        raise AuthenticationFailed("wrong username or password")
+    if not await d.hasher.verify(user.password_hash, cmd.password):
         raise AuthenticationFailed("wrong username or password")
     async with d.uow() as uow:
         return await _issue_pair(uow, user.id, d)
-
-
-_DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$2nD9E5sQ3j0Hn0aG0V6P0Yt9R9xVQ1l3mP7rN0bqS4E"
 
 
 async def handle_issue_token_for_client(cmd: c.IssueTokenForClient, d: Deps) -> v.TokenPair:

@@ -61,8 +61,10 @@ class FakePasswordHasher:
 
     def __init__(self) -> None:
         self.verified: list[str] = []
+        self.hashed = 0
 
     async def hash(self, password: str) -> str:
+        self.hashed += 1
         return self.PREFIX + hashlib.sha256(password.encode()).hexdigest()
 
     async def verify(self, encoded: str, password: str) -> bool:
