@@ -34,7 +34,8 @@ async def open_pool(conninfo: str, min_size: int = 2, max_size: int = 10, *, con
         max_size=max_size,
         open=False,
         timeout=connect_timeout,
-        kwargs={"options": _utc_options(conninfo)},
+        # Autocommit: units of work send BEGIN themselves, lazily, with their first write.
+        kwargs={"options": _utc_options(conninfo), "autocommit": True},
         name="chat4all",
     )
     try:

@@ -53,11 +53,33 @@ def _translated_errors() -> Iterator[None]:
         raise Unavailable("the database is unavailable; retry later") from e
 
 
+_INSERT_OUTBOX = "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)"
+
+
+def _is_read(query: Query) -> bool:
+    """True for a statement that neither writes nor locks; it may run before the transaction.
+
+    Composed statements are the history and listing SELECTs.
+    """
+    if isinstance(query, sql.Composable):
+        return True
+    text = query.decode() if isinstance(query, bytes) else str(query)
+    head = text.lstrip()[:6].upper()
+    return head == "SELECT" and "FOR UPDATE" not in text.upper()
+
+
 class _Session:
-    """The connection of the active unit of work, with infrastructure errors translated."""
+    """The connection of the active unit of work, with infrastructure errors translated.
+
+    The transaction starts lazily: reads before the first write run on their own (under READ
+    COMMITTED every statement takes a fresh snapshot anyway), and the first write or lock carries
+    BEGIN in the same round trip. A read-only unit of work thus costs one round trip per query,
+    with no BEGIN or ROLLBACK.
+    """
 
     def __init__(self) -> None:
         self.conn: AsyncConnection[Any] | None = None
+        self.in_transaction = False
 
     @property
     def connection(self) -> AsyncConnection[Any]:
@@ -65,11 +87,27 @@ class _Session:
             raise RuntimeError("the unit of work is not active: use it inside 'async with'")
         return self.conn
 
-    async def fetch(self, row: BaseRowFactory[R], query: Query, params: Params | None = None) -> list[R]:
+    async def _run(self, row: BaseRowFactory[Any], query: Query, params: Params | None, *, fetch: bool) -> Any:
+        conn = self.connection
         with _translated_errors():
-            async with self.connection.cursor(row_factory=row) as cur:
+            if self.in_transaction or _is_read(query):
+                async with conn.cursor(row_factory=row) as cur:
+                    await cur.execute(query, params)
+                    return await cur.fetchall() if fetch else cur.rowcount
+            async with conn.pipeline() as pipeline:
+                await conn.execute("BEGIN")
+                self.in_transaction = True
+                cur = conn.cursor(row_factory=row)
                 await cur.execute(query, params)
-                return await cur.fetchall()
+                await pipeline.sync()
+            try:
+                return await cur.fetchall() if fetch else cur.rowcount
+            finally:
+                await cur.close()
+
+    async def fetch(self, row: BaseRowFactory[R], query: Query, params: Params | None = None) -> list[R]:
+        found: list[R] = await self._run(row, query, params, fetch=True)
+        return found
 
     async def rows(self, query: Query, params: Params | None = None) -> list[DictRow]:
         return await self.fetch(dict_row, query, params)
@@ -80,17 +118,41 @@ class _Session:
 
     async def execute(self, query: Query, params: Params | None = None) -> int:
         """Run a statement; return the number of rows it touched."""
-        with _translated_errors():
-            async with self.connection.cursor() as cur:
-                await cur.execute(query, params)
-                return cur.rowcount
+        count: int = await self._run(dict_row, query, params, fetch=False)
+        return count
 
     async def execute_many(self, query: Query, params: Sequence[Params]) -> None:
         if not params:
             return
         with _translated_errors():
+            if not self.in_transaction:
+                await self.connection.execute("BEGIN")
+                self.in_transaction = True
             async with self.connection.cursor() as cur:
                 await cur.executemany(query, params)  # pipelined: one round trip for the batch
+
+    async def commit(self, outbox: Sequence[tuple[str, str, Jsonb]]) -> None:
+        """COMMIT, with any outbox rows inserted in the same round trip."""
+        conn = self.connection
+        with _translated_errors():
+            if not outbox:
+                if self.in_transaction:
+                    await conn.execute("COMMIT")
+                self.in_transaction = False
+                return
+            async with conn.pipeline():
+                if not self.in_transaction:
+                    await conn.execute("BEGIN")
+                async with conn.cursor() as cur:
+                    await cur.executemany(_INSERT_OUTBOX, outbox)
+                await conn.execute("COMMIT")
+            self.in_transaction = False
+
+    async def rollback(self) -> None:
+        if self.in_transaction:
+            self.in_transaction = False
+            with _translated_errors():
+                await self.connection.execute("ROLLBACK")
 
 
 class _Repo:
@@ -559,9 +621,6 @@ class PostgresRefreshTokenRepository(_Repo):
         return UserId(row["user_id"]) if row is not None else None
 
 
-_INSERT_OUTBOX = "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)"
-
-
 class PostgresOutbox(_Repo):
     """Outbox rows wait in memory and travel with the COMMIT, in the same round trip.
 
@@ -612,6 +671,7 @@ class PostgresUnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         conn, self._db.conn = self._db.conn, None
+        self._db.in_transaction = False
         self._outbox.pending.clear()
         if conn is None:
             return
@@ -625,19 +685,9 @@ class PostgresUnitOfWork:
             await self._pool.putconn(conn)
 
     async def commit(self) -> None:
-        conn = self._db.connection
         pending, self._outbox.pending = self._outbox.pending, []
-        with _translated_errors():
-            if not pending:
-                await conn.commit()
-                return
-            # One round trip: the outbox rows and the COMMIT are pipelined.
-            async with conn.pipeline():
-                async with conn.cursor() as cur:
-                    await cur.executemany(_INSERT_OUTBOX, pending)
-                await conn.commit()
+        await self._db.commit(pending)
 
     async def rollback(self) -> None:
         self._outbox.pending.clear()
-        with _translated_errors():
-            await self._db.connection.rollback()
+        await self._db.rollback()
