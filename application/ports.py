@@ -11,6 +11,7 @@ from uuid import UUID
 
 import attrs
 
+from application.cursors import encode_conversation_cursor
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery
@@ -81,6 +82,19 @@ class ConversationPage:
 
     items: Sequence[Conversation]
     next_cursor: str | None
+
+    @classmethod
+    def of(cls, found: Sequence[Conversation], limit: int) -> ConversationPage:
+        """The first ``limit`` of ``found`` (most recent first); a cursor when ``found`` holds more."""
+        items = list(found[:limit])
+        last = items[-1] if items else None
+        more = len(found) > limit
+        cursor = (
+            encode_conversation_cursor(last.last_activity_at, last.id)
+            if more and last is not None and last.last_activity_at is not None
+            else None
+        )
+        return cls(items=items, next_cursor=cursor)
 
 
 class UserRepository(Protocol):

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import attrs
 
-from application.cursors import decode_conversation_cursor, encode_conversation_cursor
+from application.cursors import decode_conversation_cursor
 from application.errors import Conflict
 from application.ports import (
     ApiClientRepository,
@@ -138,15 +138,7 @@ class InMemoryConversationRepository(_Repo):
         if page.cursor is not None:
             at, cid = decode_conversation_cursor(page.cursor)
             mine = [c for c in mine if order(c) < (at, str(cid))]
-        items = [copy.deepcopy(c) for c in mine[: page.limit]]
-        more = len(mine) > page.limit
-        last = items[-1] if items else None
-        cursor = (
-            encode_conversation_cursor(last.last_activity_at, last.id)
-            if more and last is not None and last.last_activity_at is not None
-            else None
-        )
-        return ConversationPage(items=items, next_cursor=cursor)
+        return ConversationPage.of([copy.deepcopy(c) for c in mine[: page.limit + 1]], page.limit)
 
     async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
         conv = self.s.conversations[conversation_id]

@@ -17,7 +17,7 @@ from psycopg.rows import BaseRowFactory, DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from application.cursors import decode_conversation_cursor, encode_conversation_cursor
+from application.cursors import decode_conversation_cursor
 from application.errors import Conflict, Unavailable
 from application.ports import (
     ApiClientRepository,
@@ -333,16 +333,7 @@ class PostgresConversationRepository(_Repo):
         query = sql.SQL("{} WHERE {} ORDER BY c.last_activity_at DESC, c.id DESC LIMIT %(limit)s").format(
             sql.SQL(_CONVERSATION), sql.SQL(" AND ").join(sql.SQL(w) for w in where)
         )
-        found = [_conversation(r) for r in await self._db.rows(query, params)]
-        items = found[: page.limit]
-        last = items[-1] if items else None
-        more = len(found) > page.limit
-        cursor = (
-            encode_conversation_cursor(last.last_activity_at, last.id)
-            if more and last is not None and last.last_activity_at is not None
-            else None
-        )
-        return ConversationPage(items=items, next_cursor=cursor)
+        return ConversationPage.of([_conversation(r) for r in await self._db.rows(query, params)], page.limit)
 
     async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
         # The row lock taken here is held until the transaction ends: concurrent senders queue on
