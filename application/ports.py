@@ -259,6 +259,30 @@ class Outbox(Protocol):
         """Queue ``event`` for publication on ``topic`` under partition ``key``."""
 
 
+@attrs.frozen
+class Event:
+    """An integration event for the log: ``payload`` is JSON; ``key`` picks the partition (order)."""
+
+    topic: str
+    key: str
+    payload: Mapping[str, Any]
+
+
+class EventPublisher(Protocol):
+    """The event log (Kafka): durable, ordered per key."""
+
+    @abstractmethod
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Publish ``events`` in order and return once the log acknowledged every one of them.
+
+        Events sharing a key keep their relative order. Delivery is at least once: a failure
+        may leave some of them published, so consumers must be idempotent.
+
+        Raises:
+            Unavailable: the log did not acknowledge them all.
+        """
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository; rolls back unless committed."""
 
