@@ -5,21 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
 
 from application import commands as c
+from application import topics
 from application import views as v
 from application.cursors import encode_history_cursor
 from application.errors import AuthenticationFailed, Conflict, Forbidden, NotFound
+from application.pipeline import emit_status
 from application.ports import (
     Clock,
     DuplicateMessage,
     HistoryQuery,
     IdGenerator,
-    Outbox,
     PageRequest,
     PasswordHasher,
     TokenIssuer,
@@ -33,8 +34,8 @@ from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent, plan_deliveries
 from domain.users import ApiClient, ChannelIdentity, User, is_username, validate_password, validate_username
 
-MESSAGES_TOPIC = "chat.messages"
-STATUS_TOPIC = "chat.status"
+MESSAGES_TOPIC = topics.MESSAGES
+STATUS_TOPIC = topics.STATUS
 
 
 @attrs.frozen
@@ -472,6 +473,8 @@ async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
         forward = cmd.after_seq is not None or (cmd.since is not None and cmd.before_seq is None)
         more = len(found) > limit
         page = (found[:limit] if forward else found[-limit:]) if more else found
+        if await _mark_fetched(uow, page, viewer, at=d.clock.now()):
+            await uow.commit()
         items = await _message_views(uow, page)
     next_cursor = None
     if more and page:
@@ -479,6 +482,30 @@ async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
             encode_history_cursor("after", page[-1].seq) if forward else encode_history_cursor("before", page[0].seq)
         )
     return v.HistoryView(items=items, next_cursor=next_cursor)
+
+
+async def _mark_fetched(uow: UnitOfWork, messages: Sequence[Message], viewer: Participant, *, at: datetime) -> bool:
+    """The viewer's Chat4All client now has these messages: their ``internal`` deliveries are DELIVERED.
+
+    Returns True when something changed (and must be committed).
+    """
+    received = [m for m in messages if m.sender != viewer]
+    if not received:
+        return False
+    waiting = [
+        dl.key
+        for dl in await uow.messages.deliveries([m.id for m in received])
+        if dl.recipient == viewer and dl.channel is Channel.INTERNAL and dl.status is DeliveryStatus.SENT
+    ]
+    if not waiting:
+        return False
+    # Locked and read again: a concurrent read receipt may have moved them on meanwhile.
+    changed = [dl for dl in await uow.messages.lock_deliveries(waiting) if dl.advance(DeliveryStatus.DELIVERED, at=at)]
+    if not changed:
+        return False
+    await uow.messages.save_progress(changed)
+    await emit_status(uow.outbox, messages[0].conversation_id, changed)
+    return True
 
 
 async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v.MessageView]:
@@ -544,23 +571,6 @@ async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.Messa
     )
 
 
-async def _emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Sequence[Delivery]) -> None:
-    for dl in changed:
-        await outbox.add(
-            STATUS_TOPIC,
-            str(conversation_id),
-            {
-                "type": "message.status",
-                "message_id": str(dl.message_id),
-                "conversation_id": str(conversation_id),
-                "recipient": dl.recipient.key,
-                "channel": dl.channel.value,
-                "status": dl.status.value,
-                "at": dl.updated_at.isoformat(),
-            },
-        )
-
-
 async def handle_mark_read(cmd: c.MarkRead, d: Deps) -> v.ReadReceipt:
     """The reader read this message and every earlier one it received in the conversation."""
     reader = Participant.user(cmd.reader)
@@ -573,7 +583,7 @@ async def handle_mark_read(cmd: c.MarkRead, d: Deps) -> v.ReadReceipt:
         changed = [dl for dl in pending if dl.advance(DeliveryStatus.READ, at=now)]
         if changed:
             await uow.messages.save_progress(changed)
-            await _emit_status(uow.outbox, m.conversation_id, changed)
+            await emit_status(uow.outbox, m.conversation_id, changed)
         mine = [dl for dl in await uow.messages.deliveries([m.id]) if dl.recipient == reader]
         await uow.commit()
     read_at = min((h.at for dl in mine for h in dl.history if h.status is DeliveryStatus.READ), default=now)

@@ -160,6 +160,10 @@ class IdentityRepository(Protocol):
     async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
         """The linked platform channels of each user (users without any may be absent)."""
 
+    @abstractmethod
+    async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
+        """Every identity of these users."""
+
 
 class ConversationRepository(Protocol):
     """Conversations, their members and their message counter."""
@@ -183,6 +187,10 @@ class ConversationRepository(Protocol):
         Holds the conversation until the unit of work ends, so concurrent senders get
         strictly increasing, gap-free positions: a rolled-back reservation is given again.
         """
+
+
+DeliveryKey = tuple[MessageId, str, Channel]
+"""What identifies a delivery: (message id, recipient key, channel); see ``Delivery.key``."""
 
 
 class DuplicateMessage(Exception):
@@ -238,6 +246,18 @@ class MessageRepository(Protocol):
     async def save_progress(self, deliveries: Sequence[Delivery]) -> None:
         """Persist the new status and the new history entries of these deliveries."""
 
+    @abstractmethod
+    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
+        """The conversation's messages with ``after_seq < seq <= up_to_seq``, ascending."""
+
+    @abstractmethod
+    async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:
+        """The deliveries with these keys (unknown keys are skipped), locked until the unit of work ends."""
+
+    @abstractmethod
+    async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
+        """Platform deliveries still SENT, not handed to their platform, untouched since before ``updated_before``."""
+
 
 class RefreshTokenRepository(Protocol):
     """Single-use refresh tokens, stored as digests."""
@@ -251,12 +271,65 @@ class RefreshTokenRepository(Protocol):
         """Atomically use the token once; None when unknown, used or expired."""
 
 
+@attrs.frozen
+class OutboxRecord:
+    """A committed outbox row waiting for the relay."""
+
+    id: int
+    topic: str
+    key: str
+    payload: Mapping[str, Any]
+
+
 class Outbox(Protocol):
     """Integration events written in the same transaction as the change they describe."""
 
     @abstractmethod
     async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
         """Queue ``event`` for publication on ``topic`` under partition ``key``."""
+
+    @abstractmethod
+    async def claim(self, limit: int) -> Sequence[OutboxRecord]:
+        """The oldest unpublished events, at most ``limit``, in id order.
+
+        They stay claimed until the unit of work ends: concurrent relays skip them.
+        """
+
+    @abstractmethod
+    async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
+        """Record that these events reached the log."""
+
+
+class RoutingProgress(Protocol):
+    """How far the router has turned each conversation's messages into delivery jobs."""
+
+    @abstractmethod
+    async def lock(self, conversation_ids: Sequence[ConversationId], *, at: datetime) -> Mapping[ConversationId, int]:
+        """Each conversation's routed seq (0 if never routed), locked until the unit of work ends."""
+
+    @abstractmethod
+    async def advance(self, routed: Mapping[ConversationId, int], *, at: datetime) -> None:
+        """Record that each conversation's messages up to its seq in ``routed`` are routed."""
+
+    @abstractmethod
+    async def behind(self, *, active_after: datetime, idle_since: datetime, limit: int) -> Mapping[ConversationId, int]:
+        """Conversations with unrouted messages accepted between the two times, with the last such seq."""
+
+
+class SendLedger(Protocol):
+    """What each platform accepted: one entry per delivery handed over, with the platform's id."""
+
+    @abstractmethod
+    async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
+        """The platform message ids of those of ``keys`` already handed over."""
+
+    @abstractmethod
+    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
+        """Record hand-overs as (delivery, platform message id); a delivery already recorded keeps its entry."""
+
+    @abstractmethod
+    async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
+        """The deliveries behind these platform message ids (unknown ids are absent)."""
 
 
 @attrs.frozen
@@ -293,6 +366,8 @@ class UnitOfWork(Protocol):
     messages: MessageRepository
     refresh_tokens: RefreshTokenRepository
     outbox: Outbox
+    routing: RoutingProgress
+    sends: SendLedger
 
     @abstractmethod
     async def __aenter__(self) -> Self:
@@ -311,3 +386,59 @@ class UnitOfWork(Protocol):
     @abstractmethod
     async def rollback(self) -> None:
         """Discard every change made since the transaction began."""
+
+
+# --- channels ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ChannelCapabilities:
+    """What a platform supports."""
+
+    receipts: bool = True
+    """The platform reports DELIVERED/READ (through webhooks or the connector)."""
+    files: bool = True
+    max_attachment_bytes: int = 100 * 1024 * 1024
+    max_text_length: int = 4096
+
+
+@attrs.frozen
+class OutboundMessage:
+    """One delivery, as a connector sends it: to one address on its platform."""
+
+    delivery: DeliveryKey
+    conversation_id: ConversationId
+    seq: int
+    to: ChannelAddress
+    sender: str
+    payload: Mapping[str, Any]
+    """``{"type": "text", "text"}`` or ``{"type": "file", ...}``."""
+
+
+class ChannelError(Exception):
+    """A platform refused or failed a send.
+
+    ``permanent`` errors (a blocked recipient, an invalid address) end the delivery as FAILED;
+    the others are retried, after ``retry_after`` seconds when the platform said so.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
+
+
+class ChannelConnector(Protocol):
+    """A platform's send API (WhatsApp Cloud API, Messenger/Instagram Send API, Telegram Bot API...)."""
+
+    channel: Channel
+    capabilities: ChannelCapabilities
+
+    @abstractmethod
+    async def send(self, message: OutboundMessage) -> str:
+        """Hand ``message`` to the platform; return the platform's id for it.
+
+        Raises:
+            ChannelError: the platform refused it or could not be reached.
+        """

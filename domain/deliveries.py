@@ -87,6 +87,13 @@ class Delivery:
         self.history.append(StatusChange(to, at, error))
         return True
 
+    def record_handoff(self, platform_message_id: str, *, at: datetime) -> None:
+        """Keep in the history that the platform accepted this delivery under ``platform_message_id``.
+
+        The status does not move: the platform has it, the recipient's device may not yet.
+        """
+        self.history.append(StatusChange(self.status, at, f"{self.channel.value} accepted it as {platform_message_id}"))
+
     @property
     def key(self) -> tuple[MessageId, str, Channel]:
         """What makes a delivery unique."""

@@ -21,8 +21,9 @@ from adapters.system import UuidGenerator
 from application import commands as c
 from application import views as v
 from application.bus import MessageBus
+from application.errors import Unavailable
 from application.handlers import Deps, Settings
-from application.ports import PasswordHasher
+from application.ports import ChannelCapabilities, ChannelError, Event, OutboundMessage, PasswordHasher
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import Delivery
@@ -152,6 +153,41 @@ def an_upload(**overrides: Any) -> UploadSession:
     }
     args.update(overrides)
     return UploadSession.initiate(**args)
+
+
+class FakePublisher:
+    """The event log as a list; told to fail, it raises Unavailable like the real one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.failing = False
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        if self.failing:
+            raise Unavailable("the event log is down")
+        self.events.extend(events)
+
+    def on(self, topic: str) -> list[Mapping[str, Any]]:
+        return [e.payload for e in self.events if e.topic == topic]
+
+
+class ScriptedConnector:
+    """A platform whose answers are scripted: each send pops the next outcome (default: accepted)."""
+
+    def __init__(self, channel: Channel = Channel.TELEGRAM, *script: ChannelError | None) -> None:
+        self.channel = channel
+        self.capabilities = ChannelCapabilities()
+        self.script: list[ChannelError | None] = list(script)
+        self.accepted: list[OutboundMessage] = []
+        self.calls = 0
+
+    async def send(self, message: OutboundMessage) -> str:
+        self.calls += 1
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.accepted.append(message)
+        return f"{self.channel.value}-{len(self.accepted)}"
 
 
 # --- the application core on in-memory adapters ---------------------------------------

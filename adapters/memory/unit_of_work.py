@@ -17,13 +17,17 @@ from application.ports import (
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
+    DeliveryKey,
     DuplicateMessage,
     HistoryQuery,
     IdentityRepository,
     MessageRepository,
     Outbox,
+    OutboxRecord,
     PageRequest,
     RefreshTokenRepository,
+    RoutingProgress,
+    SendLedger,
     UnitOfWork,
     UserRepository,
 )
@@ -45,6 +49,9 @@ class _State:
     deliveries: dict[MessageId, list[Delivery]] = attrs.Factory(dict)
     refresh_tokens: dict[str, tuple[UserId, datetime, bool]] = attrs.Factory(dict)
     outbox: list[tuple[str, str, dict[str, Any]]] = attrs.Factory(list)
+    published: set[int] = attrs.Factory(set)  # outbox positions (ids are position + 1)
+    routed: dict[ConversationId, int] = attrs.Factory(dict)
+    sends: dict[DeliveryKey, str] = attrs.Factory(dict)
 
 
 class InMemoryStore:
@@ -120,6 +127,10 @@ class InMemoryIdentityRepository(_Repo):
             if i.user_id in wanted:
                 out.setdefault(i.user_id, set()).add(i.channel)
         return {k: frozenset(v) for k, v in out.items()}
+
+    async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
+        wanted = set(user_ids)
+        return [i for i in self.s.identities.values() if i.user_id in wanted]
 
 
 class InMemoryConversationRepository(_Repo):
@@ -197,6 +208,37 @@ class InMemoryMessageRepository(_Repo):
                 if dl.key == changed.key:
                     stored[i] = copy.deepcopy(changed)
 
+    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
+        return sorted(
+            (
+                copy.deepcopy(m)
+                for m in self.s.messages.values()
+                if m.conversation_id == conversation_id and after_seq < m.seq <= up_to_seq
+            ),
+            key=lambda m: m.seq,
+        )
+
+    async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:
+        wanted = set(keys)
+        return [
+            copy.deepcopy(dl)
+            for mid in dict.fromkeys(k[0] for k in keys)
+            for dl in self.s.deliveries.get(mid, [])
+            if dl.key in wanted
+        ]
+
+    async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
+        found = [
+            copy.deepcopy(dl)
+            for dls in self.s.deliveries.values()
+            for dl in dls
+            if dl.channel.is_platform
+            and dl.status is DeliveryStatus.SENT
+            and dl.key not in self.s.sends
+            and dl.updated_at < updated_before
+        ]
+        return sorted(found, key=lambda dl: dl.updated_at)[:limit]
+
 
 class InMemoryRefreshTokenRepository(_Repo):
     async def add(self, digest: str, user_id: UserId, *, expires_at: datetime) -> None:
@@ -214,6 +256,52 @@ class InMemoryOutbox(_Repo):
     async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
         self.s.outbox.append((topic, key, dict(event)))
 
+    async def claim(self, limit: int) -> Sequence[OutboxRecord]:
+        # One unit of work at a time holds the store, so claiming needs no lock of its own.
+        # Only committed rows, as in PostgreSQL (where pending rows travel with the COMMIT):
+        # the snapshot taken at the last commit holds exactly those.
+        snapshot = self._uow._snapshot
+        committed = len(snapshot.outbox) if snapshot is not None else len(self.s.outbox)
+        waiting = [i for i in range(committed) if i not in self.s.published][:limit]
+        return [OutboxRecord(i + 1, *self.s.outbox[i][:2], copy.deepcopy(self.s.outbox[i][2])) for i in waiting]
+
+    async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
+        self.s.published.update(i - 1 for i in ids)
+
+
+class InMemoryRoutingProgress(_Repo):
+    async def lock(self, conversation_ids: Sequence[ConversationId], *, at: datetime) -> Mapping[ConversationId, int]:
+        # Unknown conversations are absent, as in PostgreSQL (progress rows reference conversations).
+        return {c: self.s.routed.get(c, 0) for c in conversation_ids if c in self.s.conversations}
+
+    async def advance(self, routed: Mapping[ConversationId, int], *, at: datetime) -> None:
+        for conversation_id, seq in routed.items():
+            if conversation_id in self.s.conversations:
+                self.s.routed[conversation_id] = max(seq, self.s.routed.get(conversation_id, 0))
+
+    async def behind(self, *, active_after: datetime, idle_since: datetime, limit: int) -> Mapping[ConversationId, int]:
+        late: dict[ConversationId, int] = {}
+        for m in self.s.messages.values():
+            if active_after < m.created_at < idle_since and m.seq > self.s.routed.get(m.conversation_id, 0):
+                late[m.conversation_id] = max(m.seq, late.get(m.conversation_id, 0))
+        return dict(list(late.items())[:limit])
+
+
+class InMemorySendLedger(_Repo):
+    async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
+        return {k: self.s.sends[k] for k in keys if k in self.s.sends}
+
+    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
+        for key, platform_message_id in handed_over:
+            # Platform ids are unique per channel (as the PostgreSQL index is), not across channels.
+            taken = any(k[2] is key[2] and pid == platform_message_id for k, pid in self.s.sends.items())
+            if not taken:
+                self.s.sends.setdefault(key, platform_message_id)
+
+    async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
+        wanted = set(platform_message_ids)
+        return {pid: key for key, pid in self.s.sends.items() if key[2] is channel and pid in wanted}
+
 
 class InMemoryUnitOfWork:
     """A transaction over an InMemoryStore; rolls back unless committed."""
@@ -228,6 +316,8 @@ class InMemoryUnitOfWork:
         self.messages: MessageRepository = InMemoryMessageRepository(self)
         self.refresh_tokens: RefreshTokenRepository = InMemoryRefreshTokenRepository(self)
         self.outbox: Outbox = InMemoryOutbox(self)
+        self.routing: RoutingProgress = InMemoryRoutingProgress(self)
+        self.sends: SendLedger = InMemorySendLedger(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

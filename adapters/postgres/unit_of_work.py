@@ -23,13 +23,17 @@ from application.ports import (
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
+    DeliveryKey,
     DuplicateMessage,
     HistoryQuery,
     IdentityRepository,
     MessageRepository,
     Outbox,
+    OutboxRecord,
     PageRequest,
     RefreshTokenRepository,
+    RoutingProgress,
+    SendLedger,
     UserRepository,
 )
 from domain.channels import Channel, ChannelAddress
@@ -262,6 +266,14 @@ class PostgresIdentityRepository(_Repo):
             (list(user_ids),),
         )
         return {r["user_id"]: frozenset(Channel(c) for c in r["channels"]) for r in rows}
+
+    async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
+        if not user_ids:
+            return []
+        rows = await self._db.rows(
+            "SELECT channel, external_id, user_id, linked_at FROM identities WHERE user_id = ANY(%s)", (list(user_ids),)
+        )
+        return [_identity(r) for r in rows]
 
 
 # --- conversations ---------------------------------------------------------------------
@@ -590,6 +602,63 @@ class PostgresMessageRepository(_Repo):
             {"deliveries": Jsonb(_delivery_records(latest)), "events": Jsonb(_event_records(latest))},
         )
 
+    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
+        rows = await self._db.rows(
+            _MESSAGE + " WHERE conversation_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
+            (conversation_id, after_seq, up_to_seq),
+        )
+        return [_message(r) for r in rows]
+
+    async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:
+        if not keys:
+            return []
+        params = _key_arrays(keys)
+        # Locked first, in a stable order (against deadlocks), then read with their history in a
+        # statement of its own, so that the history includes what was committed while we waited.
+        await self._db.execute(_LOCK_KEYS, params)
+        return [_delivery(r) for r in await self._db.rows(_READ_KEYS, params)]
+
+    async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
+        rows = await self._db.rows(_UNSENT, {"before": updated_before, "limit": limit})
+        return [_delivery(r) for r in rows]
+
+
+def _key_arrays(keys: Sequence[DeliveryKey]) -> dict[str, list[Any]]:
+    return {
+        "message_ids": [k[0] for k in keys],
+        "recipients": [k[1] for k in keys],
+        "channels": [k[2].value for k in keys],
+    }
+
+
+_LOCK_KEYS = """
+SELECT 1 FROM deliveries d
+WHERE (d.message_id, d.recipient_key, d.channel) IN (
+    SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[])
+)
+ORDER BY d.message_id, d.recipient_key, d.channel
+FOR UPDATE
+"""
+_READ_KEYS = (  # constants only: no injection
+    _DELIVERY  # noqa: S608
+    + """
+WHERE (d.message_id, d.recipient_key, d.channel) IN (
+    SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[])
+)
+ORDER BY d.message_id, d.position
+"""
+)
+_UNSENT = (  # constants only: no injection
+    _DELIVERY  # noqa: S608
+    + """
+WHERE d.status = 'SENT' AND d.channel <> 'internal' AND d.updated_at < %(before)s
+  AND NOT EXISTS (SELECT 1 FROM channel_sends s
+                  WHERE s.message_id = d.message_id AND s.recipient_key = d.recipient_key AND s.channel = d.channel)
+ORDER BY d.updated_at
+LIMIT %(limit)s
+"""
+)
+
 
 # --- refresh tokens and the outbox -----------------------------------------------------
 
@@ -625,6 +694,105 @@ class PostgresOutbox(_Repo):
     async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
         self.pending.append((topic, key, Jsonb(dict(event))))
 
+    async def claim(self, limit: int) -> Sequence[OutboxRecord]:
+        rows = await self._db.rows(
+            "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL"
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (limit,),
+        )
+        return [OutboxRecord(r["id"], r["topic"], r["key"], r["payload"]) for r in rows]
+
+    async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
+        if ids:
+            await self._db.execute("UPDATE outbox SET published_at = %s WHERE id = ANY(%s)", (at, list(ids)))
+
+
+# --- the pipeline's bookkeeping ----------------------------------------------------------
+
+# Creates missing progress rows and locks every row, in id order, in one statement.
+_LOCK_PROGRESS = """
+INSERT INTO routing_progress (conversation_id, updated_at)
+SELECT c.id, %(at)s FROM conversations c WHERE c.id = ANY(%(ids)s::uuid[]) ORDER BY c.id
+ON CONFLICT (conversation_id) DO UPDATE SET updated_at = routing_progress.updated_at
+RETURNING conversation_id, routed_seq
+"""
+
+# An upsert, so that an advance without a prior lock is kept too (an UPDATE alone would drop it);
+# unknown conversations are skipped, as lock skips them. Rows are written in id order.
+_ADVANCE_PROGRESS = """
+INSERT INTO routing_progress AS p (conversation_id, routed_seq, updated_at)
+SELECT x.id, x.seq, %(at)s FROM unnest(%(ids)s::uuid[], %(seqs)s::bigint[]) AS x(id, seq)
+WHERE EXISTS (SELECT 1 FROM conversations c WHERE c.id = x.id)
+ORDER BY x.id
+ON CONFLICT (conversation_id) DO UPDATE
+SET routed_seq = greatest(p.routed_seq, EXCLUDED.routed_seq), updated_at = EXCLUDED.updated_at
+"""
+
+_BEHIND = """
+SELECT m.conversation_id, max(m.seq) AS last_seq
+FROM messages m LEFT JOIN routing_progress r ON r.conversation_id = m.conversation_id
+WHERE m.created_at > %(after)s AND m.created_at < %(before)s
+GROUP BY m.conversation_id, r.routed_seq
+HAVING max(m.seq) > coalesce(r.routed_seq, 0)
+LIMIT %(limit)s
+"""
+
+
+class PostgresRoutingProgress(_Repo):
+    async def lock(self, conversation_ids: Sequence[ConversationId], *, at: datetime) -> Mapping[ConversationId, int]:
+        if not conversation_ids:
+            return {}
+        rows = await self._db.rows(_LOCK_PROGRESS, {"ids": list(conversation_ids), "at": at})
+        return {ConversationId(r["conversation_id"]): r["routed_seq"] for r in rows}
+
+    async def advance(self, routed: Mapping[ConversationId, int], *, at: datetime) -> None:
+        if not routed:
+            return
+        await self._db.execute(_ADVANCE_PROGRESS, {"ids": list(routed), "seqs": list(routed.values()), "at": at})
+
+    async def behind(self, *, active_after: datetime, idle_since: datetime, limit: int) -> Mapping[ConversationId, int]:
+        rows = await self._db.rows(_BEHIND, {"after": active_after, "before": idle_since, "limit": limit})
+        return {ConversationId(r["conversation_id"]): r["last_seq"] for r in rows}
+
+
+class PostgresSendLedger(_Repo):
+    async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
+        if not keys:
+            return {}
+        rows = await self._db.rows(
+            "SELECT message_id, recipient_key, channel, platform_message_id FROM channel_sends"
+            " WHERE (message_id, recipient_key, channel) IN"
+            " (SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[]))",
+            _key_arrays(keys),
+        )
+        return {
+            (MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])): r["platform_message_id"]
+            for r in rows
+        }
+
+    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
+        if not handed_over:
+            return
+        params = _key_arrays([k for k, _ in handed_over])
+        params["platform_ids"] = [pid for _, pid in handed_over]
+        await self._db.execute(
+            "INSERT INTO channel_sends (message_id, recipient_key, channel, platform_message_id, sent_at)"
+            " SELECT m, r, c, p, %(at)s FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[],"
+            " %(channels)s::text[], %(platform_ids)s::text[]) AS x(m, r, c, p)"
+            " ON CONFLICT DO NOTHING",
+            {**params, "at": at},
+        )
+
+    async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
+        if not platform_message_ids:
+            return {}
+        rows = await self._db.rows(
+            "SELECT platform_message_id, message_id, recipient_key FROM channel_sends"
+            " WHERE channel = %s AND platform_message_id = ANY(%s)",
+            (channel.value, list(platform_message_ids)),
+        )
+        return {r["platform_message_id"]: (MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows}
+
 
 # --- the unit of work ------------------------------------------------------------------
 
@@ -648,6 +816,8 @@ class PostgresUnitOfWork:
         self.refresh_tokens: RefreshTokenRepository = PostgresRefreshTokenRepository(self._db)
         self._outbox = PostgresOutbox(self._db)
         self.outbox: Outbox = self._outbox
+        self.routing: RoutingProgress = PostgresRoutingProgress(self._db)
+        self.sends: SendLedger = PostgresSendLedger(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:

@@ -154,7 +154,8 @@ async def test_history_status_and_read(api: Api) -> None:
     assert body["status"] == "READ"
     assert [h["status"] for h in body["history"]] == ["SENT", "READ"]
     unread = await api.client.get(f"/v1/messages/{ids[4]}/status", headers=ana["headers"])
-    assert unread.json()["status"] == "SENT"
+    assert unread.json()["status"] == "DELIVERED"  # bob's client fetched it, and has not read it
+    assert [h["status"] for h in unread.json()["history"]] == ["SENT", "DELIVERED"]
     assert (await api.client.post(f"/v1/messages/{ids[0]}/read", headers=ana["headers"])).status_code == 403
     assert (await api.client.post(f"/v1/messages/{uuid.uuid4()}/read", headers=bob["headers"])).status_code == 404
 

@@ -75,10 +75,11 @@ def test_a_conversation_round_trip_is_stored(stack: Any, http: httpx.Client) -> 
         (1, "telegram", "READ"),
         (2, "internal", "READ"),
         (2, "telegram", "READ"),
-        (3, "internal", "SENT"),
+        (3, "internal", "DELIVERED"),  # bob's client fetched it
         (3, "telegram", "SENT"),
     ]
-    assert events is not None and events[0] == 3 + 4  # three accepted, four deliveries read
+    # three accepted, three internal copies delivered by the fetch, four deliveries read
+    assert events is not None and events[0] == 3 + 3 + 4
 
 
 def test_concurrent_retries_store_a_message_once(stack: Any, http: httpx.Client) -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from application import views as v
 from application.cursors import decode_history_cursor
 from application.errors import Forbidden, NotFound
+from application.topics import STATUS as STATUS_TOPIC
 from domain.errors import BusinessRuleViolation
 from domain.ids import ConversationId
 from tests.builders import T0, Chat4All, FakeClock, a_chat4all
@@ -147,7 +148,7 @@ async def test_a_message_view_describes_the_message(app: Chat4All) -> None:
         channels=["internal"],
         payload={"type": "text", "text": "hi"},
         metadata={"k": 1},
-        status="SENT",
+        status="DELIVERED",  # bruno's client has it now: fetching it is its delivery
         created_at=T0,
     )
     assert carla not in {m.user_id for m in item.to}
@@ -239,3 +240,29 @@ def test_following_cursors_visits_every_visible_message_once(n: int, limit: int,
 
     with asyncio.Runner() as runner:
         runner.run(scenario())
+
+
+async def test_fetching_history_delivers_the_viewers_internal_copies_once(app: Chat4All, pair: ConversationId) -> None:
+    accepted = await app.send("ana", pair, "hi")
+    assert [e["status"] for e in app.events(STATUS_TOPIC)] == []
+
+    await app.history("ana", pair)  # the sender's own fetch delivers nothing
+    assert (await app.status("ana", accepted.message_id)).status == "SENT"
+
+    await app.history("bruno", pair)
+    await app.history("bruno", pair)  # a second fetch changes nothing more
+
+    status = await app.status("ana", accepted.message_id)
+    assert status.status == "DELIVERED"
+    assert [(e["recipient"], e["channel"], e["status"]) for e in app.events(STATUS_TOPIC)] == [
+        (f"user:{app.users['bruno']}", "internal", "DELIVERED")
+    ]
+
+
+async def test_fetching_history_never_moves_a_read_message_back(app: Chat4All, pair: ConversationId) -> None:
+    accepted = await app.send("ana", pair, "hi")
+    await app.mark_read("bruno", accepted.message_id)
+
+    (item,) = (await app.history("bruno", pair)).items
+
+    assert item.status == "READ"

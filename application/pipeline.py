@@ -1,0 +1,650 @@
+"""The event pipeline's use cases: relay the outbox, route messages, deliver jobs, apply receipts, sweep.
+
+Every step is at least once (a worker may die after its side effect and before it records it)
+and idempotent (the next run sees the record and changes nothing), so the observable effect is
+exactly once. The database is the truth; the log only says where to look:
+
+- the router routes a conversation *up to* a seq, reading the messages from the database, so
+  events that arrive twice, late or out of order cannot reorder or duplicate anything;
+- channel workers check the send ledger before handing a delivery to its platform;
+- receipts go through the delivery state machine, which ignores late and repeated ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import attrs
+
+from application import topics
+from application.ports import (
+    ChannelConnector,
+    ChannelError,
+    Clock,
+    DeliveryKey,
+    Event,
+    EventPublisher,
+    OutboundMessage,
+    Outbox,
+    UnitOfWork,
+)
+from domain.channels import Channel, ChannelAddress
+from domain.conversations import ParticipantKind
+from domain.deliveries import Delivery, DeliveryStatus
+from domain.ids import ConversationId, MessageId, UserId
+from domain.messages import Message, TextContent
+
+
+@attrs.frozen
+class PipelineDeps:
+    """What every pipeline worker needs."""
+
+    uow: Callable[[], UnitOfWork]
+    clock: Clock
+    publisher: EventPublisher
+
+
+def status_event(conversation_id: ConversationId, dl: Delivery) -> dict[str, Any]:
+    """The ``message.status`` event of a delivery's current status."""
+    return {
+        "type": "message.status",
+        "message_id": str(dl.message_id),
+        "conversation_id": str(conversation_id),
+        "recipient": dl.recipient.key,
+        "channel": dl.channel.value,
+        "status": dl.status.value,
+        "at": dl.updated_at.isoformat(),
+        **({"error": dl.error} if dl.error else {}),
+    }
+
+
+async def emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Iterable[Delivery]) -> None:
+    """Queue a ``message.status`` event per changed delivery, in the same transaction."""
+    for dl in changed:
+        await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, dl))
+
+
+# --- the outbox relay ----------------------------------------------------------------
+
+
+async def relay_outbox(d: PipelineDeps, *, limit: int = 500) -> int:
+    """Publish one batch of committed outbox events, oldest first; return how many.
+
+    The rows stay claimed while they are published, so several relays can run at once. A relay
+    that dies after publishing and before marking publishes them again: consumers dedupe.
+    """
+    async with d.uow() as uow:
+        records = await uow.outbox.claim(limit)
+        if not records:
+            return 0
+        await d.publisher.publish([Event(r.topic, r.key, r.payload) for r in records])
+        await uow.outbox.mark_published([r.id for r in records], at=d.clock.now())
+        await uow.commit()
+    return len(records)
+
+
+# --- the router ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class DeliveryJob:
+    """One delivery to hand to a platform: the payload of a ``chat.outbound.<channel>`` event."""
+
+    message_id: MessageId
+    conversation_id: ConversationId
+    seq: int
+    recipient: str
+    channel: Channel
+    to: ChannelAddress
+    sender: str
+    payload: Mapping[str, Any]
+    created_at: datetime
+
+    @property
+    def key(self) -> DeliveryKey:
+        return (self.message_id, self.recipient, self.channel)
+
+    def to_event(self) -> Event:
+        return Event(
+            topics.outbound(self.channel),
+            str(self.conversation_id),
+            {
+                "type": "delivery.job",
+                "message_id": str(self.message_id),
+                "conversation_id": str(self.conversation_id),
+                "seq": self.seq,
+                "recipient": self.recipient,
+                "channel": self.channel.value,
+                "to": str(self.to),
+                "sender": self.sender,
+                "payload": dict(self.payload),
+                "created_at": self.created_at.isoformat(),
+            },
+        )
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> DeliveryJob:
+        """Parse a job event.
+
+        Raises:
+            ValueError: the event is not a well-formed job.
+        """
+        try:
+            return cls(
+                message_id=MessageId(UUID(str(event["message_id"]))),
+                conversation_id=ConversationId(UUID(str(event["conversation_id"]))),
+                seq=int(event["seq"]),
+                recipient=str(event["recipient"]),
+                channel=Channel(event["channel"]),
+                to=ChannelAddress.parse(str(event["to"])),
+                sender=str(event["sender"]),
+                payload=dict(event["payload"]),
+                created_at=datetime.fromisoformat(str(event["created_at"])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a delivery job: {exc}") from exc
+
+    def outbound(self) -> OutboundMessage:
+        return OutboundMessage(
+            delivery=self.key,
+            conversation_id=self.conversation_id,
+            seq=self.seq,
+            to=self.to,
+            sender=self.sender,
+            payload=self.payload,
+        )
+
+
+def _payload(message: Message) -> dict[str, Any]:
+    content = message.content
+    if isinstance(content, TextContent):
+        return {"type": "text", "text": content.text}
+    out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
+    if content.caption is not None:
+        out["caption"] = content.caption
+    return out
+
+
+def routing_targets(events: Iterable[Mapping[str, Any]]) -> dict[ConversationId, int]:
+    """The highest seq per conversation among ``message.created`` events; anything else is ignored."""
+    targets: dict[ConversationId, int] = {}
+    for e in events:
+        if e.get("type") != "message.created":
+            continue
+        try:
+            conv = ConversationId(UUID(str(e["conversation_id"])))
+            seq = int(e["seq"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        targets[conv] = max(seq, targets.get(conv, 0))
+    return targets
+
+
+async def _jobs_for(
+    uow: UnitOfWork, messages: Sequence[Message], deliveries: Sequence[Delivery], *, at: datetime
+) -> tuple[list[DeliveryJob], list[Delivery]]:
+    """A job per platform delivery still to hand over; deliveries with no address left become FAILED."""
+    by_id = {m.id: m for m in messages}
+    platform = [
+        dl
+        for dl in deliveries
+        if dl.channel.is_platform and dl.status is DeliveryStatus.SENT and dl.message_id in by_id
+    ]
+    user_ids = list({dl.recipient.user_id for dl in platform if dl.recipient.user_id is not None})
+    addresses: dict[tuple[UserId, Channel], ChannelAddress] = {
+        (i.user_id, i.channel): i.address for i in await uow.identities.list_for_users(user_ids)
+    }
+    jobs: list[DeliveryJob] = []
+    failed: list[Delivery] = []
+    for dl in platform:
+        m = by_id[dl.message_id]
+        r = dl.recipient
+        if r.kind is ParticipantKind.CONTACT:
+            address = r.address
+        else:
+            assert r.user_id is not None
+            address = addresses.get((r.user_id, dl.channel))
+        if address is None or address.channel is not dl.channel:
+            if dl.advance(DeliveryStatus.FAILED, at=at, error=f"the recipient has no {dl.channel.value} identity"):
+                failed.append(dl)
+            continue
+        jobs.append(
+            DeliveryJob(
+                message_id=m.id,
+                conversation_id=m.conversation_id,
+                seq=m.seq,
+                recipient=r.key,
+                channel=dl.channel,
+                to=address,
+                sender=m.sender.key,
+                payload=_payload(m),
+                created_at=m.created_at,
+            )
+        )
+    return jobs, failed
+
+
+@attrs.frozen
+class Routed:
+    """What one routing pass did."""
+
+    messages: int
+    jobs: int
+    message_ids: frozenset[MessageId] = attrs.field(factory=frozenset, eq=False, repr=False)
+
+
+async def route_conversations(d: PipelineDeps, targets: Mapping[ConversationId, int]) -> Routed:
+    """Route every message of each conversation up to its target seq, in seq order, once.
+
+    The conversations' progress rows are locked (in id order, against deadlocks) for the
+    duration, so two routers never route the same messages concurrently. Jobs are published
+    before the progress commits: a router that dies in between publishes them again, and the
+    channel workers' ledger turns that into no second send.
+    """
+    if not targets:
+        return Routed(0, 0)
+    now = d.clock.now()
+    async with d.uow() as uow:
+        progress = await uow.routing.lock(sorted(targets, key=str), at=now)
+        messages: list[Message] = []
+        advanced: dict[ConversationId, int] = {}
+        for conv_id in sorted(targets, key=str):
+            routed = progress.get(conv_id, 0)
+            if targets[conv_id] <= routed:
+                continue
+            found = await uow.messages.in_range(conv_id, after_seq=routed, up_to_seq=targets[conv_id])
+            if found:
+                messages.extend(found)
+                advanced[conv_id] = found[-1].seq
+        if not messages:
+            return Routed(0, 0)
+        deliveries = await uow.messages.deliveries([m.id for m in messages])
+        jobs, failed = await _jobs_for(uow, messages, deliveries, at=now)
+        if failed:
+            await uow.messages.save_progress(failed)
+            for dl in failed:
+                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+        await uow.routing.advance(advanced, at=now)
+        await d.publisher.publish([j.to_event() for j in jobs])
+        await uow.commit()
+    return Routed(len(messages), len(jobs), frozenset(m.id for m in messages))
+
+
+def _conversation_of(messages: Sequence[Message], message_id: MessageId) -> ConversationId:
+    return next(m.conversation_id for m in messages if m.id == message_id)
+
+
+async def route_events(d: PipelineDeps, events: Iterable[Mapping[str, Any]]) -> Routed:
+    """Route what a batch of ``chat.messages`` events points at."""
+    return await route_conversations(d, routing_targets(events))
+
+
+# --- channel workers -----------------------------------------------------------------
+
+
+class CircuitBreaker:
+    """Stops calling a platform that keeps failing, and probes it again after a pause.
+
+    Closed: calls go through; ``threshold`` consecutive failures open it. Open: nothing goes
+    through for ``reset_after``. Then half-open: one call goes through; success closes it, a
+    failure opens it again.
+    """
+
+    def __init__(self, clock: Clock, *, threshold: int = 5, reset_after: timedelta = timedelta(seconds=10)) -> None:
+        self._clock = clock
+        self.threshold = threshold
+        self.reset_after = reset_after
+        self._failures = 0
+        self._opened_at: datetime | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        return "half-open" if self._clock.now() >= self._opened_at + self.reset_after else "open"
+
+    def allow(self) -> bool:
+        """May a call go through now? In half-open state only one call (the probe) may."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half-open" and not self._probing:
+            self._probing = True
+            return True
+        return False
+
+    def retry_in(self) -> float:
+        """Seconds until the breaker lets a probe through (0 when it would now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, (self._opened_at + self.reset_after - self._clock.now()).total_seconds())
+
+    def succeeded(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def failed(self) -> None:
+        self._failures += 1
+        if self._probing or self._failures >= self.threshold:
+            self._opened_at = self._clock.now()
+        self._probing = False
+
+
+@attrs.frozen
+class RetryPolicy:
+    """Exponential backoff with full jitter, capped; the platform's retry-after wins when longer."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` >= 1 failed so far)."""
+        backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))  # noqa: S311
+        return max(backoff, min(retry_after or 0.0, self.max_delay))
+
+
+class Outcome(StrEnum):
+    """What became of one delivery job."""
+
+    HANDED_OVER = "handed_over"
+    ALREADY_SENT = "already_sent"
+    FAILED = "failed"
+    """The platform refused it for good: the delivery is FAILED."""
+    DEAD = "dead"
+    """Every attempt failed: the delivery is FAILED and the job went to the dead-letter topic."""
+    DEFERRED = "deferred"
+    """The circuit is open: the job must be offered again later (store and forward)."""
+
+
+@attrs.frozen
+class JobResult:
+    job: DeliveryJob
+    outcome: Outcome
+    platform_message_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+@attrs.frozen
+class ChannelDeps:
+    """A channel worker's collaborators."""
+
+    pipeline: PipelineDeps
+    connector: ChannelConnector
+    breaker: CircuitBreaker
+    retry: RetryPolicy = RetryPolicy()
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    concurrency: int = 32
+    """Conversations served at once; jobs of one conversation always go one after another."""
+
+
+async def _send_in_order(
+    d: ChannelDeps, jobs: Sequence[DeliveryJob], sent: Mapping[DeliveryKey, str]
+) -> list[JobResult]:
+    """Send one conversation's jobs in seq order; once one is deferred, the rest wait too."""
+    results: list[JobResult] = []
+    deferred = False
+    for job in jobs:
+        if job.key in sent:
+            results.append(JobResult(job, Outcome.ALREADY_SENT, platform_message_id=sent[job.key]))
+            continue
+        if deferred:
+            results.append(JobResult(job, Outcome.DEFERRED))
+            continue
+        result = await _send_one(d, job)
+        deferred = result.outcome is Outcome.DEFERRED
+        results.append(result)
+    return results
+
+
+async def _send_one(d: ChannelDeps, job: DeliveryJob) -> JobResult:
+    attempts = 0
+    while True:
+        if not d.breaker.allow():
+            return JobResult(job, Outcome.DEFERRED, attempts=attempts)
+        attempts += 1
+        try:
+            platform_id = await d.connector.send(job.outbound())
+        except ChannelError as exc:
+            if exc.permanent:
+                d.breaker.succeeded()  # the platform answered: it is up
+                return JobResult(job, Outcome.FAILED, error=exc.reason, attempts=attempts)
+            d.breaker.failed()
+            if attempts >= d.retry.max_attempts:
+                return JobResult(job, Outcome.DEAD, error=exc.reason, attempts=attempts)
+            await d.sleep(d.retry.delay(attempts, exc.retry_after))
+            continue
+        d.breaker.succeeded()
+        return JobResult(job, Outcome.HANDED_OVER, platform_message_id=platform_id, attempts=attempts)
+
+
+async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobResult]:
+    """Hand a batch of jobs to the platform and record the outcomes; results in input order.
+
+    Jobs already in the send ledger are not sent again. Conversations are served concurrently,
+    the jobs of each in order. Hand-overs, failures and dead letters are recorded in one
+    transaction; dead jobs are published to the dead-letter topic.
+    """
+    if not jobs:
+        return []
+    p = d.pipeline
+    async with p.uow() as uow:
+        sent = await uow.sends.sent(list({j.key: None for j in jobs}))
+    by_conversation: dict[ConversationId, list[DeliveryJob]] = {}
+    for job in jobs:
+        by_conversation.setdefault(job.conversation_id, []).append(job)
+    gate = asyncio.Semaphore(d.concurrency)
+
+    async def serve(group: list[DeliveryJob]) -> list[JobResult]:
+        async with gate:
+            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), sent)
+
+    grouped = await asyncio.gather(*(serve(g) for g in by_conversation.values()))
+    outcome = {id(r.job): r for results in grouped for r in results}
+    results = [outcome[id(j)] for j in jobs]
+    await _record(p, results)
+    dead = [r for r in results if r.outcome is Outcome.DEAD]
+    if dead:
+        await p.publisher.publish([_dead_letter(r, at=p.clock.now()) for r in dead])
+    return results
+
+
+async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
+    settled = [r for r in results if r.outcome in (Outcome.HANDED_OVER, Outcome.FAILED, Outcome.DEAD)]
+    if not settled:
+        return
+    now = p.clock.now()
+    async with p.uow() as uow:
+        deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries([r.job.key for r in settled])}
+        touched: list[Delivery] = []
+        handed_over: list[tuple[DeliveryKey, str]] = []
+        changed: list[tuple[ConversationId, Delivery]] = []
+        for r in settled:
+            dl = deliveries.get(r.job.key)
+            if dl is None:
+                continue  # the message is gone (deleted); nothing to record
+            if r.outcome is Outcome.HANDED_OVER:
+                assert r.platform_message_id is not None
+                handed_over.append((r.job.key, r.platform_message_id))
+                dl.record_handoff(r.platform_message_id, at=now)
+                touched.append(dl)
+            else:
+                reason = r.error if r.outcome is Outcome.FAILED else f"gave up after {r.attempts} attempts: {r.error}"
+                if dl.advance(DeliveryStatus.FAILED, at=now, error=reason):
+                    touched.append(dl)
+                    changed.append((r.job.conversation_id, dl))
+        await uow.sends.record(handed_over, at=now)
+        await uow.messages.save_progress(touched)
+        for conv_id, dl in changed:
+            await emit_status(uow.outbox, conv_id, [dl])
+        await uow.commit()
+
+
+def _dead_letter(r: JobResult, *, at: datetime) -> Event:
+    job = r.job.to_event()
+    return Event(
+        topics.DEAD_LETTERS,
+        job.key,
+        {
+            "type": "delivery.dead",
+            "topic": job.topic,
+            "job": dict(job.payload),
+            "error": r.error,
+            "attempts": r.attempts,
+            "at": at.isoformat(),
+        },
+    )
+
+
+# --- receipts ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Receipt:
+    """A platform (or a Chat4All client) reporting a delivery's progress."""
+
+    channel: Channel
+    status: DeliveryStatus
+    at: datetime
+    platform_message_id: str | None = None
+    delivery: DeliveryKey | None = None
+    """Set when the reporter knows the delivery itself (Chat4All clients, connectors)."""
+    error: str | None = None
+
+    def to_event(self, key: str) -> Event:
+        body: dict[str, Any] = {
+            "type": "delivery.receipt",
+            "channel": self.channel.value,
+            "status": self.status.value,
+            "at": self.at.isoformat(),
+        }
+        if self.platform_message_id is not None:
+            body["platform_message_id"] = self.platform_message_id
+        if self.delivery is not None:
+            message_id, recipient, channel = self.delivery
+            body["delivery"] = {"message_id": str(message_id), "recipient": recipient, "channel": channel.value}
+        if self.error is not None:
+            body["error"] = self.error
+        return Event(topics.RECEIPTS, key, body)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> Receipt:
+        """Parse a receipt event.
+
+        Raises:
+            ValueError: the event is not a well-formed receipt.
+        """
+        try:
+            delivery = event.get("delivery")
+            key: DeliveryKey | None = None
+            if delivery is not None:
+                key = (
+                    MessageId(UUID(str(delivery["message_id"]))),
+                    str(delivery["recipient"]),
+                    Channel(delivery["channel"]),
+                )
+            platform_id = event.get("platform_message_id")
+            if key is None and not platform_id:
+                raise ValueError("a receipt names its delivery or its platform message id")
+            return cls(
+                channel=Channel(event["channel"]),
+                status=DeliveryStatus(event["status"]),
+                at=datetime.fromisoformat(str(event["at"])),
+                platform_message_id=None if platform_id is None else str(platform_id),
+                delivery=key,
+                error=None if event.get("error") is None else str(event["error"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a receipt: {exc}") from exc
+
+
+async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
+    """Move deliveries forward as the receipts say, in order; return how many changed.
+
+    Late, repeated and unknown receipts change nothing. Each change is kept in the history and
+    announced as a ``message.status`` event.
+    """
+    if not receipts:
+        return 0
+    async with d.uow() as uow:
+        keys: list[DeliveryKey | None] = [r.delivery for r in receipts]
+        by_channel: dict[Channel, list[str]] = {}
+        for r in receipts:
+            if r.delivery is None and r.platform_message_id is not None:
+                by_channel.setdefault(r.channel, []).append(r.platform_message_id)
+        found: dict[tuple[Channel, str], DeliveryKey] = {}
+        for channel, ids in by_channel.items():
+            for platform_id, found_key in (await uow.sends.find(channel, ids)).items():
+                found[(channel, platform_id)] = found_key
+        for i, r in enumerate(receipts):
+            if keys[i] is None and r.platform_message_id is not None:
+                keys[i] = found.get((r.channel, r.platform_message_id))
+        wanted = list({k: None for k in keys if k is not None})
+        deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries(wanted)}
+        changed: dict[DeliveryKey, Delivery] = {}
+        for wanted_key, r in zip(keys, receipts, strict=True):
+            dl = deliveries.get(wanted_key) if wanted_key is not None else None
+            if dl is not None and dl.advance(r.status, at=r.at, error=r.error):
+                changed[dl.key] = dl
+        if not changed:
+            return 0
+        await uow.messages.save_progress(list(changed.values()))
+        messages = {m.id: m for m in [await uow.messages.get(mid) for mid in {k[0] for k in changed}] if m is not None}
+        for dl in changed.values():
+            m = messages.get(dl.message_id)
+            if m is not None:
+                await emit_status(uow.outbox, m.conversation_id, [dl])
+        await uow.commit()
+    return len(changed)
+
+
+# --- the sweeper ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class Swept:
+    """What one sweep re-drove."""
+
+    conversations: int
+    jobs: int
+
+
+async def sweep(
+    d: PipelineDeps, *, deadline: timedelta, window: timedelta = timedelta(days=1), limit: int = 500
+) -> Swept:
+    """Re-drive what is stuck past ``deadline``: unrouted conversations and platform deliveries never handed over.
+
+    This is what makes a lost event (a broker that lost its data, a dropped publish) end
+    delivered anyway: the database knows what is still to do. Conversations idle for longer
+    than ``window`` are not looked at (they were swept long ago).
+    """
+    cutoff = d.clock.now() - deadline
+    async with d.uow() as uow:
+        behind = await uow.routing.behind(active_after=cutoff - window, idle_since=cutoff, limit=limit)
+    routed = await route_conversations(d, behind) if behind else Routed(0, 0)
+    async with d.uow() as uow:
+        # Messages routed just now already had their jobs published.
+        stuck = [
+            dl
+            for dl in await uow.messages.unsent(updated_before=cutoff, limit=limit)
+            if dl.message_id not in routed.message_ids
+        ]
+        messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in stuck}] if m]
+        jobs, failed = await _jobs_for(uow, messages, stuck, at=d.clock.now())
+        if failed:
+            await uow.messages.save_progress(failed)
+            for dl in failed:
+                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+            await uow.commit()
+    if jobs:
+        await d.publisher.publish([j.to_event() for j in jobs])
+    return Swept(conversations=len(behind), jobs=routed.jobs + len(jobs))
