@@ -31,14 +31,16 @@ def _configure_logging(level: str) -> None:
 def main() -> None:
     """Chat4All: one API for messages and files across channels.
 
-    Settings come from CHAT4ALL_* environment variables (CHAT4ALL_DATABASE_URL, CHAT4ALL_HTTP_PORT,
-    CHAT4ALL_JWT_SECRET, CHAT4ALL_DATA_DIR, ...).
+    Settings come from CHAT4ALL_* environment variables (CHAT4ALL_DATABASE_URL, CHAT4ALL_KAFKA_BOOTSTRAP,
+    CHAT4ALL_HTTP_PORT, CHAT4ALL_JWT_SECRET, CHAT4ALL_DATA_DIR, ...).
     """
 
 
 @main.command()
 def up() -> None:
-    """Run PostgreSQL (unless CHAT4ALL_DATABASE_URL is set), migrate, and supervise every runtime until Ctrl-C."""
+    """Run PostgreSQL and Kafka (unless CHAT4ALL_DATABASE_URL / CHAT4ALL_KAFKA_BOOTSTRAP are set), migrate,
+    create the topics, and supervise every runtime until Ctrl-C.
+    """
     from entrypoints.stack.commands import up as run_up
 
     settings = _settings()

@@ -15,6 +15,10 @@ class Settings(BaseSettings):
 
     database_url: str | None = Field(default=None, description="PostgreSQL URL; unset: `up` runs an embedded one")
     data_dir: Path = Field(default=Path(".chat4all"), description="where `up` keeps the embedded database and state")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers (host:port[,host:port]); unset: `up` runs an embedded broker"
+    )
+    kafka_partitions: int = Field(default=8, ge=1, le=1024, description="partitions of each topic `up` creates")
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 50051
@@ -29,3 +33,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, description="cap on request bodies outside the file routes")
     argon2_profile: str = Field(default="rfc9106-low-memory", description="'rfc9106-low-memory' or 'test' (fast)")
     log_level: str = "info"
+
+    # The event pipeline's workers.
+    channels: list[str] = Field(
+        default=["whatsapp", "instagram", "messenger", "telegram"], description="platforms the channel workers serve"
+    )
+    relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
+    relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
+    sweep_interval_s: float = Field(default=30.0, gt=0, description="seconds between sweeps")
+    sweep_deadline_s: float = Field(default=300.0, gt=0, description="age at which the sweeper re-drives work")
+    delivery_attempts: int = Field(default=5, ge=1, le=100, description="attempts before a job is dead-lettered")
+    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
+    breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds an open circuit waits before a probe")
+    worker_session_timeout_ms: int = Field(
+        default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
+    )

@@ -1,7 +1,8 @@
-"""Shared fixtures: one throwaway PostgreSQL 18 server per session and a fresh database per test."""
+"""Shared fixtures: a throwaway PostgreSQL 18 server per session (a database per test), a Kafka broker per test."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from adapters.kafka.topics import ensure_topics
 from adapters.postgres.migrate import migrate_sync
+from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
 
 TEMPLATE_DB = "template_c4a"
@@ -47,3 +50,23 @@ def postgres_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
     yield f"postgresql://postgres@{postgres_server.host}:{postgres_server.port}/{name}"
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(ident))
+
+
+@pytest.fixture
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
+    """A fresh Kafka broker (Tansu, memory storage) on a free port, with every platform topic (8 partitions)."""
+    server = EmbeddedKafka(tmp_path_factory.mktemp("kafka"))
+    server.start()
+    try:
+        # In a thread: this fixture may be set up from inside a running event loop.
+        with ThreadPoolExecutor(1) as worker:
+            worker.submit(lambda: asyncio.run(ensure_topics(server.bootstrap))).result()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kafka_bootstrap(kafka_server: EmbeddedKafka) -> str:
+    """``host:port`` of a fresh broker with every platform topic; see ``kafka_server``."""
+    return kafka_server.bootstrap

@@ -27,14 +27,14 @@ class OutboxWakeups:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            await self._conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            await self._conn.execute("LISTEN chat4all_outbox")  # OUTBOX_CHANNEL
         return self._conn
 
-    async def wait(self, timeout: float) -> bool:
-        """True when woken by a notification, False after ``timeout`` seconds (or with no connection)."""
+    async def wait(self, seconds: float) -> bool:
+        """True when woken by a notification, False after ``seconds`` (or with no connection)."""
         try:
             conn = await self._connection()
-            async for _ in conn.notifies(timeout=timeout, stop_after=1):
+            async for _ in conn.notifies(timeout=seconds, stop_after=1):
                 return True
         except psycopg.Error as exc:
             log.warning("outbox wake-ups unavailable (%s); polling", exc)

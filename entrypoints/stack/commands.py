@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -9,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import click
 
 from entrypoints.settings import Settings
+from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
 from entrypoints.stack.runtimes import (
     load_or_create_jwt_secret,
@@ -41,6 +43,7 @@ from entrypoints.stack.supervisor import Backoff, Supervisor
 log = logging.getLogger("chat4all.stack")
 
 PG_PORT_ENV = "CHAT4ALL_PG_PORT"
+KAFKA_PORT_ENV = "CHAT4ALL_KAFKA_PORT"
 DATABASE_NAME = "chat4all"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -49,18 +52,27 @@ class StackError(Exception):
     """A failure with a message fit for the user; no traceback."""
 
 
-def pg_port(environ: Mapping[str, str]) -> int | None:
-    """CHAT4ALL_PG_PORT: the embedded PostgreSQL's port (unset: any free one)."""
-    raw = environ.get(PG_PORT_ENV, "").strip()
+def _port_setting(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name, "").strip()
     if not raw:
         return None
     try:
         port = int(raw)
     except ValueError:
-        raise StackError(f"{PG_PORT_ENV}={raw!r} is not a port number") from None
+        raise StackError(f"{name}={raw!r} is not a port number") from None
     if not 0 < port < 65536:
-        raise StackError(f"{PG_PORT_ENV}={port} is not a port number")
+        raise StackError(f"{name}={port} is not a port number")
     return port
+
+
+def pg_port(environ: Mapping[str, str]) -> int | None:
+    """CHAT4ALL_PG_PORT: the embedded PostgreSQL's port (unset: any free one)."""
+    return _port_setting(environ, PG_PORT_ENV)
+
+
+def kafka_port(environ: Mapping[str, str]) -> int | None:
+    """CHAT4ALL_KAFKA_PORT: the embedded Kafka broker's port (unset: any free one)."""
+    return _port_setting(environ, KAFKA_PORT_ENV)
 
 
 def migrate_database(conninfo: str) -> list[str]:
@@ -71,6 +83,45 @@ def migrate_database(conninfo: str) -> list[str]:
         return list(migrate_sync(conninfo))
     except (Unavailable, MigrationChanged) as exc:
         raise StackError(f"migrations failed: {exc}") from exc
+
+
+def ensure_kafka_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> list[str]:
+    """Create the platform's missing topics on ``bootstrap``; the names of those created."""
+    from adapters.kafka.topics import ensure_topics
+    from application.errors import Unavailable
+
+    try:
+        return asyncio.run(ensure_topics(bootstrap, partitions, retry_for=timeout))
+    except Unavailable as exc:
+        raise StackError(str(exc)) from exc
+
+
+class Revival:
+    """Backoff bookkeeping for one embedded server that `up` starts again whenever it dies."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.failures = 0
+        self.retry_at: float | None = None
+
+    def attempt(self, name: str, pid: int | None, returncode: int | None, restart: Callable[[], None]) -> bool:
+        """Call ``restart`` now, unless an earlier failure scheduled the next try later. True when it worked."""
+        now = time.monotonic()
+        if self.retry_at is None:
+            log.error("%s (pid %s) exited with code %s; starting it again", name, pid, returncode)
+        elif now < self.retry_at:
+            return False
+        try:
+            restart()
+        except Exception as exc:
+            self.failures += 1
+            delay = self.backoff.delay(self.failures)
+            self.retry_at = now + delay
+            log.error("%s could not be restarted (%s); retrying in %.0fs", name, exc, delay)
+            return False
+        self.failures = 0
+        self.retry_at = None
+        return True
 
 
 def data_dir_of(settings: Settings) -> Path:
@@ -107,7 +158,7 @@ class StopSignals:
 
 
 class Stack:
-    """One `chat4all up`: postgres (unless external), migrations, the supervised runtimes, stack.json."""
+    """One `chat4all up`: postgres and kafka (unless external), migrations, topics, the supervised runtimes."""
 
     def __init__(
         self,
@@ -129,12 +180,13 @@ class Stack:
         self.postgres: EmbeddedPostgres | None = None
         self.postgres_url: str | None = None
         self.database_url: str | None = None
+        self.kafka: EmbeddedKafka | None = None
+        self.kafka_bootstrap: str | None = None
         self.supervisor: Supervisor | None = None
         self.signals = StopSignals()
         self._create_times: dict[int, float | None] = {}
-        self._pg_backoff = backoff or Backoff()
-        self._pg_failures = 0
-        self._pg_retry_at: float | None = None
+        self._pg_revival = Revival(backoff or Backoff())
+        self._kafka_revival = Revival(backoff or Backoff())
 
     # -- stack.json -------------------------------------------------------------------------------------------------
 
@@ -147,6 +199,7 @@ class Stack:
 
     def state(self) -> dict[str, Any]:
         pg = self.postgres
+        kafka = self.kafka
         return {
             "supervisor_pid": os.getpid(),
             "supervisor_create_time": self._created(os.getpid()),
@@ -155,6 +208,11 @@ class Stack:
             "postgres": (
                 {"pid": pg.pid, "url": self.postgres_url, "create_time": self._created(pg.pid)}
                 if pg is not None and pg.pid is not None
+                else None
+            ),
+            "kafka": (
+                {"pid": kafka.pid, "bootstrap": kafka.bootstrap, "create_time": self._created(kafka.pid)}
+                if kafka is not None and kafka.pid is not None
                 else None
             ),
             "runtimes": [
@@ -182,6 +240,12 @@ class Stack:
                     f"port {port} on {self.settings.host} (for the {name} runtime) is in use; "
                     f"stop what holds it or choose another with CHAT4ALL_{name.upper()}_PORT"
                 )
+        fixed = None if self.settings.kafka_bootstrap else kafka_port(self.environ)
+        if fixed is not None and not port_free("127.0.0.1", fixed):
+            raise StackError(
+                f"port {fixed} on 127.0.0.1 (for kafka) is in use; "
+                f"stop what holds it or choose another with {KAFKA_PORT_ENV}"
+            )
 
     def _start_postgres(self) -> str:
         if self.settings.database_url:
@@ -201,23 +265,48 @@ class Stack:
         pg = self.postgres
         if pg is None or pg.process is None or pg.process.poll() is None:
             return
-        now = time.monotonic()
-        if self._pg_retry_at is None:
-            log.error("postgres (pid %s) exited with code %s; starting it again", pg.pid, pg.process.returncode)
-        elif now < self._pg_retry_at:
+        if self._pg_revival.attempt("postgres", pg.pid, pg.process.returncode, pg.start):
+            log.warning("postgres restarted (pid %s)", pg.pid)
+            self.save()
+
+    def _start_kafka(self) -> str:
+        if self.settings.kafka_bootstrap:
+            bootstrap = self.settings.kafka_bootstrap
+            log.info("using the kafka cluster at %s", bootstrap)
+        else:
+            kafka = EmbeddedKafka(self.data_dir, port=kafka_port(self.environ), environ=self.environ)
+            self.kafka = kafka
+            log.info("starting kafka (tansu, in memory, port %d)", kafka.port)
+            try:
+                kafka.start()
+            except (RuntimeError, TimeoutError) as exc:
+                raise StackError(str(exc)) from exc
+            bootstrap = kafka.bootstrap
+            log.info("kafka is up (pid %s)", kafka.pid)
+            self.save()
+        created = ensure_kafka_topics(bootstrap, self.settings.kafka_partitions)
+        log.info("kafka topics: %s", f"{len(created)} created" if created else "all present")
+        return bootstrap
+
+    def _restart_kafka(self) -> None:
+        kafka = self.kafka
+        if kafka is None:
             return
+        kafka.start()
         try:
-            pg.start()
-        except Exception as exc:
-            self._pg_failures += 1
-            delay = self._pg_backoff.delay(self._pg_failures)
-            self._pg_retry_at = now + delay
-            log.error("postgres could not be restarted (%s); retrying in %.0fs", exc, delay)
+            ensure_kafka_topics(kafka.bootstrap, self.settings.kafka_partitions, timeout=10.0)
+        except BaseException:
+            kafka.stop()  # try the whole restart again later
+            raise
+
+    def _watch_kafka(self) -> None:
+        """The embedded broker died: start it again on the same port and re-create the topics (its log is gone)."""
+        kafka = self.kafka
+        if kafka is None or kafka.process is None or kafka.process.poll() is None:
             return
-        self._pg_failures = 0
-        self._pg_retry_at = None
-        log.warning("postgres restarted (pid %s)", pg.pid)
-        self.save()
+        if self._kafka_revival.attempt("kafka", kafka.pid, kafka.process.returncode, self._restart_kafka):
+            log.warning("kafka restarted (pid %s) with empty in-memory storage; topics re-created", kafka.pid)
+            self.save()
 
     def banner(self, ready: Mapping[str, bool]) -> str:
         lines = [f"chat4all is up: supervisor pid {os.getpid()}, data in {self.data_dir}"]
@@ -225,6 +314,10 @@ class Stack:
             lines.append(f"  {'postgres':<10} pid {self.postgres.pid!s:<8} {self.postgres_url}")
         elif self.database_url is not None:
             lines.append(f"  {'database':<10} {'external':<12} {redact_url(self.database_url)}")
+        if self.kafka is not None:
+            lines.append(f"  {'kafka':<10} pid {self.kafka.pid!s:<8} {self.kafka.bootstrap}")
+        elif self.kafka_bootstrap is not None:
+            lines.append(f"  {'kafka':<10} {'external':<12} {self.kafka_bootstrap}")
         if self.supervisor is not None:
             for rt in self.supervisor.runtimes:
                 status = "ready" if ready.get(rt.name) else "starting (not ready yet)"
@@ -251,12 +344,20 @@ class Stack:
         self.database_url = self._start_postgres()
         if stop.requested():
             return 0
+        self.kafka_bootstrap = self._start_kafka()
+        if stop.requested():
+            return 0
         applied = migrate_database(self.database_url)
         log.info("migrations: %s", ", ".join(applied) if applied else "schema is up to date")
         secret = self.settings.jwt_secret
         jwt_secret = secret.get_secret_value() if secret is not None else load_or_create_jwt_secret(self.data_dir)
         env = runtime_env(
-            self.environ, self.settings, database_url=self.database_url, jwt_secret=jwt_secret, data_dir=self.data_dir
+            self.environ,
+            self.settings,
+            database_url=self.database_url,
+            kafka_bootstrap=self.kafka_bootstrap,
+            jwt_secret=jwt_secret,
+            data_dir=self.data_dir,
         )
         self.supervisor = Supervisor(
             runtime_specs(self.settings, env),
@@ -277,6 +378,7 @@ class Stack:
         while not stop.requested():
             self.supervisor.poll()
             self._watch_postgres()
+            self._watch_kafka()
             deadline = time.monotonic() + 0.5
             while not stop.requested() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -289,12 +391,17 @@ class Stack:
                 self.supervisor.stop()
         finally:
             try:
-                if self.postgres is not None:
-                    log.info("stopping postgres (pid %s)", self.postgres.pid)
-                    self.postgres.stop()
+                if self.kafka is not None:
+                    log.info("stopping kafka (pid %s)", self.kafka.pid)
+                    self.kafka.stop()
             finally:
-                remove_state(self.data_dir)
-                log.info("stopped")
+                try:
+                    if self.postgres is not None:
+                        log.info("stopping postgres (pid %s)", self.postgres.pid)
+                        self.postgres.stop()
+                finally:
+                    remove_state(self.data_dir)
+                    log.info("stopped")
 
 
 def up(
@@ -348,6 +455,17 @@ def ps_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
         alive = process_alive(pg.get("pid"), pg.get("create_time"))
         rows.append(
             {"name": "postgres", "pid": pg.get("pid"), "state": "running" if alive else "dead", "url": pg.get("url")}
+        )
+    kafka = state.get("kafka")
+    if isinstance(kafka, dict):
+        alive = process_alive(kafka.get("pid"), kafka.get("create_time"))
+        rows.append(
+            {
+                "name": "kafka",
+                "pid": kafka.get("pid"),
+                "state": "running" if alive else "dead",
+                "url": kafka.get("bootstrap"),
+            }
         )
     for rt in state.get("runtimes") or []:
         if not isinstance(rt, dict):

@@ -75,12 +75,19 @@ def port_free(host: str, port: int) -> bool:
 
 
 def runtime_env(
-    base: Mapping[str, str], settings: Settings, *, database_url: str, jwt_secret: str, data_dir: Path
+    base: Mapping[str, str],
+    settings: Settings,
+    *,
+    database_url: str,
+    kafka_bootstrap: str,
+    jwt_secret: str,
+    data_dir: Path,
 ) -> dict[str, str]:
     """Our environment plus what the runtimes must agree on."""
     env = dict(base)
     env.update(
         CHAT4ALL_DATABASE_URL=database_url,
+        CHAT4ALL_KAFKA_BOOTSTRAP=kafka_bootstrap,
         CHAT4ALL_JWT_SECRET=jwt_secret,
         CHAT4ALL_DATA_DIR=str(data_dir),
         CHAT4ALL_HOST=settings.host,
@@ -92,8 +99,12 @@ def runtime_env(
     return env
 
 
+WORKERS = ("relay", "router", "channels", "status", "sweeper")
+"""The pipeline's worker processes, one of each (``python -m entrypoints.workers <kind>``)."""
+
+
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
-    """The runtimes of a stack. gRPC, the workers and the channel sandbox join here as they are written."""
+    """The runtimes of a stack. gRPC and the channel sandbox join here as they are written."""
     http = http_base(settings.host, settings.http_port)
     return [
         RuntimeSpec(
@@ -102,6 +113,10 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
             env=env,
             url=http,
             health_url=f"{http}/health/ready",
+        ),
+        *(
+            RuntimeSpec(name=kind, argv=(sys.executable, "-m", "entrypoints.workers", kind), env=env)
+            for kind in WORKERS
         ),
     ]
 

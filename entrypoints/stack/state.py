@@ -72,15 +72,16 @@ def supervisor_alive(state: dict[str, Any] | None) -> bool:
 
 
 def reap_orphans(state: dict[str, Any], timeout: float = 5.0) -> list[int]:
-    """After a supervisor died without cleaning up: stop the runtimes it left (their process groups).
+    """After a supervisor died without cleaning up: stop the runtimes and the embedded broker it left.
 
-    Only processes whose creation time matches stack.json are touched, never a recycled pid.
-    Postgres is not handled here: EmbeddedPostgres.start() stops a stale postmaster itself.
+    Each runs in its own session, so its pid is its process group. Only processes whose creation time matches
+    stack.json are touched, never a recycled pid. Postgres is not handled here: EmbeddedPostgres.start() stops
+    a stale postmaster itself.
     """
     groups = [
-        int(rt["pid"])
-        for rt in state.get("runtimes") or []
-        if isinstance(rt, dict) and process_alive(rt.get("pid"), rt.get("create_time"))
+        int(entry["pid"])
+        for entry in [state.get("kafka"), *(state.get("runtimes") or [])]
+        if isinstance(entry, dict) and process_alive(entry.get("pid"), entry.get("create_time"))
     ]
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -34,6 +34,10 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
         CHAT4ALL_HTTP_PORT=str(http_port or free_port()),
         CHAT4ALL_PG_PORT=str(pg_port or free_port()),
         CHAT4ALL_ARGON2_PROFILE="test",
+        # A dead worker's partitions move on within seconds, and the sweeper re-drives after seconds, not minutes.
+        CHAT4ALL_WORKER_SESSION_TIMEOUT_MS="2000",
+        CHAT4ALL_SWEEP_INTERVAL_S="1",
+        CHAT4ALL_SWEEP_DEADLINE_S="5",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,8 +13,23 @@ from typing import Any
 import psutil
 import psycopg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from application.topics import all_topics
 
 pytestmark = pytest.mark.e2e
+
+
+def kafka_topics(bootstrap: str) -> set[str]:
+    async def names() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return asyncio.run(names())
 
 
 def test_ps_lists_the_http_runtime_with_a_live_pid(stack: Any) -> None:
@@ -32,6 +48,24 @@ def test_ps_lists_the_http_runtime_with_a_live_pid(stack: Any) -> None:
     assert rows["http"]["state"] == "running"
     assert rows["postgres"]["state"] == "running"
     assert rows["postgres"]["url"] == stack.database_url
+    kafka = stack.state()["kafka"]
+    assert rows["kafka"] == {"name": "kafka", "pid": kafka["pid"], "state": "running", "url": kafka["bootstrap"]}
+    assert kafka["bootstrap"] in table.stdout
+    assert psutil.Process(pid).environ()["CHAT4ALL_KAFKA_BOOTSTRAP"] == kafka["bootstrap"]
+    assert set(all_topics()) <= kafka_topics(kafka["bootstrap"])
+
+
+def test_a_killed_broker_is_restarted_with_its_topics(stack: Any) -> None:
+    before = stack.state()["kafka"]
+    os.kill(before["pid"], signal.SIGKILL)
+    stack.wait_until(
+        lambda: stack.state()["kafka"]["pid"] != before["pid"], 15, "the kafka broker restarted under a new pid"
+    )
+    after = stack.state()["kafka"]
+    assert after["bootstrap"] == before["bootstrap"]  # same port: the runtimes' setting stays true
+    assert psutil.pid_exists(after["pid"])
+    assert set(all_topics()) <= kafka_topics(after["bootstrap"])  # re-created on the empty broker
+    assert "kafka restarted" in stack.log()
 
 
 def test_a_killed_runtime_is_restarted(stack: Any) -> None:
@@ -88,6 +122,7 @@ def test_a_stopped_stack_leaves_nothing_running_and_keeps_its_data(
     first = launch_stack()
     data_dir = first.data_dir
     postgres_pid = first.state()["postgres"]["pid"]
+    kafka_pid = first.state()["kafka"]["pid"]
     with psycopg.connect(first.database_url) as conn:
         conn.execute("create table e2e_survivor (note text)")
         conn.execute("insert into e2e_survivor values ('still here')")
@@ -98,6 +133,7 @@ def test_a_stopped_stack_leaves_nothing_running_and_keeps_its_data(
 
     first.stop()  # exit 0, no survivors, stack.json gone
     assert not psutil.pid_exists(postgres_pid) or psutil.Process(postgres_pid).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(kafka_pid) or psutil.Process(kafka_pid).status() == psutil.STATUS_ZOMBIE
 
     second = launch_stack(data_dir)
     with psycopg.connect(second.database_url) as conn:

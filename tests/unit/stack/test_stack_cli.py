@@ -11,9 +11,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from entrypoints import cli
 from entrypoints.settings import Settings
 from entrypoints.stack import commands
+from entrypoints.stack.postgres import free_port
 from entrypoints.stack.runtimes import (
     connect_host,
     http_base,
@@ -91,6 +92,26 @@ def test_pg_port() -> None:
             commands.pg_port({"CHAT4ALL_PG_PORT": bad})
 
 
+def test_kafka_port() -> None:
+    assert commands.kafka_port({}) is None
+    assert commands.kafka_port({"CHAT4ALL_PG_PORT": "5433"}) is None
+    assert commands.kafka_port({"CHAT4ALL_KAFKA_PORT": " 19092 "}) == 19092
+    for bad in ("x", "0", "70000"):
+        with pytest.raises(commands.StackError, match="CHAT4ALL_KAFKA_PORT"):
+            commands.kafka_port({"CHAT4ALL_KAFKA_PORT": bad})
+
+
+def test_kafka_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAT4ALL_KAFKA_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("CHAT4ALL_KAFKA_PARTITIONS", raising=False)
+    assert Settings().kafka_bootstrap is None
+    assert Settings().kafka_partitions == 8
+    monkeypatch.setenv("CHAT4ALL_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
+    monkeypatch.setenv("CHAT4ALL_KAFKA_PARTITIONS", "12")
+    assert Settings().kafka_bootstrap == "k1:9092,k2:9092"
+    assert Settings().kafka_partitions == 12
+
+
 def test_port_free() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,13 +122,24 @@ def test_port_free() -> None:
 
 def test_the_http_runtime(tmp_path: Path) -> None:
     settings = Settings(http_port=8123, host="0.0.0.0")
-    env = runtime_env({"PATH": "/bin"}, settings, database_url="postgresql://db/x", jwt_secret="k", data_dir=tmp_path)
+    env = runtime_env(
+        {"PATH": "/bin"},
+        settings,
+        database_url="postgresql://db/x",
+        kafka_bootstrap="127.0.0.1:9092",
+        jwt_secret="k",
+        data_dir=tmp_path,
+    )
     assert env["PATH"] == "/bin"
     assert env["CHAT4ALL_DATABASE_URL"] == "postgresql://db/x"
+    assert env["CHAT4ALL_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
     assert env["CHAT4ALL_JWT_SECRET"] == "k"
     assert env["CHAT4ALL_HTTP_PORT"] == "8123"
     assert env["CHAT4ALL_DATA_DIR"] == str(tmp_path)
-    [http] = runtime_specs(settings, env)
+    http, *workers = runtime_specs(settings, env)
+    assert [w.name for w in workers] == ["relay", "router", "channels", "status", "sweeper"]
+    assert all(list(w.argv) == [sys.executable, "-m", "entrypoints.workers", w.name] for w in workers)
+    assert all(w.env is env and w.health_url is None for w in workers)
     assert http.name == "http"
     assert list(http.argv) == [sys.executable, "-m", "entrypoints.http"]
     assert http.url == "http://127.0.0.1:8123"
@@ -140,6 +172,7 @@ def test_ps_lists_the_runtimes(env: dict[str, str], tmp_path: Path, sleeper: sub
             "supervisor_create_time": create_time(me),
             "started_at": "2026-01-01T00:00:00+00:00",
             "postgres": {"pid": sleeper.pid, "url": "postgresql://postgres@127.0.0.1:5999/chat4all"},
+            "kafka": {"pid": sleeper.pid, "bootstrap": "127.0.0.1:5998", "create_time": create_time(sleeper.pid)},
             "runtimes": [
                 {"name": "http", "pid": sleeper.pid, "url": "http://127.0.0.1:8000", "restarts": 2},
                 {"name": "grpc", "pid": 0, "url": "http://127.0.0.1:50051", "restarts": 0},
@@ -155,6 +188,10 @@ def test_ps_lists_the_runtimes(env: dict[str, str], tmp_path: Path, sleeper: sub
     assert "http://127.0.0.1:8000" in http
     assert "dead" in next(line for line in lines if " grpc " in line)
     assert "postgres" in result.output
+    kafka = next(line for line in lines if " kafka " in line)
+    assert "127.0.0.1:5998" in kafka
+    assert str(sleeper.pid) in kafka
+    assert "running" in kafka
 
     as_json = run(["ps", "--json"], env)
     assert as_json.exit_code == 0
@@ -170,6 +207,7 @@ def test_ps_lists_the_runtimes(env: dict[str, str], tmp_path: Path, sleeper: sub
     }
     assert rows["grpc"]["state"] == "dead"
     assert rows["postgres"]["state"] == "running"
+    assert rows["kafka"] == {"name": "kafka", "pid": sleeper.pid, "state": "running", "url": "127.0.0.1:5998"}
 
 
 # -- up ---------------------------------------------------------------------------------------------------------------
@@ -204,27 +242,20 @@ def test_up_refuses_a_port_in_use(env: dict[str, str], monkeypatch: pytest.Monke
     assert result.exit_code == 1
 
 
-def test_up_supervises_until_sigterm(
-    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The whole `up` flow in process: external database (faked), one fake runtime, SIGTERM to ourselves."""
-    migrated: list[str] = []
-    monkeypatch.setattr(commands, "migrate_database", lambda url: migrated.append(url) or ["0001_initial"])
-    specs: list[RuntimeSpec] = []
+def sigterm_once(
+    data_dir: Path, seen: dict[str, Any], act: Callable[[dict[str, Any]], bool] | None = None
+) -> threading.Thread:
+    """A thread that waits for `up` to run its runtime, calls ``act(state)`` until it is True, then SIGTERMs us."""
 
-    def fake_specs(settings: Settings, runtime_env: dict[str, str]) -> list[RuntimeSpec]:
-        specs.append(RuntimeSpec("fake", SLEEPER, env=runtime_env, url="http://127.0.0.1:1"))
-        return specs
-
-    monkeypatch.setattr(commands, "runtime_specs", fake_specs)
-    seen: dict[str, Any] = {}
+    def running(state: dict[str, Any] | None) -> bool:
+        return bool(state and state["runtimes"] and state["runtimes"][0]["pid"])
 
     def stop_when_running() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            state = read_state(tmp_path)
-            if state and state["runtimes"] and state["runtimes"][0]["pid"]:
-                seen.update(state)
+            state = read_state(data_dir)
+            if running(state) and (act is None or act(state or {})):
+                seen.update(state or {})
                 time.sleep(0.3)  # let the banner out
                 handler = signal.getsignal(signal.SIGTERM)
                 # never SIGTERM pytest itself: only while `up` has its handler installed
@@ -235,16 +266,50 @@ def test_up_supervises_until_sigterm(
 
     killer = threading.Thread(target=stop_when_running)
     killer.start()
+    return killer
+
+
+def fake_runtime(monkeypatch: pytest.MonkeyPatch) -> list[RuntimeSpec]:
+    specs: list[RuntimeSpec] = []
+
+    def fake_specs(settings: Settings, runtime_env: dict[str, str]) -> list[RuntimeSpec]:
+        specs.append(RuntimeSpec("fake", SLEEPER, env=runtime_env, url="http://127.0.0.1:1"))
+        return specs
+
+    monkeypatch.setattr(commands, "runtime_specs", fake_specs)
+    return specs
+
+
+def test_up_supervises_until_sigterm(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole `up` flow in process: external database and kafka (faked), one fake runtime, SIGTERM to ourselves."""
+    migrated: list[str] = []
+    monkeypatch.setattr(commands, "migrate_database", lambda url: migrated.append(url) or ["0001_initial"])
+    topics: list[tuple[str, int]] = []
+    monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, n, **kw: topics.append((b, n)) or [])
+    monkeypatch.setattr(commands, "EmbeddedKafka", lambda *a, **kw: pytest.fail("must not start a broker"))
+    specs = fake_runtime(monkeypatch)
+    seen: dict[str, Any] = {}
+    killer = sigterm_once(tmp_path, seen)
     settings = Settings(
-        data_dir=tmp_path, database_url="postgresql://app:s3cret@127.0.0.1:1/chat", http_port=0, host="127.0.0.1"
+        data_dir=tmp_path,
+        database_url="postgresql://app:s3cret@127.0.0.1:1/chat",
+        kafka_bootstrap="kafka-1:9092,kafka-2:9092",
+        kafka_partitions=16,
+        http_port=0,
+        host="127.0.0.1",
     )
     code = commands.up(settings, {"PATH": os.environ["PATH"]})
     killer.join()
     out = capsys.readouterr().out
     assert code == 0
     assert migrated == ["postgresql://app:s3cret@127.0.0.1:1/chat"]
+    assert topics == [("kafka-1:9092,kafka-2:9092", 16)]
     assert seen["supervisor_pid"] == os.getpid()
     assert seen["postgres"] is None
+    assert seen["kafka"] is None
+    assert "external     kafka-1:9092,kafka-2:9092" in out
     [rt] = seen["runtimes"]
     assert rt["name"] == "fake"
     assert rt["restarts"] == 0
@@ -256,9 +321,103 @@ def test_up_supervises_until_sigterm(
     assert specs[0].env is not None
     assert specs[0].env["CHAT4ALL_JWT_SECRET"] == secret
     assert specs[0].env["CHAT4ALL_DATABASE_URL"] == "postgresql://app:s3cret@127.0.0.1:1/chat"
+    assert specs[0].env["CHAT4ALL_KAFKA_BOOTSTRAP"] == "kafka-1:9092,kafka-2:9092"
     assert read_state(tmp_path) is None  # removed on the way out
     with pytest.raises(ProcessLookupError):
         os.kill(rt["pid"], 0)
+
+
+class FakeBroker:
+    """Stands in for EmbeddedKafka: a sleeping process per start, on the port it was given."""
+
+    made: ClassVar[list[FakeBroker]] = []
+
+    def __init__(self, log_dir: Path, *, port: int | None = None, environ: Any = None) -> None:
+        self.port = port or 1
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
+        FakeBroker.made.append(self)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(list(SLEEPER), start_new_session=True)
+        self.pids.append(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait()
+
+
+def test_up_runs_the_embedded_broker_restarts_it_and_stops_it(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(commands, "migrate_database", lambda url: [])
+    topics: list[tuple[str, int]] = []
+    monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, n, **kw: topics.append((b, n)) or [])
+    FakeBroker.made.clear()
+    monkeypatch.setattr(commands, "EmbeddedKafka", FakeBroker)
+    specs = fake_runtime(monkeypatch)
+    port = free_port()
+    killed: list[int] = []
+
+    def kill_the_broker_once_then_see_it_back(state: dict[str, Any]) -> bool:
+        kafka = state.get("kafka") or {}
+        if not killed:
+            killed.append(kafka["pid"])
+            os.kill(kafka["pid"], signal.SIGKILL)
+            return False
+        return kafka.get("pid") not in (None, killed[0])
+
+    seen: dict[str, Any] = {}
+    killer = sigterm_once(tmp_path, seen, kill_the_broker_once_then_see_it_back)
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://x/y", http_port=0, kafka_partitions=3)
+    code = commands.up(settings, {"PATH": os.environ["PATH"], "CHAT4ALL_KAFKA_PORT": str(port)})
+    killer.join()
+    out = capsys.readouterr().out
+    assert code == 0
+    [broker] = FakeBroker.made
+    assert broker.port == port
+    assert len(broker.pids) == 2  # started, killed, started again
+    assert seen["kafka"]["pid"] == broker.pids[1]
+    assert seen["kafka"]["bootstrap"] == f"127.0.0.1:{port}"
+    assert topics == [(f"127.0.0.1:{port}", 3)] * 2  # topics ensured again after the restart
+    assert f"kafka      pid {broker.pids[0]}" in out
+    assert specs[0].env is not None
+    assert specs[0].env["CHAT4ALL_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{port}"
+    for pid in broker.pids:  # nothing left running
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert read_state(tmp_path) is None
+
+
+def test_up_refuses_a_kafka_port_in_use(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(commands, "migrate_database", lambda url: pytest.fail("must not migrate"))
+    monkeypatch.setattr(commands, "EmbeddedKafka", lambda *a, **kw: pytest.fail("must not start a broker"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = str(s.getsockname()[1])
+        result = run(
+            ["up"],
+            {
+                **env,
+                "CHAT4ALL_HTTP_PORT": str(free_port()),
+                "CHAT4ALL_KAFKA_PORT": busy,
+                "CHAT4ALL_DATABASE_URL": "postgresql://x/y",
+            },
+        )
+    assert result.exit_code == 1
+    assert any(f"port {busy}" in m and "CHAT4ALL_KAFKA_PORT" in m for m in caplog.messages)
 
 
 def test_migrate_with_a_database_url(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

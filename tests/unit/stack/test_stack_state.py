@@ -120,3 +120,10 @@ def test_reap_orphans_stops_only_the_processes_stack_json_started(sleeper: subpr
     finally:
         other.kill()
         other.wait()
+
+
+def test_reap_orphans_stops_the_embedded_broker_too(sleeper: subprocess.Popen[bytes]) -> None:
+    state = {"kafka": {"pid": sleeper.pid, "bootstrap": "127.0.0.1:1", "create_time": create_time(sleeper.pid)}}
+    assert reap_orphans(state, timeout=5) == [sleeper.pid]
+    assert sleeper.wait(timeout=5) is not None
+    assert reap_orphans({"kafka": None, "runtimes": []}) == []

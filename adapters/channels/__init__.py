@@ -1,0 +1,1 @@
+"""Channel connectors: the platforms' send APIs behind the ChannelConnector port."""

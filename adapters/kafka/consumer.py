@@ -1,0 +1,287 @@
+"""A batch consumer for the workers: poll a batch, make its effects durable, commit, repeat.
+
+Offsets are committed by hand only (``commit``), so a record whose work was not made durable is delivered
+again, to this consumer or to whichever member of the group takes its partition over (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from application.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+@attrs.frozen
+class Received:
+    """One record as a worker sees it: the payload is a decoded JSON object."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    payload: dict[str, Any]
+    timestamp: dt.datetime
+
+
+def decode_record(record: ConsumerRecord[bytes, bytes]) -> Received | None:
+    """The record as :class:`Received`, or None when its key is not utf-8 or its value not a JSON object."""
+    if record.value is None:
+        return None
+    try:
+        payload = _decoder.decode(record.value)
+        key = record.key.decode() if record.key is not None else ""
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return Received(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key,
+        payload=payload,
+        timestamp=dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC),
+    )
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka has no type hints
+    def __init__(self, owner: KafkaBatchConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("group %s: partitions revoked: %s", self.owner.group_id, _describe(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("group %s: partitions assigned: %s", self.owner.group_id, _describe(assigned))
+        self.owner._on_assigned(assigned)
+
+
+def _describe(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none"
+
+
+async def _finish_closing(consumer: AIOKafkaConsumer) -> None:
+    """Cancel the fetch tasks and close the connections an interrupted ``AIOKafkaConsumer.stop()`` left behind."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    pending = [t for t in getattr(fetcher, "_pending_tasks", ()) if not t.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    client = getattr(consumer, "_client", None)
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+class KafkaBatchConsumer:
+    """One member of consumer group ``group_id`` reading ``topics`` in batches of at most ``max_records``.
+
+    ``session_timeout_ms`` bounds how long a crashed member keeps its partitions; heartbeats go out every
+    ``heartbeat_interval_ms`` in the background, and a member that does not poll for ``max_poll_interval_ms``
+    is removed from the group.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        max_records: int = 500,
+        client_id: str = "chat4all-worker",
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        max_poll_interval_ms: int = 300_000,
+        request_timeout_ms: int = 40_000,
+        commit_timeout: float = 10.0,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if not topics:
+            raise ValueError("a consumer needs at least one topic")
+        if max_records < 1:
+            raise ValueError("max_records must be positive")
+        self.bootstrap = bootstrap
+        self.topics = tuple(topics)
+        self.group_id = group_id
+        self.max_records = max_records
+        self.client_id = client_id
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self.request_timeout_ms = request_timeout_ms
+        self.commit_timeout = commit_timeout
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._consumer: AIOKafkaConsumer | None = None
+        self._paused = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect and join the group (idempotent). Raises ``Unavailable`` when the broker cannot be reached."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                await consumer.start()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise Unavailable(f"kafka at {self.bootstrap} is unavailable: {exc!r}") from exc
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Leave the group without committing anything (what was not committed is delivered again).
+
+        Bounded by ``stop_timeout`` seconds: a broker that is gone cannot be told goodbye.
+        """
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await consumer.stop()
+        except TimeoutError:
+            log.warning("group %s: the consumer did not close within %.0fs", self.group_id, self.stop_timeout)
+            await _finish_closing(consumer)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled
+            # aiokafka (aio-libs/aiokafka#647): closing the fetcher re-raises the cancellation of a fetch that was
+            # backing off after a broker error, and skips the rest of the shutdown
+            await _finish_closing(consumer)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the consumer is not started")
+        return self._consumer
+
+    # -- work ---------------------------------------------------------------------------------------------------------
+
+    async def poll(self, timeout_ms: int = 1000) -> list[Received]:
+        """The next records (at most ``max_records``), in offset order per partition; [] after ``timeout_ms``.
+
+        Records whose value is not a JSON object (or whose key is not utf-8) are logged and skipped; their
+        offsets count as returned, so :meth:`commit` moves past them.
+
+        Raises:
+            Unavailable: the broker reported an error that retrying inside the client did not clear.
+        """
+        consumer = self._started()
+        try:
+            batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_records)
+        except KafkaError as exc:
+            raise Unavailable(f"kafka at {self.bootstrap}: polling failed: {exc!r}") from exc
+        received: list[Received] = []
+        for records in batches.values():
+            for record in records:
+                decoded = decode_record(record)
+                if decoded is None:
+                    log.warning(
+                        "skipping record %s[%d]@%d (key %r): its value is not a JSON object",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        record.key,
+                    )
+                    continue
+                received.append(decoded)
+        return received
+
+    async def commit(self) -> None:
+        """Commit the position after every record :meth:`poll` returned; call it once their work is durable.
+
+        When the group rebalanced since those records were returned, nothing is committed for the partitions
+        this member lost: their new owner gets the records again.
+
+        Raises:
+            Unavailable: the commit did not go through within ``commit_timeout`` seconds.
+        """
+        consumer = self._started()
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                await consumer.commit()
+        except IllegalStateError:
+            return  # no partition assigned: nothing to commit
+        except CommitFailedError as exc:
+            log.warning(
+                "group %s rebalanced before the commit; the records will be delivered again: %s", self.group_id, exc
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
+
+    def rewind(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Read again from these offsets, given per (topic, partition): the next polls return those records again.
+
+        :meth:`commit` then stores no position past them. Partitions this member no longer owns are left alone:
+        nothing of theirs was committed, so their new owner reads the records anyway.
+        """
+        consumer = self._started()
+        owned = consumer.assignment()
+        for (topic, partition), offset in positions.items():
+            tp = TopicPartition(topic, partition)
+            if tp in owned:
+                consumer.seek(tp, offset)
+
+    # -- flow control -------------------------------------------------------------------------------------------------
+
+    def pause_all(self) -> None:
+        """Stop fetching from every assigned partition (and from any assigned later) until :meth:`resume_all`."""
+        self._paused = True
+        consumer = self._started()
+        consumer.pause(*consumer.assignment())
+
+    def resume_all(self) -> None:
+        """Fetch again from every assigned partition."""
+        self._paused = False
+        consumer = self._started()
+        consumer.resume(*consumer.assignment())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        if self._paused and self._consumer is not None and assigned:
+            self._consumer.pause(*assigned)
+
+    def assignment(self) -> frozenset[tuple[str, int]]:
+        """The (topic, partition) pairs this member owns right now."""
+        return frozenset((tp.topic, tp.partition) for tp in self._started().assignment())

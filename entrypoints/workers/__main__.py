@@ -1,0 +1,28 @@
+"""``python -m entrypoints.workers <kind>``: one pipeline worker process (relay, router, channels, status, sweeper)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from entrypoints.settings import Settings
+from entrypoints.workers.kinds import KINDS
+from entrypoints.workers.runner import configure_logging, worker_resources
+
+
+async def _main(kind: str, settings: Settings) -> None:
+    async with worker_resources(settings) as worker:
+        await KINDS[kind](worker)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m entrypoints.workers")
+    parser.add_argument("kind", choices=sorted(KINDS))
+    args = parser.parse_args()
+    settings = Settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_main(args.kind, settings))
+
+
+if __name__ == "__main__":
+    main()

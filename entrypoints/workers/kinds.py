@@ -1,0 +1,149 @@
+"""The worker kinds: outbox relay, router, channel workers, status worker and sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from adapters.channels.loopback import LoopbackConnector
+from adapters.kafka.consumer import KafkaBatchConsumer, Received
+from adapters.postgres.notify import OutboxWakeups
+from application import topics
+from application.pipeline import (
+    ChannelDeps,
+    CircuitBreaker,
+    DeliveryJob,
+    Outcome,
+    Receipt,
+    RetryPolicy,
+    apply_receipts,
+    deliver_jobs,
+    relay_outbox,
+    route_events,
+    sweep,
+)
+from domain.channels import Channel
+from entrypoints.workers.runner import TRANSIENT, Worker, consume
+
+log = logging.getLogger("chat4all.workers")
+
+
+async def run_relay(w: Worker) -> None:
+    """Publish the outbox: at once when PostgreSQL says something was written, and every poll interval anyway."""
+    s = w.settings
+    assert s.database_url is not None
+    async with OutboxWakeups(s.database_url) as wakeups:
+        while not w.stop.is_set():
+            try:
+                published = await relay_outbox(w.deps, limit=s.relay_batch)
+            except TRANSIENT as exc:
+                log.warning("relay: %s; retrying", exc)
+                await w.sleep(1.0)
+                continue
+            if published < s.relay_batch:
+                await wakeups.wait(s.relay_poll_interval)
+
+
+async def run_router(w: Worker) -> None:
+    """Turn accepted messages into delivery jobs, per conversation in seq order."""
+
+    async def handle(batch: list[Received]) -> None:
+        await route_events(w.deps, [r.payload for r in batch])
+
+    await consume(w, w.consumer([topics.MESSAGES], "chat4all-router"), handle)
+
+
+async def run_status(w: Worker) -> None:
+    """Apply receipts through the delivery state machine."""
+
+    async def handle(batch: list[Received]) -> None:
+        receipts = []
+        for r in batch:
+            try:
+                receipts.append(Receipt.from_event(r.payload))
+            except ValueError as exc:
+                log.warning("status: skipping %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+        await apply_receipts(w.deps, receipts)
+
+    await consume(w, w.consumer([topics.RECEIPTS], "chat4all-status"), handle)
+
+
+async def run_sweeper(w: Worker) -> None:
+    """Re-drive what is stuck past the deadline, every interval."""
+    s = w.settings
+    deadline = timedelta(seconds=s.sweep_deadline_s)
+    while await w.sleep(s.sweep_interval_s):
+        try:
+            swept = await sweep(w.deps, deadline=deadline)
+        except TRANSIENT as exc:
+            log.warning("sweeper: %s; trying again next round", exc)
+            continue
+        if swept.conversations or swept.jobs:
+            log.warning("sweeper re-drove %d conversations and %d jobs", swept.conversations, swept.jobs)
+
+
+async def run_channels(w: Worker) -> None:
+    """One consumer group per channel, each with its connector, circuit breaker and retries."""
+    channels = [Channel(c) for c in w.settings.channels]
+    await asyncio.gather(*(_run_channel(w, ch) for ch in channels))
+
+
+async def _run_channel(w: Worker, channel: Channel) -> None:
+    s = w.settings
+    connector = LoopbackConnector(
+        channel,
+        receipts=w.deps.publisher,
+        now=w.deps.clock.now,
+        log_path=s.data_dir / "loopback-sends.jsonl",
+    )
+    cd = ChannelDeps(
+        pipeline=w.deps,
+        connector=connector,
+        breaker=CircuitBreaker(
+            w.deps.clock, threshold=s.breaker_threshold, reset_after=timedelta(seconds=s.breaker_reset_s)
+        ),
+        retry=RetryPolicy(max_attempts=s.delivery_attempts),
+    )
+    consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
+    try:
+        await consume(w, consumer, _channel_handler(w, cd, consumer))
+    finally:
+        await connector.close()
+
+
+def _channel_handler(
+    w: Worker, cd: ChannelDeps, consumer: KafkaBatchConsumer
+) -> Callable[[list[Received]], Awaitable[None]]:
+    async def handle(batch: list[Received]) -> None:
+        parsed: list[tuple[Received, DeliveryJob]] = []
+        for r in batch:
+            try:
+                parsed.append((r, DeliveryJob.from_event(r.payload)))
+            except ValueError as exc:
+                log.warning("%s: skipping %s[%d]@%d: %s", cd.connector.channel, r.topic, r.partition, r.offset, exc)
+        results = await deliver_jobs(cd, [job for _, job in parsed])
+        deferred: dict[tuple[str, int], int] = {}
+        for (r, _), result in zip(parsed, results, strict=True):
+            if result.outcome is Outcome.DEFERRED:
+                tp = (r.topic, r.partition)
+                deferred[tp] = min(r.offset, deferred.get(tp, r.offset))
+        if deferred:
+            # Store and forward: the deferred jobs stay in the log; read them again once the
+            # circuit lets a probe through.
+            consumer.rewind(deferred)
+            wait = max(cd.breaker.retry_in(), 0.1)
+            log.warning("%s: circuit open; %d partitions wait %.1fs", cd.connector.channel, len(deferred), wait)
+            await w.sleep(wait)
+
+    return handle
+
+
+KINDS: dict[str, Callable[[Worker], Awaitable[None]]] = {
+    "relay": run_relay,
+    "router": run_router,
+    "status": run_status,
+    "sweeper": run_sweeper,
+    "channels": run_channels,
+}

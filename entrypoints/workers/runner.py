@@ -1,0 +1,126 @@
+"""What every worker process shares: its resources, a stop signal, and the consume-then-commit loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+
+import attrs
+import stamina
+
+from adapters.kafka.consumer import KafkaBatchConsumer, Received
+from adapters.kafka.publisher import KafkaPublisher
+from adapters.postgres.pool import open_pool
+from adapters.postgres.unit_of_work import PostgresUnitOfWork
+from adapters.system import SystemClock
+from application.errors import Unavailable
+from application.pipeline import PipelineDeps
+from entrypoints.settings import Settings
+
+log = logging.getLogger("chat4all.workers")
+
+Handler = Callable[[list[Received]], Awaitable[None]]
+
+# Failures worth waiting out: the database or the broker is away for a moment.
+TRANSIENT = (Unavailable, OSError, TimeoutError)
+
+
+@attrs.define
+class Worker:
+    """A running worker's resources: settings, pipeline collaborators and its stop signal."""
+
+    settings: Settings
+    deps: PipelineDeps
+    bootstrap: str
+    stop: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    def consumer(self, topics: Sequence[str], group_id: str, *, max_records: int = 500) -> KafkaBatchConsumer:
+        s = self.settings
+        return KafkaBatchConsumer(
+            self.bootstrap,
+            topics,
+            group_id,
+            max_records=max_records,
+            client_id=f"chat4all-{group_id}",
+            session_timeout_ms=s.worker_session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.worker_session_timeout_ms // 3),
+        )
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep unless told to stop first; True when the worker should go on."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+        return not self.stop.is_set()
+
+
+@contextlib.asynccontextmanager
+async def worker_resources(settings: Settings) -> AsyncIterator[Worker]:
+    """The pool, the publisher and the stop signal (SIGTERM/SIGINT) of one worker process."""
+    if settings.database_url is None:
+        raise SystemExit("CHAT4ALL_DATABASE_URL is not set")
+    if settings.kafka_bootstrap is None:
+        raise SystemExit("CHAT4ALL_KAFKA_BOOTSTRAP is not set")
+    pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max)
+    publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="chat4all-worker")
+    try:
+        await _start_publisher(publisher)
+        deps = PipelineDeps(uow=partial(PostgresUnitOfWork, pool), clock=SystemClock(), publisher=publisher)
+        worker = Worker(settings=settings, deps=deps, bootstrap=settings.kafka_bootstrap)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop.set)
+        yield worker
+    finally:
+        await publisher.stop()
+        await pool.close()
+
+
+async def _start_publisher(publisher: KafkaPublisher) -> None:
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=60):
+        with attempt:
+            await publisher.start()
+
+
+async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler) -> None:
+    """Poll, handle, commit, until told to stop; a batch is committed only after ``handle`` succeeded.
+
+    A failure worth waiting out (database or broker unavailable) retries the same batch with
+    backoff; anything else crashes the process, and the supervisor starts it again (the records
+    come back, as they were not committed).
+    """
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None):
+        with attempt:
+            await consumer.start()
+    try:
+        while not worker.stop.is_set():
+            batch = await consumer.poll(timeout_ms=500)
+            if not batch:
+                continue
+            try:
+                await _until_done(worker, partial(handle, batch))
+            except _Stopping:
+                break  # the batch stays uncommitted: whoever owns the partitions next gets it again
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+
+
+class _Stopping(Exception):
+    """Told to stop while waiting out a failure."""
+
+
+async def _until_done(worker: Worker, work: Callable[[], Awaitable[None]]) -> None:
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=5.0):
+        with attempt:
+            if worker.stop.is_set() and attempt.num > 1:
+                raise _Stopping
+            await work()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
