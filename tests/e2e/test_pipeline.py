@@ -58,7 +58,7 @@ def _platform_deliveries(database_url: str, conversations: list[str]) -> dict[st
             " where d.conversation_id = any(%s::uuid[]) and d.channel <> 'internal' group by d.status",
             (conversations,),
         ).fetchall()
-    return {status: n for status, n in rows}
+    return {str(status): int(n) for status, n in rows}
 
 
 def _handed_over(database_url: str, conversations: list[str]) -> int:
