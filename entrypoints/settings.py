@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WORKER_KINDS = ("relay", "router", "channels", "status", "sweeper")
+"""The pipeline's worker processes (``python -m entrypoints.workers <kind>``)."""
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,21 @@ class Settings(BaseSettings):
     delivery_attempts: int = Field(default=5, ge=1, le=100, description="attempts before a job is dead-lettered")
     breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
     breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds an open circuit waits before a probe")
+    worker_processes: dict[str, int] = Field(
+        default={},
+        description='processes of each worker kind `up` runs (JSON, e.g. {"router": 2, "channels": 2}); default 1 each',
+    )
     worker_session_timeout_ms: int = Field(
         default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
     )
+
+    @field_validator("worker_processes")
+    @classmethod
+    def _known_workers(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(WORKER_KINDS))
+        if unknown:
+            raise ValueError(f"unknown worker kinds {unknown}; known: {list(WORKER_KINDS)}")
+        for kind, count in value.items():
+            if not 0 <= count <= 16:
+                raise ValueError(f"{kind}: between 0 and 16 processes")
+        return value

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from entrypoints.settings import Settings
+from entrypoints.settings import WORKER_KINDS, Settings
 from entrypoints.stack.supervisor import RuntimeSpec
 
 JWT_SECRET_FILE = Path("secrets") / "jwt_secret"
@@ -99,8 +99,7 @@ def runtime_env(
     return env
 
 
-WORKERS = ("relay", "router", "channels", "status", "sweeper")
-"""The pipeline's worker processes, one of each (``python -m entrypoints.workers <kind>``)."""
+WORKERS = WORKER_KINDS
 
 
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
@@ -115,10 +114,20 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
             health_url=f"{http}/health/ready",
         ),
         *(
-            RuntimeSpec(name=kind, argv=(sys.executable, "-m", "entrypoints.workers", kind), env=env)
+            RuntimeSpec(
+                name=kind if i == 1 else f"{kind}-{i}",
+                argv=(sys.executable, "-m", "entrypoints.workers", kind),
+                env=env,
+            )
             for kind in WORKERS
+            for i in range(1, worker_count(settings, kind) + 1)
         ),
     ]
+
+
+def worker_count(settings: Settings, kind: str) -> int:
+    """How many processes of worker ``kind`` a stack runs (CHAT4ALL_WORKER_PROCESSES; 1 by default)."""
+    return settings.worker_processes.get(kind, 1)
 
 
 def runtime_ports(settings: Settings) -> dict[str, int]:

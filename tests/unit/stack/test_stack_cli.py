@@ -145,6 +145,20 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert http.url == "http://127.0.0.1:8123"
     assert http.health_url == "http://127.0.0.1:8123/health/ready"
     assert http.env is env
+    more = Settings(worker_processes={"router": 2, "channels": 3, "sweeper": 0})
+    assert [w.name for w in runtime_specs(more, env)[1:]] == [
+        "relay",
+        "router",
+        "router-2",
+        "channels",
+        "channels-2",
+        "channels-3",
+        "status",
+    ]
+    with pytest.raises(ValueError, match="unknown worker kinds"):
+        Settings(worker_processes={"routers": 2})
+    with pytest.raises(ValueError, match="between 0 and 16"):
+        Settings(worker_processes={"router": 17})
 
 
 # -- ps ---------------------------------------------------------------------------------------------------------------
