@@ -32,6 +32,7 @@ from application.ports import (
     EventPublisher,
     OutboundMessage,
     Outbox,
+    SendClaim,
     UnitOfWork,
 )
 from domain.channels import Channel, ChannelAddress
@@ -362,13 +363,19 @@ class Outcome(StrEnum):
     DEAD = "dead"
     """Every attempt failed: the delivery is FAILED and the job went to the dead-letter topic."""
     DEFERRED = "deferred"
-    """The circuit is open: the job must be offered again later (store and forward)."""
+    """The circuit is open, or another worker may be sending it: offer it again later."""
+    RECOVERED = "recovered"
+    """A worker died between the platform's acceptance and the ledger: the platform had it, it was not resent."""
+    DISCARDED = "discarded"
+    """The delivery no longer exists."""
 
 
 @attrs.frozen
 class JobResult:
     job: DeliveryJob
     outcome: Outcome
+    claimed: bool = attrs.field(default=False, kw_only=True)
+    """This worker holds the job's claim in the send ledger (and must complete or release it)."""
     platform_message_id: str | None = None
     error: str | None = None
     attempts: int = 0
@@ -385,82 +392,127 @@ class ChannelDeps:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     concurrency: int = 32
     """Conversations served at once; jobs of one conversation always go one after another."""
+    claim_lease: timedelta = timedelta(seconds=60)
+    """How long an unfinished claim of a platform that cannot be asked (no lookup) blocks a re-send."""
 
 
 async def _send_in_order(
-    d: ChannelDeps, jobs: Sequence[DeliveryJob], sent: Mapping[DeliveryKey, str]
+    d: ChannelDeps, jobs: Sequence[DeliveryJob], claims: Mapping[DeliveryKey, SendClaim], now: datetime
 ) -> list[JobResult]:
     """Send one conversation's jobs in seq order; once one is deferred, the rest wait too."""
     results: list[JobResult] = []
     deferred = False
     for job in jobs:
-        if job.key in sent:
-            results.append(JobResult(job, Outcome.ALREADY_SENT, platform_message_id=sent[job.key]))
+        claim = claims.get(job.key)
+        if claim is None:
+            results.append(JobResult(job, Outcome.DISCARDED))
+            continue
+        if claim.platform_message_id is not None:
+            results.append(JobResult(job, Outcome.ALREADY_SENT, platform_message_id=claim.platform_message_id))
             continue
         if deferred:
-            results.append(JobResult(job, Outcome.DEFERRED))
+            results.append(JobResult(job, Outcome.DEFERRED, claimed=claim.fresh))
             continue
+        if not claim.fresh:
+            # A claim without an outcome: its worker died mid-send, or is sending right now.
+            settled = await _settle_unknown(d, job, claim, now)
+            if settled is not None:
+                deferred = settled.outcome is Outcome.DEFERRED
+                results.append(settled)
+                continue
         result = await _send_one(d, job)
         deferred = result.outcome is Outcome.DEFERRED
         results.append(result)
     return results
 
 
+async def _settle_unknown(d: ChannelDeps, job: DeliveryJob, claim: SendClaim, now: datetime) -> JobResult | None:
+    """Decide about a job whose earlier send has no known outcome; None means: send it (again)."""
+    if d.connector.capabilities.lookup:
+        platform_id = await d.connector.find_sent(job.key)
+        if platform_id is not None:
+            return JobResult(job, Outcome.RECOVERED, platform_message_id=platform_id, claimed=True)
+        return None  # the platform never got it: send
+    if claim.claimed_at is not None and now - claim.claimed_at >= d.claim_lease:
+        return None  # nobody finished it within the lease: at least once beats never
+    return JobResult(job, Outcome.DEFERRED)
+
+
 async def _send_one(d: ChannelDeps, job: DeliveryJob) -> JobResult:
     attempts = 0
     while True:
         if not d.breaker.allow():
-            return JobResult(job, Outcome.DEFERRED, attempts=attempts)
+            return JobResult(job, Outcome.DEFERRED, attempts=attempts, claimed=True)
         attempts += 1
         try:
             platform_id = await d.connector.send(job.outbound())
         except ChannelError as exc:
             if exc.permanent:
                 d.breaker.succeeded()  # the platform answered: it is up
-                return JobResult(job, Outcome.FAILED, error=exc.reason, attempts=attempts)
+                return JobResult(job, Outcome.FAILED, error=exc.reason, attempts=attempts, claimed=True)
             d.breaker.failed()
             if attempts >= d.retry.max_attempts:
-                return JobResult(job, Outcome.DEAD, error=exc.reason, attempts=attempts)
+                return JobResult(job, Outcome.DEAD, error=exc.reason, attempts=attempts, claimed=True)
             await d.sleep(d.retry.delay(attempts, exc.retry_after))
             continue
         d.breaker.succeeded()
-        return JobResult(job, Outcome.HANDED_OVER, platform_message_id=platform_id, attempts=attempts)
+        return JobResult(job, Outcome.HANDED_OVER, platform_message_id=platform_id, attempts=attempts, claimed=True)
 
 
 async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobResult]:
     """Hand a batch of jobs to the platform and record the outcomes; results in input order.
 
-    Jobs already in the send ledger are not sent again. Conversations are served concurrently,
-    the jobs of each in order. Hand-overs, failures and dead letters are recorded in one
-    transaction; dead jobs are published to the dead-letter topic.
+    Every delivery is claimed in the send ledger (and the claim committed) before it is sent, so
+    a worker that dies mid-send leaves a trace: the next one asks the platform whether it has the
+    message (or, for platforms that cannot say, waits out the claim's lease) instead of sending a
+    second copy. Conversations are served concurrently, the jobs of each in order. Outcomes are
+    recorded in one transaction; dead jobs are published to the dead-letter topic.
     """
     if not jobs:
         return []
     p = d.pipeline
+    now = p.clock.now()
     async with p.uow() as uow:
-        sent = await uow.sends.sent(list({j.key: None for j in jobs}))
+        claims = await uow.sends.claim(list({j.key: None for j in jobs}), at=now)
+        await uow.commit()
+    # The log may hold a job several times (a router or sweeper re-published it): each delivery
+    # is served once per batch, its copies share that outcome.
+    unique = list({j.key: j for j in reversed(jobs)}.values())[::-1]  # the first copy of each
     by_conversation: dict[ConversationId, list[DeliveryJob]] = {}
-    for job in jobs:
+    for job in unique:
         by_conversation.setdefault(job.conversation_id, []).append(job)
     gate = asyncio.Semaphore(d.concurrency)
 
     async def serve(group: list[DeliveryJob]) -> list[JobResult]:
         async with gate:
-            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), sent)
+            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), claims, now)
 
     grouped = await asyncio.gather(*(serve(g) for g in by_conversation.values()))
-    outcome = {id(r.job): r for results in grouped for r in results}
-    results = [outcome[id(j)] for j in jobs]
-    await _record(p, results)
-    dead = [r for r in results if r.outcome is Outcome.DEAD]
+    served = {r.job.key: r for results in grouped for r in results}
+    await _record(p, list(served.values()))
+    results: list[JobResult] = []
+    seen: set[DeliveryKey] = set()
+    for j in jobs:
+        results.append(_copy_of(served[j.key], j) if j.key in seen else served[j.key])
+        seen.add(j.key)
+    dead = [r for r in served.values() if r.outcome is Outcome.DEAD]
     if dead:
         await p.publisher.publish([_dead_letter(r, at=p.clock.now()) for r in dead])
     return results
 
 
+def _copy_of(first: JobResult, job: DeliveryJob) -> JobResult:
+    """The result of a repeated job: what was done for its first copy, without doing it again."""
+    done = first.outcome in (Outcome.HANDED_OVER, Outcome.RECOVERED, Outcome.ALREADY_SENT)
+    outcome = Outcome.ALREADY_SENT if done else first.outcome
+    return JobResult(job, outcome, platform_message_id=first.platform_message_id, error=first.error)
+
+
 async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
-    settled = [r for r in results if r.outcome in (Outcome.HANDED_OVER, Outcome.FAILED, Outcome.DEAD)]
-    if not settled:
+    handed = (Outcome.HANDED_OVER, Outcome.RECOVERED)
+    settled = [r for r in results if r.outcome in (*handed, Outcome.FAILED, Outcome.DEAD)]
+    released = [r.job.key for r in results if r.claimed and r.outcome not in handed]
+    if not settled and not released:
         return
     now = p.clock.now()
     async with p.uow() as uow:
@@ -472,7 +524,7 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
             dl = deliveries.get(r.job.key)
             if dl is None:
                 continue  # the message is gone (deleted); nothing to record
-            if r.outcome is Outcome.HANDED_OVER:
+            if r.outcome in handed:
                 assert r.platform_message_id is not None
                 handed_over.append((r.job.key, r.platform_message_id))
                 dl.record_handoff(r.platform_message_id, at=now)
@@ -483,6 +535,7 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
                     touched.append(dl)
                     changed.append((r.job.conversation_id, dl))
         await uow.sends.record(handed_over, at=now)
+        await uow.sends.release(released)
         await uow.messages.save_progress(touched)
         for conv_id, dl in changed:
             await emit_status(uow.outbox, conv_id, [dl])

@@ -316,16 +316,40 @@ class RoutingProgress(Protocol):
         """Conversations with unrouted messages accepted between the two times, with the last such seq."""
 
 
+@attrs.frozen
+class SendClaim:
+    """Where one delivery stands in the send ledger, as a channel worker claims it."""
+
+    platform_message_id: str | None
+    """Set once the platform accepted it: nothing more to send."""
+    claimed_at: datetime | None
+    """When the (still unfinished) claim was made; None if another worker made it just now."""
+    fresh: bool
+    """True when this claim is the caller's: it may send."""
+
+
 class SendLedger(Protocol):
-    """What each platform accepted: one entry per delivery handed over, with the platform's id."""
+    """What each platform accepted: one entry per delivery, claimed before the send, completed after it.
+
+    A claim without a platform id is a send whose outcome is unknown (its worker died): the next
+    worker must not simply send again, or the platform gets the message twice.
+    """
 
     @abstractmethod
     async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
         """The platform message ids of those of ``keys`` already handed over."""
 
     @abstractmethod
+    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
+        """Claim the deliveries not claimed yet; report every existing delivery's entry (unknown ones are absent)."""
+
+    @abstractmethod
     async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
-        """Record hand-overs as (delivery, platform message id); a delivery already recorded keeps its entry."""
+        """Complete entries with the platform's message ids; a delivery already completed keeps its id."""
+
+    @abstractmethod
+    async def release(self, keys: Sequence[DeliveryKey]) -> None:
+        """Drop unfinished claims (the send was not made, or failed): a later job may claim them again."""
 
     @abstractmethod
     async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
@@ -397,6 +421,8 @@ class ChannelCapabilities:
 
     receipts: bool = True
     """The platform reports DELIVERED/READ (through webhooks or the connector)."""
+    lookup: bool = False
+    """The platform can say whether it already has a message (``ChannelConnector.find_sent``)."""
     files: bool = True
     max_attachment_bytes: int = 100 * 1024 * 1024
     max_text_length: int = 4096
@@ -441,4 +467,11 @@ class ChannelConnector(Protocol):
 
         Raises:
             ChannelError: the platform refused it or could not be reached.
+        """
+
+    @abstractmethod
+    async def find_sent(self, delivery: DeliveryKey) -> str | None:
+        """The platform's id for ``delivery`` if the platform already has it, else None.
+
+        Only meaningful with ``capabilities.lookup``; platforms that cannot tell return None.
         """

@@ -23,7 +23,7 @@ from application import views as v
 from application.bus import MessageBus
 from application.errors import Unavailable
 from application.handlers import Deps, Settings
-from application.ports import ChannelCapabilities, ChannelError, Event, OutboundMessage, PasswordHasher
+from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, Event, OutboundMessage, PasswordHasher
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import Delivery
@@ -174,9 +174,9 @@ class FakePublisher:
 class ScriptedConnector:
     """A platform whose answers are scripted: each send pops the next outcome (default: accepted)."""
 
-    def __init__(self, channel: Channel = Channel.TELEGRAM, *script: ChannelError | None) -> None:
+    def __init__(self, channel: Channel = Channel.TELEGRAM, *script: ChannelError | None, lookup: bool = False) -> None:
         self.channel = channel
-        self.capabilities = ChannelCapabilities()
+        self.capabilities = ChannelCapabilities(lookup=lookup)
         self.script: list[ChannelError | None] = list(script)
         self.accepted: list[OutboundMessage] = []
         self.calls = 0
@@ -188,6 +188,10 @@ class ScriptedConnector:
             raise outcome
         self.accepted.append(message)
         return f"{self.channel.value}-{len(self.accepted)}"
+
+    async def find_sent(self, delivery: DeliveryKey) -> str | None:
+        found = [i for i, m in enumerate(self.accepted, 1) if m.delivery == delivery]
+        return f"{self.channel.value}-{found[0]}" if found and self.capabilities.lookup else None
 
 
 # --- the application core on in-memory adapters ---------------------------------------

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from application.pipeline import Receipt
-from application.ports import ChannelCapabilities, ChannelError, EventPublisher, OutboundMessage
+from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, EventPublisher, OutboundMessage
 from domain.channels import Channel
 from domain.deliveries import DeliveryStatus
 
@@ -39,7 +39,9 @@ class LoopbackConnector:
         flush_every: float = 0.02,
     ) -> None:
         self.channel = channel
-        self.capabilities = ChannelCapabilities(receipts=receipts is not None)
+        # With a log it can say what it already accepted, as a platform with a lookup API would.
+        self.capabilities = ChannelCapabilities(receipts=receipts is not None, lookup=log_path is not None)
+        self._log_path = log_path
         self._receipts = receipts
         self._now = now
         self._log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600) if log_path else None
@@ -75,6 +77,20 @@ class LoopbackConnector:
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush_soon())
         return platform_id
+
+    async def find_sent(self, delivery: DeliveryKey) -> str | None:
+        if self._log_path is None or not self._log_path.exists():
+            return None
+        message_id, recipient, channel = delivery
+        needle = str(message_id)
+        with self._log_path.open() as log_file:
+            for line in log_file:
+                if needle not in line:
+                    continue
+                entry = json.loads(line)
+                if entry["recipient"] == recipient and entry["channel"] == channel.value:
+                    return str(entry["platform_message_id"])
+        return None
 
     async def _flush_soon(self) -> None:
         await asyncio.sleep(self._flush_every)

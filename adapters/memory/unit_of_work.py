@@ -27,6 +27,7 @@ from application.ports import (
     PageRequest,
     RefreshTokenRepository,
     RoutingProgress,
+    SendClaim,
     SendLedger,
     UnitOfWork,
     UserRepository,
@@ -51,7 +52,7 @@ class _State:
     outbox: list[tuple[str, str, dict[str, Any]]] = attrs.Factory(list)
     published: set[int] = attrs.Factory(set)  # outbox positions (ids are position + 1)
     routed: dict[ConversationId, int] = attrs.Factory(dict)
-    sends: dict[DeliveryKey, str] = attrs.Factory(dict)
+    sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
 
 
 class InMemoryStore:
@@ -234,7 +235,7 @@ class InMemoryMessageRepository(_Repo):
             for dl in dls
             if dl.channel.is_platform
             and dl.status is DeliveryStatus.SENT
-            and dl.key not in self.s.sends
+            and self.s.sends.get(dl.key, (None,))[0] is None
             and dl.updated_at < updated_before
         ]
         return sorted(found, key=lambda dl: dl.updated_at)[:limit]
@@ -289,18 +290,41 @@ class InMemoryRoutingProgress(_Repo):
 
 class InMemorySendLedger(_Repo):
     async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
-        return {k: self.s.sends[k] for k in keys if k in self.s.sends}
+        found = {k: self.s.sends.get(k, (None,))[0] for k in keys}
+        return {k: pid for k, pid in found.items() if pid is not None}
+
+    def _exists(self, key: DeliveryKey) -> bool:
+        return any(dl.key == key for dl in self.s.deliveries.get(key[0], []))
+
+    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
+        out: dict[DeliveryKey, SendClaim] = {}
+        for key in dict.fromkeys(keys):
+            if not self._exists(key):
+                continue
+            if key in self.s.sends:
+                pid, claimed_at = self.s.sends[key]
+                out[key] = SendClaim(platform_message_id=pid, claimed_at=claimed_at, fresh=False)
+            else:
+                self.s.sends[key] = (None, at)
+                out[key] = SendClaim(platform_message_id=None, claimed_at=at, fresh=True)
+        return out
 
     async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
         for key, platform_message_id in handed_over:
             # Platform ids are unique per channel (as the PostgreSQL index is), not across channels.
-            taken = any(k[2] is key[2] and pid == platform_message_id for k, pid in self.s.sends.items())
-            if not taken:
-                self.s.sends.setdefault(key, platform_message_id)
+            taken = any(k[2] is key[2] and pid == platform_message_id for k, (pid, _) in self.s.sends.items())
+            current = self.s.sends.get(key)
+            if not taken and (current is None or current[0] is None):
+                self.s.sends[key] = (platform_message_id, current[1] if current else at)
+
+    async def release(self, keys: Sequence[DeliveryKey]) -> None:
+        for key in keys:
+            if key in self.s.sends and self.s.sends[key][0] is None:
+                del self.s.sends[key]
 
     async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
         wanted = set(platform_message_ids)
-        return {pid: key for key, pid in self.s.sends.items() if key[2] is channel and pid in wanted}
+        return {pid: key for key, (pid, _) in self.s.sends.items() if key[2] is channel and pid in wanted}
 
 
 class InMemoryUnitOfWork:

@@ -33,6 +33,7 @@ from application.ports import (
     PageRequest,
     RefreshTokenRepository,
     RoutingProgress,
+    SendClaim,
     SendLedger,
     UserRepository,
 )
@@ -653,7 +654,8 @@ _UNSENT = (  # constants only: no injection
     + """
 WHERE d.status = 'SENT' AND d.channel <> 'internal' AND d.updated_at < %(before)s
   AND NOT EXISTS (SELECT 1 FROM channel_sends s
-                  WHERE s.message_id = d.message_id AND s.recipient_key = d.recipient_key AND s.channel = d.channel)
+                  WHERE s.message_id = d.message_id AND s.recipient_key = d.recipient_key AND s.channel = d.channel
+                    AND s.platform_message_id IS NOT NULL)
 ORDER BY d.updated_at
 LIMIT %(limit)s
 """
@@ -755,13 +757,34 @@ class PostgresRoutingProgress(_Repo):
         return {ConversationId(r["conversation_id"]): r["last_seq"] for r in rows}
 
 
+_CLAIM = """
+WITH k AS (
+    SELECT d.message_id, d.recipient_key, d.channel
+    FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[]) AS x(m, r, c)
+    JOIN deliveries d ON d.message_id = x.m AND d.recipient_key = x.r AND d.channel = x.c
+), claimed AS (
+    INSERT INTO channel_sends (message_id, recipient_key, channel, claimed_at)
+    SELECT message_id, recipient_key, channel, %(at)s FROM k
+    ORDER BY message_id, recipient_key, channel
+    ON CONFLICT DO NOTHING
+    RETURNING message_id, recipient_key, channel
+)
+SELECT k.message_id, k.recipient_key, k.channel, s.platform_message_id,
+       CASE WHEN c.message_id IS NOT NULL THEN %(at)s ELSE s.claimed_at END AS claimed_at,
+       c.message_id IS NOT NULL AS fresh
+FROM k
+LEFT JOIN claimed c USING (message_id, recipient_key, channel)
+LEFT JOIN channel_sends s USING (message_id, recipient_key, channel)
+"""
+
+
 class PostgresSendLedger(_Repo):
     async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
         if not keys:
             return {}
         rows = await self._db.rows(
             "SELECT message_id, recipient_key, channel, platform_message_id FROM channel_sends"
-            " WHERE (message_id, recipient_key, channel) IN"
+            " WHERE platform_message_id IS NOT NULL AND (message_id, recipient_key, channel) IN"
             " (SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[]))",
             _key_arrays(keys),
         )
@@ -770,17 +793,43 @@ class PostgresSendLedger(_Repo):
             for r in rows
         }
 
+    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
+        if not keys:
+            return {}
+        rows = await self._db.rows(_CLAIM, {**_key_arrays(keys), "at": at})
+        return {
+            (MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])): SendClaim(
+                platform_message_id=r["platform_message_id"], claimed_at=r["claimed_at"], fresh=r["fresh"]
+            )
+            for r in rows
+        }
+
     async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
-        if not handed_over:
+        first: dict[DeliveryKey, str] = {}
+        for key, platform_id in handed_over:
+            first.setdefault(key, platform_id)  # one row per key: ON CONFLICT DO UPDATE takes each once
+        if not first:
             return
-        params = _key_arrays([k for k, _ in handed_over])
-        params["platform_ids"] = [pid for _, pid in handed_over]
+        params = _key_arrays(list(first))
+        params["platform_ids"] = list(first.values())
         await self._db.execute(
-            "INSERT INTO channel_sends (message_id, recipient_key, channel, platform_message_id, sent_at)"
-            " SELECT m, r, c, p, %(at)s FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[],"
+            "INSERT INTO channel_sends (message_id, recipient_key, channel, platform_message_id, sent_at, claimed_at)"
+            " SELECT m, r, c, p, %(at)s, %(at)s FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[],"
             " %(channels)s::text[], %(platform_ids)s::text[]) AS x(m, r, c, p)"
-            " ON CONFLICT DO NOTHING",
+            " ORDER BY m, r, c"
+            " ON CONFLICT (message_id, recipient_key, channel) DO UPDATE"
+            " SET platform_message_id = EXCLUDED.platform_message_id, sent_at = EXCLUDED.sent_at"
+            " WHERE channel_sends.platform_message_id IS NULL",
             {**params, "at": at},
+        )
+
+    async def release(self, keys: Sequence[DeliveryKey]) -> None:
+        if not keys:
+            return
+        await self._db.execute(
+            "DELETE FROM channel_sends WHERE platform_message_id IS NULL AND (message_id, recipient_key, channel) IN"
+            " (SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[]))",
+            _key_arrays(keys),
         )
 
     async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:

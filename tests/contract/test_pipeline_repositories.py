@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from application.ports import DeliveryKey, OutboxRecord
+from application.ports import DeliveryKey, OutboxRecord, SendClaim
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
@@ -346,6 +346,51 @@ async def test_sent_gives_the_platform_ids_of_recorded_deliveries_only(
     assert dict(before) == {}
     assert after == {wa: "wamid.1", tg: "777"}
     assert dict(none) == {}
+
+
+async def test_a_claim_is_fresh_once_and_then_reports_its_entry(
+    uow_factory: Backend, platform_deliveries: list[Delivery]
+) -> None:
+    wa, tg, ms, _ = (dl.key for dl in platform_deliveries)
+    async with uow_factory() as uow:
+        await uow.sends.record([(ms, "mid.9")], at=T0)
+        first = await uow.sends.claim([wa, tg, ms, unknown_key()], at=minutes(1))
+        await uow.commit()
+    async with uow_factory() as uow:
+        second = await uow.sends.claim([wa, tg], at=minutes(2))
+        sent = await uow.sends.sent([wa, tg, ms])
+
+    assert first == {
+        wa: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=True),
+        tg: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=True),
+        ms: SendClaim(platform_message_id="mid.9", claimed_at=T0, fresh=False),
+    }  # the unknown delivery is absent
+    assert second == {
+        wa: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=False),
+        tg: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=False),
+    }
+    assert sent == {ms: "mid.9"}  # an unfinished claim is not a send
+
+
+async def test_a_claim_completes_with_the_platform_id_and_release_drops_only_unfinished_ones(
+    uow_factory: Backend, platform_deliveries: list[Delivery]
+) -> None:
+    wa, tg, _, contact = (dl.key for dl in platform_deliveries)
+    async with uow_factory() as uow:
+        await uow.sends.claim([wa, tg, contact], at=T0)
+        await uow.commit()
+    async with uow_factory() as uow:
+        await uow.sends.record([(wa, "wamid.1")], at=minutes(1))
+        await uow.sends.release([wa, tg])
+        await uow.commit()
+    async with uow_factory() as uow:
+        again = await uow.sends.claim([wa, tg, contact], at=minutes(2))
+        found = await uow.sends.find(Channel.WHATSAPP, ["wamid.1"])
+
+    assert again[wa].platform_message_id == "wamid.1"  # completed: release left it alone
+    assert again[tg] == SendClaim(platform_message_id=None, claimed_at=minutes(2), fresh=True)  # released
+    assert again[contact] == SendClaim(platform_message_id=None, claimed_at=T0, fresh=False)  # still claimed
+    assert found == {"wamid.1": wa}
 
 
 async def test_a_ledger_entry_that_is_not_committed_is_lost(

@@ -444,3 +444,114 @@ def test_backoff_is_capped_and_never_shorter_than_the_platform_asked(attempt: in
     delay = policy.delay(attempt, retry_after)
     assert 0 <= delay <= 30.0
     assert delay >= min(retry_after or 0.0, 30.0)
+
+
+# --- claims: a worker that dies mid-send --------------------------------------------
+
+
+async def claim_as_a_dead_worker(deps: PipelineDeps, jobs: list[DeliveryJob]) -> None:
+    """What a worker leaves behind when it dies after claiming, before recording any outcome."""
+    async with deps.uow() as uow:
+        await uow.sends.claim([j.key for j in jobs], at=deps.clock.now())
+        await uow.commit()
+
+
+async def test_a_platform_that_already_has_the_message_is_not_sent_it_again(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector(lookup=True)
+    telegram.accepted.append(jobs[0].outbound())  # the dead worker's send did reach the platform
+    await claim_as_a_dead_worker(deps, jobs)
+
+    (result,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+
+    assert (result.outcome, result.platform_message_id) == (Outcome.RECOVERED, "telegram-1")
+    assert telegram.calls == 0
+    async with deps.uow() as uow:
+        assert await uow.sends.sent([jobs[0].key]) == {jobs[0].key: "telegram-1"}
+
+
+async def test_a_platform_that_never_got_the_message_is_sent_it(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector(lookup=True)
+    await claim_as_a_dead_worker(deps, jobs)
+
+    (result,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+
+    assert result.outcome is Outcome.HANDED_OVER
+    assert telegram.calls == 1
+
+
+async def test_without_lookup_an_unfinished_claim_waits_out_its_lease_before_a_resend(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher, clock: FakeClock
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector()  # cannot say what it has
+    await claim_as_a_dead_worker(deps, jobs)
+    cd = channel_deps(deps, telegram)
+
+    (young,) = await deliver_jobs(cd, jobs)  # maybe another worker is sending it right now
+    clock.advance(cd.claim_lease)
+    (expired,) = await deliver_jobs(cd, jobs)
+
+    assert young.outcome is Outcome.DEFERRED
+    assert expired.outcome is Outcome.HANDED_OVER
+    assert telegram.calls == 1
+
+
+async def test_claims_of_jobs_not_handed_over_are_released(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    failing = ScriptedConnector(Channel.TELEGRAM, ChannelError("timeout"))
+
+    (dead,) = await deliver_jobs(channel_deps(deps, failing, attempts=1), jobs)
+    assert dead.outcome is Outcome.DEAD
+
+    # Replayed from the dead letters, the job is claimed afresh and sent (no lease to wait out).
+    telegram = ScriptedConnector()
+    (replayed,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+    assert replayed.outcome is Outcome.HANDED_OVER
+    assert telegram.calls == 1
+
+
+async def test_a_job_whose_delivery_is_gone_is_discarded(deps: PipelineDeps) -> None:
+    job = DeliveryJob.from_event(
+        {
+            "message_id": str(uuid.uuid4()),
+            "conversation_id": str(uuid.uuid4()),
+            "seq": 1,
+            "recipient": f"user:{uuid.uuid4()}",
+            "channel": "telegram",
+            "to": "telegram:1",
+            "sender": f"user:{uuid.uuid4()}",
+            "payload": {"type": "text", "text": "x"},
+            "created_at": "2025-01-06T09:00:00+00:00",
+        }
+    )
+    telegram = ScriptedConnector()
+
+    (result,) = await deliver_jobs(channel_deps(deps, telegram), [job])
+
+    assert result.outcome is Outcome.DISCARDED
+    assert telegram.calls == 0
+
+
+async def test_a_job_repeated_in_one_batch_is_sent_once(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    (job,) = await routed_jobs(deps, log)
+    telegram = ScriptedConnector()
+
+    results = await deliver_jobs(channel_deps(deps, telegram), [job, job, job])
+
+    assert [r.outcome for r in results] == [Outcome.HANDED_OVER, Outcome.ALREADY_SENT, Outcome.ALREADY_SENT]
+    assert telegram.calls == 1
