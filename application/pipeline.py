@@ -392,6 +392,8 @@ class ChannelDeps:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     concurrency: int = 32
     """Conversations served at once; jobs of one conversation always go one after another."""
+    gap_limit: int = 500
+    """Most earlier, missing deliveries one batch re-builds (see ``_missing_before``)."""
     claim_lease: timedelta = timedelta(seconds=60)
     """How long an unfinished claim of a platform that cannot be asked (no lookup) blocks a re-send."""
 
@@ -472,6 +474,8 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
         return []
     p = d.pipeline
     now = p.clock.now()
+    given = jobs
+    jobs = [*await _missing_before(p, jobs, at=now, limit=d.gap_limit), *jobs]
     async with p.uow() as uow:
         claims = await uow.sends.claim(list({j.key: None for j in jobs}), at=now)
         await uow.commit()
@@ -491,14 +495,41 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
     served = {r.job.key: r for results in grouped for r in results}
     await _record(p, list(served.values()))
     results: list[JobResult] = []
-    seen: set[DeliveryKey] = set()
-    for j in jobs:
+    seen: set[DeliveryKey] = {j.key for j in jobs[: len(jobs) - len(given)]}
+    for j in given:
         results.append(_copy_of(served[j.key], j) if j.key in seen else served[j.key])
         seen.add(j.key)
     dead = [r for r in served.values() if r.outcome is Outcome.DEAD]
     if dead:
         await p.publisher.publish([_dead_letter(r, at=p.clock.now()) for r in dead])
     return results
+
+
+async def _missing_before(
+    p: PipelineDeps, jobs: Sequence[DeliveryJob], *, at: datetime, limit: int
+) -> list[DeliveryJob]:
+    """Jobs for the earlier deliveries of the same threads that never reached the platform.
+
+    Per (conversation, recipient, channel), seq n goes to the platform only after every earlier
+    seq did. An earlier job can be missing from the log (a broker that lost its data, a job
+    still in a dead router's hands): rather than wait for the sweeper, build it again here.
+    """
+    threads: dict[tuple[ConversationId, str, Channel], int] = {}
+    for j in jobs:
+        thread = (j.conversation_id, j.recipient, j.channel)
+        threads[thread] = min(j.seq, threads.get(thread, j.seq))
+    async with p.uow() as uow:
+        waiting = list(await uow.messages.unsent_before(threads, limit=limit))
+        if not waiting:
+            return []
+        messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in waiting}] if m]
+        missing, failed = await _jobs_for(uow, messages, waiting, at=at)
+        if failed:
+            await uow.messages.save_progress(failed)
+            for dl in failed:
+                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+            await uow.commit()
+    return sorted(missing, key=lambda j: j.seq)
 
 
 def _copy_of(first: JobResult, job: DeliveryJob) -> JobResult:

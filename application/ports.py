@@ -255,6 +255,15 @@ class MessageRepository(Protocol):
         """The deliveries with these keys (unknown keys are skipped), locked until the unit of work ends."""
 
     @abstractmethod
+    async def unsent_before(
+        self, threads: Mapping[tuple[ConversationId, str, Channel], int], *, limit: int
+    ) -> Sequence[Delivery]:
+        """Platform deliveries still SENT and not handed over, below each thread's seq, oldest first.
+
+        A thread is (conversation, recipient, channel): what must reach the platform before that seq.
+        """
+
+    @abstractmethod
     async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
         """Platform deliveries still SENT, not handed to their platform, untouched since before ``updated_before``."""
 

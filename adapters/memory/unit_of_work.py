@@ -228,6 +228,24 @@ class InMemoryMessageRepository(_Repo):
             if dl.key in wanted
         ]
 
+    async def unsent_before(
+        self, threads: Mapping[tuple[ConversationId, str, Channel], int], *, limit: int
+    ) -> Sequence[Delivery]:
+        found: list[tuple[int, Delivery]] = []
+        for mid, dls in self.s.deliveries.items():
+            m = self.s.messages[mid]
+            for dl in dls:
+                below = threads.get((m.conversation_id, dl.recipient.key, dl.channel))
+                if (
+                    below is not None
+                    and m.seq < below
+                    and dl.channel.is_platform
+                    and dl.status is DeliveryStatus.SENT
+                    and self.s.sends.get(dl.key, (None,))[0] is None
+                ):
+                    found.append((m.seq, copy.deepcopy(dl)))
+        return [dl for _, dl in sorted(found, key=lambda pair: pair[0])][:limit]
+
     async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
         found = [
             copy.deepcopy(dl)

@@ -619,6 +619,20 @@ class PostgresMessageRepository(_Repo):
         await self._db.execute(_LOCK_KEYS, params)
         return [_delivery(r) for r in await self._db.rows(_READ_KEYS, params)]
 
+    async def unsent_before(
+        self, threads: Mapping[tuple[ConversationId, str, Channel], int], *, limit: int
+    ) -> Sequence[Delivery]:
+        if not threads:
+            return []
+        params = {
+            "conversations": [t[0] for t in threads],
+            "recipients": [t[1] for t in threads],
+            "channels": [t[2].value for t in threads],
+            "seqs": list(threads.values()),
+            "limit": limit,
+        }
+        return [_delivery(r) for r in await self._db.rows(_UNSENT_BEFORE, params)]
+
     async def unsent(self, *, updated_before: datetime, limit: int) -> Sequence[Delivery]:
         rows = await self._db.rows(_UNSENT, {"before": updated_before, "limit": limit})
         return [_delivery(r) for r in rows]
@@ -647,6 +661,21 @@ WHERE (d.message_id, d.recipient_key, d.channel) IN (
     SELECT * FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[])
 )
 ORDER BY d.message_id, d.position
+"""
+)
+_UNSENT_BEFORE = (  # constants only: no injection
+    _DELIVERY  # noqa: S608
+    + """
+JOIN unnest(%(conversations)s::uuid[], %(recipients)s::text[], %(channels)s::text[], %(seqs)s::bigint[])
+     AS t(conversation_id, recipient_key, channel, seq)
+  ON d.conversation_id = t.conversation_id AND d.recipient_key = t.recipient_key AND d.channel = t.channel
+ AND d.seq < t.seq
+WHERE d.status = 'SENT' AND d.channel <> 'internal'
+  AND NOT EXISTS (SELECT 1 FROM channel_sends s
+                  WHERE s.message_id = d.message_id AND s.recipient_key = d.recipient_key AND s.channel = d.channel
+                    AND s.platform_message_id IS NOT NULL)
+ORDER BY d.seq
+LIMIT %(limit)s
 """
 )
 _UNSENT = (  # constants only: no injection

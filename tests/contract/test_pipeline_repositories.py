@@ -589,3 +589,34 @@ async def test_list_for_users_gives_every_identity_of_those_users_only(uow_facto
     assert ordered(found) == ordered([*anas, *brunos])
     assert ordered(just_carla) == ordered(carlas)
     assert list(nobody) == []
+
+
+async def test_unsent_before_names_what_must_reach_the_platform_first(uow_factory: Backend) -> None:
+    conv, other = group(), group()
+    ms = [message(conv, seq) for seq in range(1, 6)]
+    elsewhere = message(other, 1)
+    plan = {m.id: [delivery(m, BOB, Channel.TELEGRAM), delivery(m, BOB, Channel.INTERNAL)] for m in ms}
+    plan[elsewhere.id] = [delivery(elsewhere, BOB, Channel.TELEGRAM)]
+    await store(
+        uow_factory,
+        conversations=[conv, other],
+        messages=[(m, plan[m.id]) for m in [*ms, elsewhere]],
+    )
+    telegram = {m.seq: plan[m.id][0] for m in ms}
+    async with uow_factory() as uow:
+        await uow.sends.record([(telegram[1].key, "t-1")], at=T0)  # handed over
+        await uow.sends.claim([telegram[2].key], at=T0)  # claimed, outcome unknown: still missing
+        failed = telegram[3]
+        failed.advance(DeliveryStatus.FAILED, at=T0, error="blocked")
+        await uow.messages.save_progress([failed])
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        below_five = await uow.messages.unsent_before({(conv.id, BOB.key, Channel.TELEGRAM): 5}, limit=10)
+        limited = await uow.messages.unsent_before({(conv.id, BOB.key, Channel.TELEGRAM): 5}, limit=1)
+        internal = await uow.messages.unsent_before({(conv.id, BOB.key, Channel.INTERNAL): 5}, limit=10)
+        none = await uow.messages.unsent_before({}, limit=10)
+
+    assert [dl.key for dl in below_five] == [telegram[2].key, telegram[4].key]  # oldest first
+    assert [dl.key for dl in limited] == [telegram[2].key]
+    assert list(internal) == [] and list(none) == []  # internal copies are never handed to a platform

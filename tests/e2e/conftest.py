@@ -138,9 +138,11 @@ class RunningStack:
         assert not (self.data_dir / "stack.json").exists()
 
 
-def start_stack(data_dir: Path, log_path: Path, *, timeout: float = START_TIMEOUT) -> RunningStack:
-    """Start `chat4all up` on ``data_dir`` and wait until the HTTP API is ready."""
-    env = stack_env(data_dir)
+def start_stack(
+    data_dir: Path, log_path: Path, *, timeout: float = START_TIMEOUT, extra_env: dict[str, str] | None = None
+) -> RunningStack:
+    """Start `chat4all up` on ``data_dir`` (with ``extra_env`` on top) and wait until the HTTP API is ready."""
+    env = stack_env(data_dir) | (extra_env or {})
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "entrypoints.cli", "up"],
@@ -192,9 +194,9 @@ class StackLauncher:
         self.roots.append(root)
         return (root / "data").resolve()
 
-    def __call__(self, data_dir: Path | None = None) -> RunningStack:
+    def __call__(self, data_dir: Path | None = None, *, extra_env: dict[str, str] | None = None) -> RunningStack:
         data_dir = (data_dir or self.data_dir()).resolve()
-        stack = start_stack(data_dir, data_dir.parent / f"up-{len(self.started)}.log")
+        stack = start_stack(data_dir, data_dir.parent / f"up-{len(self.started)}.log", extra_env=extra_env)
         self.started.append(stack)
         return stack
 

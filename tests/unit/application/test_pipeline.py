@@ -555,3 +555,24 @@ async def test_a_job_repeated_in_one_batch_is_sent_once(
 
     assert [r.outcome for r in results] == [Outcome.HANDED_OVER, Outcome.ALREADY_SENT, Outcome.ALREADY_SENT]
     assert telegram.calls == 1
+
+
+async def test_a_job_whose_predecessors_never_reached_the_platform_sends_them_first(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    for i in range(4):
+        await app.send("ana", pair, f"m{i}")
+    jobs = await routed_jobs(deps, log)  # seq 1-4; the jobs of 1-3 are lost (a broker restarted)
+    telegram = ScriptedConnector()
+
+    (result,) = await deliver_jobs(channel_deps(deps, telegram), [jobs[3]])
+
+    assert result.outcome is Outcome.HANDED_OVER
+    assert [m.seq for m in telegram.accepted] == [1, 2, 3, 4]
+    assert statuses(app) == [DeliveryStatus.SENT] * 4  # handed over, awaiting receipts
+    async with deps.uow() as uow:
+        assert len(await uow.sends.sent([j.key for j in jobs])) == 4
+    # ...and the lost jobs, should they turn up after all, send nothing more.
+    later = await deliver_jobs(channel_deps(deps, telegram), jobs[:3])
+    assert [r.outcome for r in later] == [Outcome.ALREADY_SENT] * 3
+    assert telegram.calls == 4
