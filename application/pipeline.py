@@ -90,6 +90,14 @@ async def relay_outbox(d: PipelineDeps, *, limit: int = 500) -> int:
     return len(records)
 
 
+async def purge_outbox(d: PipelineDeps, *, keep: timedelta, limit: int = 10_000) -> int:
+    """Delete events published longer than ``keep`` ago (they are in the log); return how many."""
+    async with d.uow() as uow:
+        purged = await uow.outbox.purge(published_before=d.clock.now() - keep, limit=limit)
+        await uow.commit()
+    return purged
+
+
 # --- the router ----------------------------------------------------------------------
 
 

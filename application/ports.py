@@ -308,6 +308,10 @@ class Outbox(Protocol):
     async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
         """Record that these events reached the log."""
 
+    @abstractmethod
+    async def purge(self, *, published_before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` events published before ``published_before``; return how many."""
+
 
 class RoutingProgress(Protocol):
     """How far the router has turned each conversation's messages into delivery jobs."""

@@ -51,6 +51,8 @@ class _State:
     refresh_tokens: dict[str, tuple[UserId, datetime, bool]] = attrs.Factory(dict)
     outbox: list[tuple[str, str, dict[str, Any]]] = attrs.Factory(list)
     published: set[int] = attrs.Factory(set)  # outbox positions (ids are position + 1)
+    published_at: dict[int, datetime] = attrs.Factory(dict)
+    purged: set[int] = attrs.Factory(set)
     routed: dict[ConversationId, int] = attrs.Factory(dict)
     sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
 
@@ -286,6 +288,13 @@ class InMemoryOutbox(_Repo):
 
     async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
         self.s.published.update(i - 1 for i in ids)
+        self.s.published_at.update((i - 1, at) for i in ids)
+
+    async def purge(self, *, published_before: datetime, limit: int) -> int:
+        # Positions stay (tests read the outbox as a list); purged ones are only marked.
+        old = [i for i, at in sorted(self.s.published_at.items()) if at < published_before and i not in self.s.purged]
+        self.s.purged.update(old[:limit])
+        return len(old[:limit])
 
 
 class InMemoryRoutingProgress(_Repo):

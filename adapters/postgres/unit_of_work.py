@@ -737,6 +737,12 @@ class PostgresOutbox(_Repo):
         if ids:
             await self._db.execute("UPDATE outbox SET published_at = %s WHERE id = ANY(%s)", (at, list(ids)))
 
+    async def purge(self, *, published_before: datetime, limit: int) -> int:
+        return await self._db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < %s ORDER BY id LIMIT %s)",
+            (published_before, limit),
+        )
+
 
 # --- the pipeline's bookkeeping ----------------------------------------------------------
 

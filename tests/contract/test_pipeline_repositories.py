@@ -127,6 +127,27 @@ async def test_published_events_are_not_claimed_again(uow_factory: Backend) -> N
     assert list(after_all) == []
 
 
+async def test_purge_deletes_only_events_published_before_the_cutoff(uow_factory: Backend) -> None:
+    await queue(uow_factory, event(1), event(2), event(3), event(4))
+    async with uow_factory() as uow:
+        old = await uow.outbox.claim(2)
+        await uow.outbox.mark_published([r.id for r in old], at=T0)
+        recent = await uow.outbox.claim(1)
+        await uow.outbox.mark_published([r.id for r in recent], at=LATER)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        first = await uow.outbox.purge(published_before=T0 + timedelta(minutes=1), limit=1)
+        second = await uow.outbox.purge(published_before=T0 + timedelta(minutes=1), limit=10)
+        third = await uow.outbox.purge(published_before=T0 + timedelta(minutes=1), limit=10)
+        await uow.commit()
+    async with uow_factory() as uow:
+        waiting = await uow.outbox.claim(10)
+
+    assert (first, second, third) == (1, 1, 0)  # the recent one and the unpublished one stay
+    assert contents(waiting) == [event(4)]
+
+
 async def test_events_not_committed_are_never_claimed(uow_factory: Backend) -> None:
     async with uow_factory() as uow:
         await uow.outbox.add("chat.messages", "k", {"type": "left without commit"})
