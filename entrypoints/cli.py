@@ -1,4 +1,6 @@
-"""The `chat4all` console command: `up` runs the whole stack, `ps` lists it, `migrate` applies SQL migrations."""
+"""The `chat4all` console command: `up` runs the whole stack, `ps` lists it, `migrate` applies SQL migrations,
+`dlq list|replay` shows and replays dead letters.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +69,43 @@ def migrate() -> None:
     settings = _settings()
     _configure_logging(settings.log_level)
     sys.exit(run_migrate(settings))
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: delivery jobs that exhausted their attempts (topic chat.dlq).
+
+    The broker is CHAT4ALL_KAFKA_BOOTSTRAP, else the one of the stack running on CHAT4ALL_DATA_DIR.
+    """
+
+
+def _dlq_settings() -> Settings:
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    return settings
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the record's payload and position).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show only the N most recent.")
+def dlq_list(as_json: bool, limit: int | None) -> None:
+    """List every dead letter, oldest first: time, channel, topic, message, recipient, attempts, error."""
+    from entrypoints.stack.dlq import list_dead_letters
+
+    sys.exit(list_dead_letters(_dlq_settings(), as_json=as_json, limit=limit))
+
+
+@dlq.command("replay")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; publish and remember nothing.")
+def dlq_replay(dry_run: bool) -> None:
+    """Publish each dead letter not replayed before back to its channel's topic (consumer group chat4all-dlq-replay).
+
+    The channel workers deliver the jobs again; their send ledger keeps a delivery from reaching its platform twice.
+    """
+    from entrypoints.stack.dlq import replay
+
+    sys.exit(replay(_dlq_settings(), dry_run=dry_run))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     )
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
+    outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")
     sweep_interval_s: float = Field(default=30.0, gt=0, description="seconds between sweeps")
     sweep_deadline_s: float = Field(default=300.0, gt=0, description="age at which the sweeper re-drives work")
     delivery_attempts: int = Field(default=5, ge=1, le=100, description="attempts before a job is dead-lettered")

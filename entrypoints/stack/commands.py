@@ -21,9 +21,12 @@ from entrypoints.settings import Settings
 from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
 from entrypoints.stack.runtimes import (
+    forget_dead_processes,
     load_or_create_jwt_secret,
+    metrics_dir,
     port_free,
     redact_url,
+    reset_metrics_dir,
     runtime_env,
     runtime_ports,
     runtime_specs,
@@ -183,6 +186,7 @@ class Stack:
         self.kafka: EmbeddedKafka | None = None
         self.kafka_bootstrap: str | None = None
         self.supervisor: Supervisor | None = None
+        self.metrics_dir: Path | None = None
         self.signals = StopSignals()
         self._create_times: dict[int, float | None] = {}
         self._pg_revival = Revival(backoff or Backoff())
@@ -230,6 +234,11 @@ class Stack:
 
     def save(self, _: object = None) -> None:
         write_state(self.data_dir, self.state())
+
+    def _runtimes_changed(self, _: object = None) -> None:
+        self.save()
+        if self.metrics_dir is not None:
+            forget_dead_processes(self.metrics_dir, process_alive)
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
 
@@ -351,6 +360,8 @@ class Stack:
         log.info("migrations: %s", ", ".join(applied) if applied else "schema is up to date")
         secret = self.settings.jwt_secret
         jwt_secret = secret.get_secret_value() if secret is not None else load_or_create_jwt_secret(self.data_dir)
+        self.metrics_dir = metrics_dir(self.data_dir, self.settings)
+        reset_metrics_dir(self.metrics_dir)  # the runtimes' shared /metrics starts from zero with the stack
         env = runtime_env(
             self.environ,
             self.settings,
@@ -363,7 +374,7 @@ class Stack:
             runtime_specs(self.settings, env),
             backoff=self.backoff,
             stop_timeout=self.stop_timeout,
-            on_change=self.save,
+            on_change=self._runtimes_changed,
         )
         if stop.requested():
             return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import shutil
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,6 +17,7 @@ from entrypoints.settings import WORKER_KINDS, Settings
 from entrypoints.stack.supervisor import RuntimeSpec
 
 JWT_SECRET_FILE = Path("secrets") / "jwt_secret"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def connect_host(host: str) -> str:
@@ -96,7 +99,38 @@ def runtime_env(
         CHAT4ALL_SANDBOX_PORT=str(settings.sandbox_port),
         PYTHONUNBUFFERED="1",
     )
+    env[METRICS_ENV] = str(metrics_dir(data_dir, settings))
     return env
+
+
+def metrics_dir(data_dir: Path, settings: Settings) -> Path:
+    """The prometheus-client multiprocess directory every runtime of a stack shares: the HTTP API's /metrics
+    shows what the workers count. One per data dir and HTTP port; `up` empties it when it starts.
+    """
+    return data_dir / "metrics" / f"stack-{settings.http_port}"
+
+
+def reset_metrics_dir(path: Path) -> None:
+    """Create ``path`` empty (multiprocess mode needs a clean directory at start)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def forget_dead_processes(path: Path, alive: Callable[[int], bool]) -> list[int]:
+    """Drop the ``live*`` gauges of processes that are gone (prometheus-client's ``mark_process_dead``).
+
+    Counters of dead processes stay: what they counted happened.
+    """
+    from prometheus_client import multiprocess
+
+    pids = {int(m.group(1)) for f in path.glob("gauge_live*.db") if (m := _LIVE_GAUGE_FILE.fullmatch(f.name))}
+    gone = sorted(pid for pid in pids if not alive(pid))
+    for pid in gone:
+        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
+    return gone
 
 
 WORKERS = WORKER_KINDS

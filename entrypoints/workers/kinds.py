@@ -20,11 +20,13 @@ from application.pipeline import (
     RetryPolicy,
     apply_receipts,
     deliver_jobs,
+    purge_outbox,
     relay_outbox,
     route_events,
     sweep,
 )
 from domain.channels import Channel
+from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
 log = logging.getLogger("chat4all.workers")
@@ -34,14 +36,23 @@ async def run_relay(w: Worker) -> None:
     """Publish the outbox: at once when PostgreSQL says something was written, and every poll interval anyway."""
     s = w.settings
     assert s.database_url is not None
+    keep = timedelta(seconds=s.outbox_retention_s)
+    next_purge = 0.0
+    loop = asyncio.get_running_loop()
     async with OutboxWakeups(s.database_url) as wakeups:
         while not w.stop.is_set():
             try:
+                if loop.time() >= next_purge:
+                    next_purge = loop.time() + min(60.0, s.outbox_retention_s)
+                    purged = await purge_outbox(w.deps, keep=keep)
+                    if purged:
+                        log.info("relay: purged %d published outbox events", purged)
                 published = await relay_outbox(w.deps, limit=s.relay_batch)
             except TRANSIENT as exc:
                 log.warning("relay: %s; retrying", exc)
                 await w.sleep(1.0)
                 continue
+            metrics.relayed(published)
             if published < s.relay_batch:
                 await wakeups.wait(s.relay_poll_interval)
 
@@ -50,7 +61,7 @@ async def run_router(w: Worker) -> None:
     """Turn accepted messages into delivery jobs, per conversation in seq order."""
 
     async def handle(batch: list[Received]) -> None:
-        await route_events(w.deps, [r.payload for r in batch])
+        metrics.routed(await route_events(w.deps, [r.payload for r in batch]))
 
     await consume(w, w.consumer([topics.MESSAGES], "chat4all-router"), handle)
 
@@ -65,7 +76,7 @@ async def run_status(w: Worker) -> None:
                 receipts.append(Receipt.from_event(r.payload))
             except ValueError as exc:
                 log.warning("status: skipping %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
-        await apply_receipts(w.deps, receipts)
+        metrics.receipts_applied(await apply_receipts(w.deps, receipts))
 
     await consume(w, w.consumer([topics.RECEIPTS], "chat4all-status"), handle)
 
@@ -74,12 +85,14 @@ async def run_sweeper(w: Worker) -> None:
     """Re-drive what is stuck past the deadline, every interval."""
     s = w.settings
     deadline = timedelta(seconds=s.sweep_deadline_s)
+    metrics.sweeper_started()
     while await w.sleep(s.sweep_interval_s):
         try:
             swept = await sweep(w.deps, deadline=deadline)
         except TRANSIENT as exc:
             log.warning("sweeper: %s; trying again next round", exc)
             continue
+        metrics.swept(swept)
         if swept.conversations or swept.jobs:
             log.warning("sweeper re-drove %d conversations and %d jobs", swept.conversations, swept.jobs)
 
@@ -107,6 +120,7 @@ async def _run_channel(w: Worker, channel: Channel) -> None:
         retry=RetryPolicy(max_attempts=s.delivery_attempts),
     )
     consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
+    metrics.channel_started(channel)
     try:
         await consume(w, consumer, _channel_handler(w, cd, consumer))
     finally:
@@ -124,6 +138,7 @@ def _channel_handler(
             except ValueError as exc:
                 log.warning("%s: skipping %s[%d]@%d: %s", cd.connector.channel, r.topic, r.partition, r.offset, exc)
         results = await deliver_jobs(cd, [job for _, job in parsed])
+        metrics.delivered(cd.connector.channel, results, cd.breaker.state)
         deferred: dict[tuple[str, int], int] = {}
         for (r, _), result in zip(parsed, results, strict=True):
             if result.outcome is Outcome.DEFERRED:

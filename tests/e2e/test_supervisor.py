@@ -104,6 +104,14 @@ def test_migrate_uses_the_running_stacks_database(stack: Any) -> None:
         assert conn.execute("select count(*) from schema_migrations").fetchone() != (0,)
 
 
+def test_dlq_uses_the_running_stacks_broker(stack: Any) -> None:
+    listed = stack.cli("dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    replay = stack.cli("dlq", "replay", "--dry-run")
+    assert replay.returncode == 0, replay.stderr
+    assert "would replay" in replay.stdout
+
+
 def test_migrate_on_an_idle_data_dir(launch_stack: Any) -> None:
     data_dir = launch_stack.data_dir()
     env = launch_stack.env(data_dir)

@@ -24,10 +24,13 @@ from entrypoints.stack import commands
 from entrypoints.stack.postgres import free_port
 from entrypoints.stack.runtimes import (
     connect_host,
+    forget_dead_processes,
     http_base,
     load_or_create_jwt_secret,
+    metrics_dir,
     port_free,
     redact_url,
+    reset_metrics_dir,
     runtime_env,
     runtime_specs,
 )
@@ -136,6 +139,8 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert env["CHAT4ALL_JWT_SECRET"] == "k"
     assert env["CHAT4ALL_HTTP_PORT"] == "8123"
     assert env["CHAT4ALL_DATA_DIR"] == str(tmp_path)
+    # one prometheus multiprocess directory for the whole stack: the HTTP API's /metrics shows the workers' counters
+    assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics" / "stack-8123")
     http, *workers = runtime_specs(settings, env)
     assert [w.name for w in workers] == ["relay", "router", "channels", "status", "sweeper"]
     assert all(list(w.argv) == [sys.executable, "-m", "entrypoints.workers", w.name] for w in workers)
@@ -159,6 +164,25 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         Settings(worker_processes={"routers": 2})
     with pytest.raises(ValueError, match="between 0 and 16"):
         Settings(worker_processes={"router": 17})
+
+
+def test_the_metrics_directory_starts_empty_and_forgets_the_live_gauges_of_dead_processes(tmp_path: Path) -> None:
+    path = metrics_dir(tmp_path, Settings(http_port=8124))
+    assert path == tmp_path / "metrics" / "stack-8124"
+    reset_metrics_dir(path)
+    assert path.is_dir()
+    for name in ("counter_11.db", "gauge_livemax_11.db", "gauge_livesum_12.db", "gauge_max_11.db", "histogram_11.db"):
+        (path / name).write_bytes(b"")
+    (path / "gauge_livemax_13.db").write_bytes(b"")
+    assert forget_dead_processes(path, alive=lambda pid: pid == 13) == [11, 12]
+    assert sorted(f.name for f in path.iterdir()) == [
+        "counter_11.db",  # what a dead process counted stays counted
+        "gauge_livemax_13.db",
+        "gauge_max_11.db",
+        "histogram_11.db",
+    ]
+    reset_metrics_dir(path)  # a new stack starts from nothing
+    assert list(path.iterdir()) == []
 
 
 # -- ps ---------------------------------------------------------------------------------------------------------------
@@ -304,6 +328,9 @@ def test_up_supervises_until_sigterm(
     monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, n, **kw: topics.append((b, n)) or [])
     monkeypatch.setattr(commands, "EmbeddedKafka", lambda *a, **kw: pytest.fail("must not start a broker"))
     specs = fake_runtime(monkeypatch)
+    stale = tmp_path / "metrics" / "stack-0" / "counter_1.db"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
     seen: dict[str, Any] = {}
     killer = sigterm_once(tmp_path, seen)
     settings = Settings(
@@ -336,6 +363,9 @@ def test_up_supervises_until_sigterm(
     assert specs[0].env["CHAT4ALL_JWT_SECRET"] == secret
     assert specs[0].env["CHAT4ALL_DATABASE_URL"] == "postgresql://app:s3cret@127.0.0.1:1/chat"
     assert specs[0].env["CHAT4ALL_KAFKA_BOOTSTRAP"] == "kafka-1:9092,kafka-2:9092"
+    assert specs[0].env["PROMETHEUS_MULTIPROC_DIR"] == str(stale.parent)
+    assert stale.parent.is_dir()
+    assert not stale.exists()  # emptied for the new stack
     assert read_state(tmp_path) is None  # removed on the way out
     with pytest.raises(ProcessLookupError):
         os.kill(rt["pid"], 0)
