@@ -461,6 +461,9 @@ async def _send_one(d: ChannelDeps, job: DeliveryJob) -> JobResult:
                 d.breaker.succeeded()  # the platform answered: it is up
                 return JobResult(job, Outcome.FAILED, error=exc.reason, attempts=attempts, claimed=True)
             d.breaker.failed()
+            if d.breaker.state != "closed":
+                # The platform is down, not this message: wait for it without spending the attempts.
+                return JobResult(job, Outcome.DEFERRED, attempts=attempts, claimed=True)
             if attempts >= d.retry.max_attempts:
                 return JobResult(job, Outcome.DEAD, error=exc.reason, attempts=attempts, claimed=True)
             await d.sleep(d.retry.delay(attempts, exc.retry_after))

@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")
     sweep_interval_s: float = Field(default=30.0, gt=0, description="seconds between sweeps")
     sweep_deadline_s: float = Field(default=300.0, gt=0, description="age at which the sweeper re-drives work")
-    delivery_attempts: int = Field(default=5, ge=1, le=100, description="attempts before a job is dead-lettered")
+    delivery_attempts: int = Field(
+        default=8, ge=1, le=100, description="attempts before a job is dead-lettered (keep above breaker_threshold)"
+    )
     breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
     breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds an open circuit waits before a probe")
     worker_processes: dict[str, int] = Field(

@@ -13,10 +13,12 @@ import contextlib
 import json
 import logging
 import os
+import random
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from application.pipeline import Receipt
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, EventPublisher, OutboundMessage
@@ -27,7 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class LoopbackConnector:
-    """A platform on this machine. ``fail_rate`` of the sends fail transiently (for drills)."""
+    """A platform on this machine.
+
+    Faults for drills come from ``faults_path``, a JSON file read again when it changes:
+    ``{"telegram": {"down": true}}`` fails every send transiently (the platform is away),
+    ``{"telegram": {"error_rate": 0.2}}`` a fifth of them.
+    """
 
     def __init__(
         self,
@@ -36,6 +43,7 @@ class LoopbackConnector:
         receipts: EventPublisher | None,
         now: Callable[[], datetime],
         log_path: Path | None = None,
+        faults_path: Path | None = None,
         flush_every: float = 0.02,
     ) -> None:
         self.channel = channel
@@ -48,11 +56,34 @@ class LoopbackConnector:
         self._pending: list[tuple[Receipt, str]] = []  # with the conversation id, their key
         self._flush_every = flush_every
         self._flusher: asyncio.Task[None] | None = None
-        self.down = False
+        self._faults_path = faults_path
+        self._faults_seen: float | None = None
+        self._faults: dict[str, Any] = {}
+
+    def _current_faults(self) -> dict[str, Any]:
+        if self._faults_path is None:
+            return {}
+        try:
+            mtime = self._faults_path.stat().st_mtime
+        except FileNotFoundError:
+            self._faults_seen, self._faults = None, {}
+            return {}
+        if mtime != self._faults_seen:
+            self._faults_seen = mtime
+            try:
+                every = json.loads(self._faults_path.read_text() or "{}")
+                self._faults = dict(every.get(self.channel.value) or {})
+            except (ValueError, AttributeError):
+                log.warning("loopback: ignoring unreadable faults file %s", self._faults_path)
+                self._faults = {}
+        return self._faults
 
     async def send(self, message: OutboundMessage) -> str:
-        if self.down:
+        faults = self._current_faults()
+        if faults.get("down"):
             raise ChannelError(f"{self.channel.value} is down")
+        if random.random() < float(faults.get("error_rate", 0.0)):  # noqa: S311 - fault injection, not security
+            raise ChannelError(f"{self.channel.value} answered 503")
         if message.to.channel is not self.channel:
             raise ChannelError(f"{message.to} is not a {self.channel.value} address", permanent=True)
         platform_id = f"{self.channel.value}-{uuid.uuid4().hex}"

@@ -110,6 +110,7 @@ async def _run_channel(w: Worker, channel: Channel) -> None:
         receipts=w.deps.publisher,
         now=w.deps.clock.now,
         log_path=s.data_dir / "loopback-sends.jsonl",
+        faults_path=s.data_dir / "loopback-faults.json",
     )
     cd = ChannelDeps(
         pipeline=w.deps,

@@ -38,6 +38,7 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
         CHAT4ALL_WORKER_SESSION_TIMEOUT_MS="2000",
         CHAT4ALL_SWEEP_INTERVAL_S="1",
         CHAT4ALL_SWEEP_DEADLINE_S="5",
+        CHAT4ALL_BREAKER_RESET_S="2",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -161,3 +161,43 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(stack: Any) -> None:
     assert max(counts.values()) == 1, "a delivery reached its platform twice"
     _assert_in_seq_order(sends)
     assert len(killed) == 5
+
+
+def _metric(stack: Any, line_start: str) -> float | None:
+    for line in stack.http.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_platform_that_is_down_gets_its_messages_later_in_order(stack: Any) -> None:
+    """Store and forward: the circuit opens, the deliveries wait (nothing fails), then all go out in order."""
+    http = stack.http
+    ana = _user(http, "ana")
+    bob = _user(http, "bob", channel="telegram", external_id=str(uuid.uuid4().int % 10**9))
+    conv = _conversation(http, ana, bob)
+    faults = stack.data_dir / "loopback-faults.json"
+    faults.write_text(json.dumps({"telegram": {"down": True}}))
+    try:
+        for i in range(20):
+            r = http.post(
+                "/v1/messages",
+                json={"conversation_id": conv, "payload": {"type": "text", "text": f"w{i}"}},
+                headers=ana["headers"],
+            )
+            assert r.status_code == 202
+        stack.wait_until(
+            lambda: _metric(stack, 'chat4all_circuit_open{channel="telegram"}') == 1.0, 30, "the circuit opens"
+        )
+        time.sleep(1.0)
+        assert _handed_over(stack.database_url, [conv]) == 0
+        assert _platform_deliveries(stack.database_url, [conv]) == {"SENT": 20}  # waiting, not failed
+    finally:
+        faults.unlink()
+
+    stack.wait_until(lambda: _handed_over(stack.database_url, [conv]) == 20, 60, "all 20 handed over after recovery")
+    sends = _sends(stack.data_dir, {conv})
+    assert [s["seq"] for s in sends] == list(range(1, 21))
+    stack.wait_until(
+        lambda: _metric(stack, 'chat4all_circuit_open{channel="telegram"}') == 0.0, 30, "the circuit closes"
+    )

@@ -576,3 +576,17 @@ async def test_a_job_whose_predecessors_never_reached_the_platform_sends_them_fi
     later = await deliver_jobs(channel_deps(deps, telegram), jobs[:3])
     assert [r.outcome for r in later] == [Outcome.ALREADY_SENT] * 3
     assert telegram.calls == 4
+
+
+async def test_a_platform_going_down_defers_its_jobs_instead_of_dead_lettering_them(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector(Channel.TELEGRAM, *[ChannelError("down")] * 3)
+
+    (result,) = await deliver_jobs(channel_deps(deps, telegram, attempts=3, threshold=3), jobs)
+
+    assert (result.outcome, result.attempts) == (Outcome.DEFERRED, 3)
+    assert log.on(topics.DEAD_LETTERS) == []
+    assert statuses(app) == [DeliveryStatus.SENT]
