@@ -180,9 +180,12 @@ class ScriptedConnector:
         self.script: list[ChannelError | None] = list(script)
         self.accepted: list[OutboundMessage] = []
         self.calls = 0
+        self.down = False
 
     async def send(self, message: OutboundMessage) -> str:
         self.calls += 1
+        if self.down:
+            raise ChannelError(f"{self.channel.value} is down")
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome

@@ -64,3 +64,8 @@ def sees_messages_in_order(world: World, viewer: str, messages: list[str]) -> No
         world.page = world.run(world.app.history(viewer, world.conversation_id))
         world.reader = viewer
     assert [m.payload["text"] for m in world.page.items] == messages
+
+
+@then(step('{sender} sees "{text}" as {status}'))
+def sees_status(world: World, sender: str, text: str, status: str) -> None:
+    assert world.run(world.app.status(sender, world.message(text))).status == status

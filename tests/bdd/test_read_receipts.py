@@ -37,11 +37,6 @@ def tries_to_mark_read(world: World, user: str, text: str) -> None:
     world.attempt(world.app.mark_read(user, world.message(text)))
 
 
-@then(parsers.parse('{sender} sees "{text}" as {status}'))
-def sees_status(world: World, sender: str, text: str, status: str) -> None:
-    assert world.run(world.app.status(sender, world.message(text))).status == status
-
-
 @then(step('{sender} sees that {reader} read "{text}" at {at:Time}'))
 def sees_read_at(world: World, sender: str, reader: str, text: str, at: datetime) -> None:
     view = world.run(world.app.status(sender, world.message(text)))
