@@ -128,9 +128,15 @@ class LoopbackConnector:
         await self.flush()
 
     async def flush(self) -> None:
-        """Publish the receipts gathered so far (a platform's webhooks arrive in batches too)."""
-        pending, self._pending = self._pending, []
-        if pending and self._receipts is not None:
+        """Publish the receipts gathered so far (a platform's webhooks arrive in batches too).
+
+        Receipts added while a batch is being published go out in the next round of the loop:
+        no send is left without its receipt.
+        """
+        while self._pending:
+            pending, self._pending = self._pending, []
+            if self._receipts is None:
+                return
             try:
                 await self._receipts.publish([r.to_event(key) for r, key in pending])
             except Exception:  # a platform whose webhook is lost: the delivery stays handed over

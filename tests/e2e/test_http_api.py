@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -18,6 +19,19 @@ TABLES = ("users", "identities", "conversations", "messages", "deliveries", "del
 def _counts(database_url: str) -> dict[str, int]:
     with psycopg.connect(database_url) as conn:
         return {t: conn.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
+
+
+def _settled_counts(database_url: str, timeout: float = 30.0) -> dict[str, int]:
+    """Row counts once the pipeline is idle (earlier messages' receipts still land in the tables)."""
+    deadline = time.monotonic() + timeout
+    previous = _counts(database_url)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        current = _counts(database_url)
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"the pipeline never went quiet within {timeout:.0f}s")
 
 
 def _user(c: httpx.Client, prefix: str) -> dict[str, Any]:
@@ -104,7 +118,7 @@ def test_rejected_requests_change_nothing(stack: Any, http: httpx.Client) -> Non
     cid = http.post(
         "/v1/conversations", json={"type": "private", "members": [bob["username"]]}, headers=ana["headers"]
     ).json()["conversation_id"]
-    before = _counts(stack.database_url)
+    before = _settled_counts(stack.database_url)
     bad = [
         http.post("/v1/messages", content=b"{nope", headers={**ana["headers"], "content-type": "application/json"}),
         http.post(
@@ -143,4 +157,4 @@ def test_rejected_requests_change_nothing(stack: Any, http: httpx.Client) -> Non
     ]
     assert [r.status_code for r in bad] == [400, 422, 422, 403, 404, 422, 422, 422, 413, 401]
     assert all(r.headers["content-type"].startswith("application/problem+json") for r in bad)
-    assert _counts(stack.database_url) == before
+    assert _settled_counts(stack.database_url) == before
