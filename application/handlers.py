@@ -15,7 +15,7 @@ from application import topics
 from application import views as v
 from application.cursors import encode_history_cursor
 from application.errors import AuthenticationFailed, Conflict, Forbidden, NotFound
-from application.pipeline import emit_status
+from application.events import emit_status, payload_of
 from application.ports import (
     Clock,
     DuplicateMessage,
@@ -336,16 +336,6 @@ def _channels(requested: Sequence[str] | None) -> tuple[Channel, ...] | None:
         if ch not in chosen:
             chosen.append(ch)
     return tuple(chosen)
-
-
-def payload_of(content: Content) -> dict[str, Any]:
-    """The JSON payload of a message's content."""
-    if isinstance(content, TextContent):
-        return {"type": "text", "text": content.text}
-    out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
-    if content.caption is not None:
-        out["caption"] = content.caption
-    return out
 
 
 def _fingerprint(cmd: c.SendMessage, sender: Participant) -> str:

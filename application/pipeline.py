@@ -23,6 +23,7 @@ from uuid import UUID
 import attrs
 
 from application import topics
+from application.events import emit_status, payload_of
 from application.ports import (
     ChannelConnector,
     ChannelError,
@@ -31,7 +32,6 @@ from application.ports import (
     Event,
     EventPublisher,
     OutboundMessage,
-    Outbox,
     SendClaim,
     UnitOfWork,
 )
@@ -39,7 +39,7 @@ from domain.channels import Channel, ChannelAddress
 from domain.conversations import ParticipantKind
 from domain.deliveries import Delivery, DeliveryStatus
 from domain.ids import ConversationId, MessageId, UserId
-from domain.messages import Message, TextContent
+from domain.messages import Message
 
 
 @attrs.frozen
@@ -49,26 +49,6 @@ class PipelineDeps:
     uow: Callable[[], UnitOfWork]
     clock: Clock
     publisher: EventPublisher
-
-
-def status_event(conversation_id: ConversationId, dl: Delivery) -> dict[str, Any]:
-    """The ``message.status`` event of a delivery's current status."""
-    return {
-        "type": "message.status",
-        "message_id": str(dl.message_id),
-        "conversation_id": str(conversation_id),
-        "recipient": dl.recipient.key,
-        "channel": dl.channel.value,
-        "status": dl.status.value,
-        "at": dl.updated_at.isoformat(),
-        **({"error": dl.error} if dl.error else {}),
-    }
-
-
-async def emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Iterable[Delivery]) -> None:
-    """Queue a ``message.status`` event per changed delivery, in the same transaction."""
-    for dl in changed:
-        await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, dl))
 
 
 # --- the outbox relay ----------------------------------------------------------------
@@ -170,16 +150,6 @@ class DeliveryJob:
         )
 
 
-def _payload(message: Message) -> dict[str, Any]:
-    content = message.content
-    if isinstance(content, TextContent):
-        return {"type": "text", "text": content.text}
-    out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
-    if content.caption is not None:
-        out["caption"] = content.caption
-    return out
-
-
 def routing_targets(events: Iterable[Mapping[str, Any]]) -> dict[ConversationId, int]:
     """The highest seq per conversation among ``message.created`` events; anything else is ignored."""
     targets: dict[ConversationId, int] = {}
@@ -197,8 +167,12 @@ def routing_targets(events: Iterable[Mapping[str, Any]]) -> dict[ConversationId,
 
 async def _jobs_for(
     uow: UnitOfWork, messages: Sequence[Message], deliveries: Sequence[Delivery], *, at: datetime
-) -> tuple[list[DeliveryJob], list[Delivery]]:
-    """A job per platform delivery still to hand over; deliveries with no address left become FAILED."""
+) -> list[DeliveryJob]:
+    """A job per platform delivery still to hand over.
+
+    Deliveries whose recipient has no address on the channel any more become FAILED, in ``uow``
+    (with their status events): the caller commits.
+    """
     by_id = {m.id: m for m in messages}
     platform = [
         dl
@@ -232,11 +206,15 @@ async def _jobs_for(
                 channel=dl.channel,
                 to=address,
                 sender=m.sender.key,
-                payload=_payload(m),
+                payload=payload_of(m.content),
                 created_at=m.created_at,
             )
         )
-    return jobs, failed
+    if failed:
+        await uow.messages.save_progress(failed)
+        for dl in failed:
+            await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+    return jobs
 
 
 @attrs.frozen
@@ -274,11 +252,7 @@ async def route_conversations(d: PipelineDeps, targets: Mapping[ConversationId, 
         if not messages:
             return Routed(0, 0)
         deliveries = await uow.messages.deliveries([m.id for m in messages])
-        jobs, failed = await _jobs_for(uow, messages, deliveries, at=now)
-        if failed:
-            await uow.messages.save_progress(failed)
-            for dl in failed:
-                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+        jobs = await _jobs_for(uow, messages, deliveries, at=now)
         await uow.routing.advance(advanced, at=now)
         await d.publisher.publish([j.to_event() for j in jobs])
         await uow.commit()
@@ -534,12 +508,8 @@ async def _missing_before(
         if not waiting:
             return []
         messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in waiting}] if m]
-        missing, failed = await _jobs_for(uow, messages, waiting, at=at)
-        if failed:
-            await uow.messages.save_progress(failed)
-            for dl in failed:
-                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
-            await uow.commit()
+        missing = await _jobs_for(uow, messages, waiting, at=at)
+        await uow.commit()
     return sorted(missing, key=lambda j: j.seq)
 
 
@@ -734,12 +704,8 @@ async def sweep(
             if dl.message_id not in routed.message_ids
         ]
         messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in stuck}] if m]
-        jobs, failed = await _jobs_for(uow, messages, stuck, at=d.clock.now())
-        if failed:
-            await uow.messages.save_progress(failed)
-            for dl in failed:
-                await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
-            await uow.commit()
+        jobs = await _jobs_for(uow, messages, stuck, at=d.clock.now())
+        await uow.commit()
     if jobs:
         await d.publisher.publish([j.to_event() for j in jobs])
     return Swept(conversations=len(behind), jobs=routed.jobs + len(jobs))

@@ -1,0 +1,42 @@
+"""The shapes of the integration events the use cases publish, and the payload of a message's content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from application import topics
+from application.ports import Outbox
+from domain.deliveries import Delivery
+from domain.ids import ConversationId
+from domain.messages import Content, TextContent
+
+
+def payload_of(content: Content) -> dict[str, Any]:
+    """The JSON payload of a message's content (the shape the API accepts)."""
+    if isinstance(content, TextContent):
+        return {"type": "text", "text": content.text}
+    out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
+    if content.caption is not None:
+        out["caption"] = content.caption
+    return out
+
+
+def status_event(conversation_id: ConversationId, dl: Delivery) -> dict[str, Any]:
+    """The ``message.status`` event of a delivery's current status."""
+    return {
+        "type": "message.status",
+        "message_id": str(dl.message_id),
+        "conversation_id": str(conversation_id),
+        "recipient": dl.recipient.key,
+        "channel": dl.channel.value,
+        "status": dl.status.value,
+        "at": dl.updated_at.isoformat(),
+        **({"error": dl.error} if dl.error else {}),
+    }
+
+
+async def emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Iterable[Delivery]) -> None:
+    """Queue a ``message.status`` event per changed delivery, in the same transaction."""
+    for dl in changed:
+        await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, dl))
