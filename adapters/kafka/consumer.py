@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from adapters.kafka.clients import starting
 from application.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -148,13 +149,8 @@ class KafkaBatchConsumer:
             request_timeout_ms=self.request_timeout_ms,
         )
         consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
-        try:
-            async with asyncio.timeout(self.start_timeout):
-                await consumer.start()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise Unavailable(f"kafka at {self.bootstrap} is unavailable: {exc!r}") from exc
+        async with starting(consumer, self.bootstrap, self.start_timeout):
+            await consumer.start()
         self._consumer = consumer
 
     async def stop(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -12,6 +11,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from adapters.kafka.clients import starting
 from application.errors import Unavailable
 from application.ports import Event
 
@@ -73,13 +73,8 @@ class KafkaPublisher:
                 max_batch_size=self.max_batch_size,
                 request_timeout_ms=self.request_timeout_ms,
             )
-            try:
-                async with asyncio.timeout(self.publish_timeout):
-                    await producer.start()
-            except (KafkaError, OSError, TimeoutError) as exc:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                raise Unavailable(f"kafka at {self.bootstrap} is unavailable: {exc!r}") from exc
+            async with starting(producer, self.bootstrap, self.publish_timeout):
+                await producer.start()
             self._producer = producer
 
     async def stop(self) -> None:

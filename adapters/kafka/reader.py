@@ -19,6 +19,7 @@ from typing import Self
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka.clients import starting
 from adapters.kafka.consumer import Received, decode_record
 from application.errors import Unavailable
 
@@ -72,21 +73,16 @@ class TopicReader:
             request_timeout_ms=self.request_timeout_ms,
             fetch_max_wait_ms=100,
         )
-        try:
-            async with asyncio.timeout(self.timeout):
-                await consumer.start()
-                # let the consumer's background tasks start: aiokafka's stop() re-raises the cancellation of a
-                # task that never ran (the offset routine of a consumer without a group)
-                await asyncio.sleep(0)
-                partitions = consumer.partitions_for_topic(self.topic)  # the metadata fetched on start
-                tps = sorted(TopicPartition(self.topic, p) for p in partitions or ())
-                if tps:
-                    consumer.assign(tps)
-                    self._end = dict(await consumer.end_offsets(tps))
-        except (KafkaError, OSError, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise Unavailable(f"kafka at {self.bootstrap} is unavailable: {exc!r}") from exc
+        async with starting(consumer, self.bootstrap, self.timeout):
+            await consumer.start()
+            # let the consumer's background tasks start: aiokafka's stop() re-raises the cancellation of a
+            # task that never ran (the offset routine of a consumer without a group)
+            await asyncio.sleep(0)
+            partitions = consumer.partitions_for_topic(self.topic)  # the metadata fetched on start
+            tps = sorted(TopicPartition(self.topic, p) for p in partitions or ())
+            if tps:
+                consumer.assign(tps)
+                self._end = dict(await consumer.end_offsets(tps))
         self.exists = bool(tps)
         self._consumer = consumer
 
