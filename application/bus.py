@@ -2,19 +2,105 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
-from application.handlers import HANDLERS, Deps
+from application import commands as c
+from application.handlers import HANDLERS, Deps, handle_send_messages
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+BATCH_HANDLERS: Mapping[type, Callable[[Sequence[Any], Deps], Awaitable[Sequence[Any]]]] = {
+    c.SendMessage: handle_send_messages,
+}
+"""Commands written in batches: their handler takes many commands and answers each one."""
+
+
+class GroupCommit(Generic[C, R]):
+    """Runs the commands that arrive while a batch is being written as the next batch.
+
+    There is no timer: a command that finds a free slot runs at once, alone, so a quiet system
+    adds no latency; under load each batch holds whatever arrived during the previous write (up
+    to ``max_batch``), which turns N transactions (and N fsyncs) into one. ``slots`` batches may
+    be in flight at once. ``run`` answers each command with a result or the exception refusing
+    it; if ``run`` itself raises, every command of that batch gets the exception.
+    """
+
+    def __init__(
+        self, run: Callable[[Sequence[C]], Awaitable[Sequence[R | BaseException]]], *, max_batch: int, slots: int
+    ) -> None:
+        if max_batch < 1 or slots < 1:
+            raise ValueError("max_batch and slots are at least 1")
+        self._run = run
+        self._max_batch = max_batch
+        self._free = slots
+        self._waiting: list[tuple[C, asyncio.Future[R]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, command: C) -> R:
+        """Queue ``command`` for the next batch and wait for its answer."""
+        answer: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((command, answer))
+        if self._free:
+            self._free -= 1
+            task = asyncio.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await answer
+
+    async def _drain(self) -> None:
+        batch: list[tuple[C, asyncio.Future[R]]] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+                try:
+                    results = await self._run([cmd for cmd, _ in batch])
+                except Exception as e:  # handed to every caller of the batch
+                    results = [e] * len(batch)
+                for (_, answer), result in zip(batch, results, strict=True):
+                    if answer.done():  # the caller went away (a closed connection)
+                        continue
+                    if isinstance(result, BaseException):
+                        answer.set_exception(result)
+                    else:
+                        answer.set_result(result)
+                batch = []
+        finally:
+            self._free += 1
+            for _, answer in batch:  # cancelled mid-batch (shutdown): nobody waits forever
+                answer.cancel()
+
+
+def _bound(
+    handler: Callable[[Sequence[Any], Deps], Awaitable[Sequence[Any]]], deps: Deps
+) -> Callable[[Sequence[Any]], Awaitable[Sequence[Any]]]:
+    async def run(commands: Sequence[Any]) -> Sequence[Any]:
+        return await handler(commands, deps)
+
+    return run
 
 
 class MessageBus:
-    """Dispatches commands and queries to their handlers with the bound dependencies."""
+    """Dispatches commands and queries to their handlers with the bound dependencies.
 
-    def __init__(self, deps: Deps) -> None:
+    Commands with a batch handler (sending messages) go through a ``GroupCommit``: concurrent
+    senders share transactions, each still gets its own answer.
+    """
+
+    def __init__(self, deps: Deps, *, max_batch: int = 256, batch_slots: int = 2) -> None:
         self.deps = deps
+        self._batched: dict[type, GroupCommit[Any, Any]] = {
+            kind: GroupCommit(_bound(handler, deps), max_batch=max_batch, slots=batch_slots)
+            for kind, handler in BATCH_HANDLERS.items()
+        }
 
     async def handle(self, command: object) -> Any:
         """Run the handler registered for ``type(command)``."""
+        batched = self._batched.get(type(command))
+        if batched is not None:
+            return await batched.submit(command)
         handler = HANDLERS.get(type(command))
         if handler is None:
             raise TypeError(f"no handler for {type(command).__name__}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from application import commands as c
 from application import topics
 from application import views as v
 from application.cursors import encode_history_cursor
-from application.errors import AuthenticationFailed, Conflict, Forbidden, NotFound
+from application.errors import ApplicationError, AuthenticationFailed, Conflict, Forbidden, NotFound
 from application.events import emit_status, payload_of
 from application.ports import (
     Clock,
@@ -374,66 +375,176 @@ def _message_event(m: Message, deliveries: Sequence[Delivery]) -> dict[str, Any]
     }
 
 
-async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
-    """Accept a message durably: its seq, deliveries and outbox event commit together."""
+@attrs.frozen
+class _Send:
+    """A send command whose checks that need no stored data have passed."""
+
+    cmd: c.SendMessage
+    sender: Participant
+    content: Content
+    channels: tuple[Channel, ...] | None
+    fingerprint: str
+    message_id: MessageId
+
+
+@attrs.frozen
+class _Planned:
+    index: int
+    send: _Send
+    conversation: Conversation
+    recipients: tuple[Participant, ...]
+
+
+SendAnswer = v.Accepted | ApplicationError | BusinessRuleViolation
+"""What one send command of a batch gets: its acceptance, or the error refusing it."""
+
+_SEND_ATTEMPTS = 3
+
+
+def _checked_send(cmd: c.SendMessage, d: Deps) -> _Send:
     sender = Participant.user(cmd.sender)
-    if cmd.from_ is not None and cmd.from_ not in {str(cmd.sender), f"user:{cmd.sender}"}:
-        async with d.uow() as uow:
-            me = await uow.users.get(cmd.sender)
-        if me is None or cmd.from_ != me.username:
-            raise Forbidden("'from' must be the caller")
     content = _content(cmd.payload)
     channels = _channels(cmd.channels)
-    fingerprint = _fingerprint(cmd, sender)
-    message_id = cmd.message_id or MessageId(d.ids.new())
-    try:
-        async with d.uow() as uow:
-            # A retried message_id is found by the insert below (DuplicateMessage), not looked up
-            # first: retries are rare, and a rolled-back seq is handed out again.
-            conv = await _member_conversation(uow, cmd.conversation_id, cmd.sender)
-            if isinstance(content, FileContent):
-                raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
-            to = None if cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in cmd.to]
-            recipients = Message.resolve_recipients(conv, sender, to)
-            user_ids = [r.user_id for r in recipients if r.user_id is not None]
-            identities = await uow.identities.channels_for(user_ids) if user_ids else {}
-            now = d.clock.now()
-            deliveries = plan_deliveries(
-                message_id=message_id, recipients=recipients, channels=channels, identities=identities, at=now
-            )
-            seq = await uow.conversations.next_seq(conv.id, at=now)
-            message = Message.accept(
-                id=message_id,
-                conversation=conv,
-                sender=sender,
-                seq=seq,
-                content=content,
-                recipients=recipients,
-                channels=channels,
-                metadata=cmd.metadata,
-                at=now,
-                fingerprint=fingerprint,
-            )
-            await uow.messages.add(message, deliveries)
-            await uow.outbox.add(MESSAGES_TOPIC, str(conv.id), _message_event(message, deliveries))
-            await uow.commit()
-            return _accepted(message)
-    except DuplicateMessage:
-        # The id was accepted before (a retry) or by a concurrent request: answer as it was answered.
-        async with d.uow() as uow:
-            existing = await uow.messages.get(message_id)
-        if existing is None:  # pragma: no cover - the winner committed before we saw the clash
-            raise Conflict("message_id is being used concurrently; retry", field="message_id") from None
-        return _replay(existing, fingerprint)
-    except (BusinessRuleViolation, Forbidden, NotFound):
-        # A retry of an accepted message gets its original answer even if the rules that
+    return _Send(
+        cmd=cmd,
+        sender=sender,
+        content=content,
+        channels=channels,
+        fingerprint=_fingerprint(cmd, sender),
+        message_id=cmd.message_id or MessageId(d.ids.new()),
+    )
+
+
+async def _check_from(uow: UnitOfWork, cmd: c.SendMessage) -> None:
+    if cmd.from_ is not None and cmd.from_ not in {str(cmd.sender), f"user:{cmd.sender}"}:
+        me = await uow.users.get(cmd.sender)
+        if me is None or cmd.from_ != me.username:
+            raise Forbidden("'from' must be the caller")
+
+
+async def _plan(uow: UnitOfWork, index: int, s: _Send, conv: Conversation | None) -> _Planned:
+    if conv is None:
+        raise NotFound("no such conversation")
+    if not conv.has_member(s.sender):
+        raise Forbidden("you are not a member of this conversation")
+    await _check_from(uow, s.cmd)
+    if isinstance(s.content, FileContent):
+        raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
+    to = None if s.cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in s.cmd.to]
+    return _Planned(index, s, conv, Message.resolve_recipients(conv, s.sender, to))
+
+
+async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int, SendAnswer]:
+    """One transaction for the whole batch; each command still gets its own answer.
+
+    Raises:
+        DuplicateMessage: a concurrent request took one of the ids after the look-up; nothing
+            was kept, and the caller tries again (the look-up then finds it).
+    """
+    answers: dict[int, SendAnswer] = {}
+    repeats: list[tuple[int, _Send, int]] = []
+    async with d.uow() as uow:
+        # A retried message_id is answered as it was the first time, even if the rules that
         # accepted it would now refuse it (a member left, an identity was unlinked).
-        if cmd.message_id is not None:
-            async with d.uow() as uow:
-                existing = await uow.messages.get(cmd.message_id)
-            if existing is not None and existing.sender == sender:
-                return _replay(existing, fingerprint)
-        raise
+        chosen = [s.message_id for _, s in sends if s.cmd.message_id is not None]
+        existing = await uow.messages.get_many(chosen) if chosen else {}
+        conversations = await uow.conversations.get_many(list({s.cmd.conversation_id for _, s in sends}))
+        planned: list[_Planned] = []
+        first_use: dict[MessageId, int] = {}
+        for i, s in sends:
+            try:
+                if (earlier := existing.get(s.message_id)) is not None:
+                    answers[i] = _replay(earlier, s.fingerprint)
+                elif s.message_id in first_use:
+                    repeats.append((i, s, first_use[s.message_id]))
+                else:
+                    planned.append(await _plan(uow, i, s, conversations.get(s.cmd.conversation_id)))
+                    first_use[s.message_id] = i
+            except (ApplicationError, BusinessRuleViolation) as e:
+                answers[i] = e
+        user_ids = list({r.user_id for p in planned for r in p.recipients if r.user_id is not None})
+        identities = await uow.identities.channels_for(user_ids) if user_ids else {}
+        now = d.clock.now()
+        ready: list[tuple[_Planned, list[Delivery]]] = []
+        for p in planned:
+            try:
+                deliveries = plan_deliveries(
+                    message_id=p.send.message_id,
+                    recipients=p.recipients,
+                    channels=p.send.channels,
+                    identities=identities,
+                    at=now,
+                )
+            except BusinessRuleViolation as e:
+                answers[p.index] = e
+            else:
+                ready.append((p, deliveries))
+        if ready:
+            seqs = dict(await uow.conversations.reserve_seqs(Counter(p.conversation.id for p, _ in ready), at=now))
+            accepted: list[tuple[Message, Sequence[Delivery]]] = []
+            for p, deliveries in ready:
+                conv, s = p.conversation, p.send
+                seq, seqs[conv.id] = seqs[conv.id], seqs[conv.id] + 1
+                message = Message.accept(
+                    id=s.message_id,
+                    conversation=conv,
+                    sender=s.sender,
+                    seq=seq,
+                    content=s.content,
+                    recipients=p.recipients,
+                    channels=s.channels,
+                    metadata=s.cmd.metadata,
+                    at=now,
+                    fingerprint=s.fingerprint,
+                )
+                accepted.append((message, deliveries))
+                await uow.outbox.add(MESSAGES_TOPIC, str(conv.id), _message_event(message, deliveries))
+                answers[p.index] = _accepted(message)
+            await uow.messages.add_many(accepted)
+            await uow.commit()
+    fingerprints = {i: s.fingerprint for i, s in sends}
+    for i, s, first in repeats:
+        # The same id twice in one batch (a client's retry racing its first attempt).
+        answer = answers[first]
+        same = isinstance(answer, v.Accepted) and fingerprints[first] == s.fingerprint
+        answers[i] = answer if same else _busy()
+    return answers
+
+
+def _busy() -> Conflict:
+    return Conflict("message_id is being used concurrently; retry", field="message_id")
+
+
+async def handle_send_messages(cmds: Sequence[c.SendMessage], d: Deps) -> list[SendAnswer]:
+    """Accept messages durably, many in one transaction (group commit), each with its own answer.
+
+    A message's seq, deliveries and outbox event commit together. A command the rules refuse
+    gets its error and does not hold back the others; a failure of the database fails them all.
+    """
+    answers: dict[int, SendAnswer] = {}
+    sends: list[tuple[int, _Send]] = []
+    for i, cmd in enumerate(cmds):
+        try:
+            sends.append((i, _checked_send(cmd, d)))
+        except (ApplicationError, BusinessRuleViolation) as e:
+            answers[i] = e
+    for _ in range(_SEND_ATTEMPTS if sends else 0):
+        try:
+            answers |= await _accept_batch(sends, d)
+            break
+        except DuplicateMessage:
+            continue  # a concurrent request took an id between the look-up and the insert
+    else:
+        answers |= {i: _busy() for i, _ in sends}
+    return [answers[i] for i in range(len(cmds))]
+
+
+async def handle_send_message(cmd: c.SendMessage, d: Deps) -> v.Accepted:
+    """Accept one message durably (a batch of one)."""
+    [answer] = await handle_send_messages([cmd], d)
+    if isinstance(answer, v.Accepted):
+        return answer
+    raise answer
 
 
 async def _visible_message(uow: UnitOfWork, message_id: MessageId, viewer: Participant) -> Message:

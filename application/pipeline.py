@@ -239,18 +239,13 @@ async def route_conversations(d: PipelineDeps, targets: Mapping[ConversationId, 
     now = d.clock.now()
     async with d.uow() as uow:
         progress = await uow.routing.lock(sorted(targets, key=str), at=now)
-        messages: list[Message] = []
-        advanced: dict[ConversationId, int] = {}
-        for conv_id in sorted(targets, key=str):
-            routed = progress.get(conv_id, 0)
-            if targets[conv_id] <= routed:
-                continue
-            found = await uow.messages.in_range(conv_id, after_seq=routed, up_to_seq=targets[conv_id])
-            if found:
-                messages.extend(found)
-                advanced[conv_id] = found[-1].seq
+        ranges = {c: (progress.get(c, 0), up_to) for c, up_to in targets.items() if up_to > progress.get(c, 0)}
+        messages = list(await uow.messages.in_ranges(ranges)) if ranges else []
         if not messages:
             return Routed(0, 0)
+        advanced: dict[ConversationId, int] = {}
+        for m in messages:  # each conversation's messages come in seq order
+            advanced[m.conversation_id] = m.seq
         deliveries = await uow.messages.deliveries([m.id for m in messages])
         jobs = await _jobs_for(uow, messages, deliveries, at=now)
         await uow.routing.advance(advanced, at=now)
@@ -507,7 +502,7 @@ async def _missing_before(
         waiting = list(await uow.messages.unsent_before(threads, limit=limit))
         if not waiting:
             return []
-        messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in waiting}] if m]
+        messages = list((await uow.messages.get_many(list({dl.message_id for dl in waiting}))).values())
         missing = await _jobs_for(uow, messages, waiting, at=at)
         await uow.commit()
     return sorted(missing, key=lambda j: j.seq)
@@ -663,7 +658,7 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
         if not changed:
             return 0
         await uow.messages.save_progress(list(changed.values()))
-        messages = {m.id: m for m in [await uow.messages.get(mid) for mid in {k[0] for k in changed}] if m is not None}
+        messages = await uow.messages.get_many(list({k[0] for k in changed}))
         for dl in changed.values():
             m = messages.get(dl.message_id)
             if m is not None:
@@ -703,7 +698,7 @@ async def sweep(
             for dl in await uow.messages.unsent(updated_before=cutoff, limit=limit)
             if dl.message_id not in routed.message_ids
         ]
-        messages = [m for m in [await uow.messages.get(mid) for mid in {dl.message_id for dl in stuck}] if m]
+        messages = list((await uow.messages.get_many(list({dl.message_id for dl in stuck}))).values())
         jobs = await _jobs_for(uow, messages, stuck, at=d.clock.now())
         await uow.commit()
     if jobs:

@@ -181,11 +181,20 @@ class ConversationRepository(Protocol):
         """The member's conversations, most recent activity first (ties by id)."""
 
     @abstractmethod
-    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
-        """Reserve the next message position and mark activity at ``at``.
+    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
+        """The conversations that exist among ``conversation_ids``, by id."""
 
-        Holds the conversation until the unit of work ends, so concurrent senders get
-        strictly increasing, gap-free positions: a rolled-back reservation is given again.
+    @abstractmethod
+    async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
+        """Reserve ``counts[c]`` consecutive message positions in each conversation; mark activity at ``at``.
+
+        Returns the first reserved position of each conversation. Holds the conversations
+        (locked in id order, so concurrent callers cannot deadlock) until the unit of work
+        ends: concurrent senders get strictly increasing, gap-free positions, and a rolled-back
+        reservation is given again.
+
+        Raises:
+            KeyError: a conversation does not exist.
         """
 
 
@@ -214,15 +223,24 @@ class MessageRepository(Protocol):
 
     @abstractmethod
     async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
-        """Store a message and its deliveries.
+        """Store a message and its deliveries: ``add_many`` with one."""
+
+    @abstractmethod
+    async def add_many(self, accepted: Sequence[tuple[Message, Sequence[Delivery]]]) -> None:
+        """Store messages and their deliveries, all or none.
 
         Raises:
-            DuplicateMessage: the message id is taken; the unit of work must be rolled back.
+            DuplicateMessage: a message id is taken, raised here or, as an adapter may write
+                with the commit, by ``UnitOfWork.commit()``; nothing of the unit of work is kept.
         """
 
     @abstractmethod
     async def get(self, message_id: MessageId) -> Message | None:
         """Return the message, or None."""
+
+    @abstractmethod
+    async def get_many(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, Message]:
+        """The messages that exist among ``message_ids``, by id."""
 
     @abstractmethod
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
@@ -247,8 +265,11 @@ class MessageRepository(Protocol):
         """Persist the new status and the new history entries of these deliveries."""
 
     @abstractmethod
-    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
-        """The conversation's messages with ``after_seq < seq <= up_to_seq``, ascending."""
+    async def in_ranges(self, ranges: Mapping[ConversationId, tuple[int, int]]) -> Sequence[Message]:
+        """For each conversation and ``(after_seq, up_to_seq)``, its messages with ``after_seq < seq <= up_to_seq``.
+
+        Each conversation's messages come in ascending seq order (conversations in no set order).
+        """
 
     @abstractmethod
     async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:

@@ -261,7 +261,8 @@ async def drive(
             try:
                 await send(n, conv, mid, i)
             except Exception as exc:
-                load.errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+                cause = f" ({type(exc.__cause__).__name__}: {str(exc.__cause__)[:700]})" if exc.__cause__ else ""
+                load.errors[type(exc).__name__ + ": " + str(exc)[:80] + cause] += 1
                 continue
             load.sent.append((mid, due, clock()))
 

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         default={},
         description='processes of each worker kind `up` runs (JSON, e.g. {"router": 2, "channels": 2}); default 1 each',
     )
+    kafka_fetch_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="longest a worker's fetch waits for new records; brokers that answer only when it expires "
+        "(Tansu) add up to this much latency per hop",
+    )
     worker_session_timeout_ms: int = Field(
         default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
     )

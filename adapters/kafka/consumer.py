@@ -108,6 +108,7 @@ class KafkaBatchConsumer:
         heartbeat_interval_ms: int = 3_000,
         max_poll_interval_ms: int = 300_000,
         request_timeout_ms: int = 40_000,
+        fetch_max_wait_ms: int = 500,
         commit_timeout: float = 10.0,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -125,6 +126,7 @@ class KafkaBatchConsumer:
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.max_poll_interval_ms = max_poll_interval_ms
         self.request_timeout_ms = request_timeout_ms
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.commit_timeout = commit_timeout
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -147,6 +149,7 @@ class KafkaBatchConsumer:
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,
             request_timeout_ms=self.request_timeout_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         consumer.subscribe(topics=list(self.topics), listener=_Listener(self))
         async with starting(consumer, self.bootstrap, self.start_timeout):

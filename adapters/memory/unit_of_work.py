@@ -154,22 +154,38 @@ class InMemoryConversationRepository(_Repo):
             mine = [c for c in mine if order(c) < (at, str(cid))]
         return ConversationPage.of([copy.deepcopy(c) for c in mine[: page.limit + 1]], page.limit)
 
-    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
-        conv = self.s.conversations[conversation_id]
-        conv.last_seq += 1
-        conv.last_activity_at = at
-        return conv.last_seq
+    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
+        found = self.s.conversations
+        return {i: copy.deepcopy(found[i]) for i in conversation_ids if i in found}
+
+    async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
+        first: dict[ConversationId, int] = {}
+        for conversation_id, count in counts.items():
+            conv = self.s.conversations[conversation_id]
+            first[conversation_id] = conv.last_seq + 1
+            conv.last_seq += count
+            conv.last_activity_at = at
+        return first
 
 
 class InMemoryMessageRepository(_Repo):
     async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
-        if message.id in self.s.messages:
-            raise DuplicateMessage(str(message.id))
-        self.s.messages[message.id] = copy.deepcopy(message)
-        self.s.deliveries[message.id] = copy.deepcopy(list(deliveries))
+        await self.add_many([(message, deliveries)])
+
+    async def add_many(self, accepted: Sequence[tuple[Message, Sequence[Delivery]]]) -> None:
+        ids = [m.id for m, _ in accepted]
+        if len(set(ids)) < len(ids) or any(i in self.s.messages for i in ids):
+            raise DuplicateMessage(", ".join(str(i) for i in ids))
+        for message, deliveries in accepted:
+            self.s.messages[message.id] = copy.deepcopy(message)
+            self.s.deliveries[message.id] = copy.deepcopy(list(deliveries))
 
     async def get(self, message_id: MessageId) -> Message | None:
         return copy.deepcopy(self.s.messages.get(message_id))
+
+    async def get_many(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, Message]:
+        found = self.s.messages
+        return {i: copy.deepcopy(found[i]) for i in message_ids if i in found}
 
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         visible = sorted(
@@ -211,15 +227,13 @@ class InMemoryMessageRepository(_Repo):
                 if dl.key == changed.key:
                     stored[i] = copy.deepcopy(changed)
 
-    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
-        return sorted(
-            (
-                copy.deepcopy(m)
-                for m in self.s.messages.values()
-                if m.conversation_id == conversation_id and after_seq < m.seq <= up_to_seq
-            ),
-            key=lambda m: m.seq,
-        )
+    async def in_ranges(self, ranges: Mapping[ConversationId, tuple[int, int]]) -> Sequence[Message]:
+        def wanted(m: Message) -> bool:
+            after, up_to = ranges.get(m.conversation_id, (0, 0))
+            return after < m.seq <= up_to
+
+        found = (copy.deepcopy(m) for m in self.s.messages.values() if wanted(m))
+        return sorted(found, key=lambda m: (str(m.conversation_id), m.seq))
 
     async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:
         wanted = set(keys)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -58,7 +58,11 @@ def _translated_errors() -> Iterator[None]:
         raise Unavailable("the database is unavailable; retry later") from e
 
 
-_INSERT_OUTBOX = "INSERT INTO outbox (topic, key, payload) VALUES (%s, %s, %s)"
+# Every outbox row of a unit of work in one statement, whatever their number.
+_INSERT_OUTBOX = """
+INSERT INTO outbox (topic, key, payload)
+SELECT x.topic, x.key, x.payload FROM jsonb_to_recordset(%s) AS x(topic text, key text, payload jsonb)
+"""
 
 
 def _is_read(query: Query) -> bool:
@@ -85,6 +89,8 @@ class _Session:
     def __init__(self) -> None:
         self.conn: AsyncConnection[Any] | None = None
         self.in_transaction = False
+        self.deferred: list[tuple[Query, Params]] = []
+        self.clashes: dict[str, Callable[[], Exception]] = {}
 
     @property
     def connection(self) -> AsyncConnection[Any]:
@@ -136,24 +142,48 @@ class _Session:
             async with self.connection.cursor() as cur:
                 await cur.executemany(query, params)  # pipelined: one round trip for the batch
 
-    async def commit(self, outbox: Sequence[tuple[str, str, Jsonb]]) -> None:
-        """COMMIT, with any outbox rows inserted in the same round trip."""
+    def defer(self, query: Query, params: Params, *, clashes: Mapping[str, Callable[[], Exception]]) -> None:
+        """Run an insert with the COMMIT, in its round trip, for the last writes of a transaction
+        that holds row locks: they are then held for one round trip less.
+
+        A unique violation of a constraint named in ``clashes`` raises what it maps to from
+        ``commit()``; nothing is committed.
+        """
+        self.deferred.append((query, params))
+        self.clashes.update(clashes)
+
+    async def commit(self, outbox: Sequence[Mapping[str, Any]]) -> None:
+        """COMMIT, with the deferred inserts and any outbox rows in the same round trip."""
         conn = self.connection
+        deferred, self.deferred = self.deferred, []
+        clashes, self.clashes = self.clashes, {}
         with _translated_errors():
-            if not outbox:
+            if not outbox and not deferred:
                 if self.in_transaction:
                     await conn.execute("COMMIT")
                 self.in_transaction = False
                 return
-            async with conn.pipeline():
-                if not self.in_transaction:
-                    await conn.execute("BEGIN")
-                async with conn.cursor() as cur:
-                    await cur.executemany(_INSERT_OUTBOX, outbox)
-                await conn.execute("COMMIT")
+            try:
+                async with conn.pipeline():
+                    if not self.in_transaction:
+                        await conn.execute("BEGIN")
+                        self.in_transaction = True
+                    for query, params in deferred:
+                        await conn.execute(query, params)
+                    if outbox:
+                        await conn.execute(_INSERT_OUTBOX, (Jsonb(list(outbox)),))
+                    await conn.execute("COMMIT")
+            except psycopg.errors.UniqueViolation as e:
+                # The pipeline stopped at the failing insert; the COMMIT after it never ran.
+                clash = clashes.get(e.diag.constraint_name or "")
+                if clash is None:
+                    raise
+                raise clash() from e
             self.in_transaction = False
 
     async def rollback(self) -> None:
+        self.deferred.clear()
+        self.clashes.clear()
         if self.in_transaction:
             self.in_transaction = False
             with _translated_errors():
@@ -348,17 +378,32 @@ class PostgresConversationRepository(_Repo):
         )
         return ConversationPage.of([_conversation(r) for r in await self._db.rows(query, params)], page.limit)
 
-    async def next_seq(self, conversation_id: ConversationId, *, at: datetime) -> int:
-        # The row lock taken here is held until the transaction ends: concurrent senders queue on
-        # it, and a rollback returns the number.
-        row = await self._db.row(
-            "UPDATE conversations SET last_seq = last_seq + 1, last_activity_at = %s WHERE id = %s RETURNING last_seq",
-            (at, conversation_id),
+    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
+        rows = await self._db.rows(_CONVERSATION + " WHERE c.id = ANY(%s)", (list(conversation_ids),))
+        return {(conv := _conversation(r)).id: conv for r in rows}
+
+    async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
+        # The row locks taken here are held until the transaction ends: concurrent senders queue
+        # on them, and a rollback returns the numbers. The locking CTE takes them in id order.
+        rows = await self._db.rows(
+            """
+            WITH wanted AS (
+                SELECT * FROM unnest(%(ids)s::uuid[], %(counts)s::int[]) AS w(id, n)
+            ), locked AS MATERIALIZED (
+                SELECT c.id FROM conversations c JOIN wanted w ON w.id = c.id ORDER BY c.id FOR NO KEY UPDATE OF c
+            )
+            UPDATE conversations c SET last_seq = c.last_seq + w.n, last_activity_at = %(at)s
+            FROM wanted w JOIN locked l ON l.id = w.id
+            WHERE c.id = w.id
+            RETURNING c.id, c.last_seq - w.n + 1 AS first
+            """,
+            {"ids": list(counts), "counts": list(counts.values()), "at": at},
         )
-        if row is None:
-            raise KeyError(conversation_id)
-        seq: int = row["last_seq"]
-        return seq
+        first: dict[ConversationId, int] = {r["id"]: r["first"] for r in rows}
+        for conversation_id in counts:
+            if conversation_id not in first:
+                raise KeyError(conversation_id)
+        return first
 
 
 # --- messages and deliveries -----------------------------------------------------------
@@ -398,32 +443,55 @@ def _message(row: DictRow) -> Message:
     )
 
 
-# A message, its deliveries and their history in one statement: one round trip on the send
-# path. A clashing id inserts nothing at all, and the caller raises DuplicateMessage.
-# Deliveries and history entries travel as one JSON array each: far cheaper for the client to
-# send than a parameter per column, and jsonb_to_recordset types every field.
-_ADD_MESSAGE = """
+# Messages, their deliveries and their history in one statement, sent with the COMMIT: no round
+# trip of its own on the send path, whatever the size of the batch. A clashing id violates
+# messages_pkey, which aborts the transaction (DuplicateMessage). Rows travel as one JSON array
+# per table: far cheaper for the client to send than a parameter per column, and
+# jsonb_to_recordset types every field.
+_ADD_MESSAGES = """
 WITH m AS (
     INSERT INTO messages (id, conversation_id, seq, sender_key, content, recipient_keys, channels, metadata,
                           fingerprint, created_at)
-    VALUES (%(id)s, %(conversation_id)s, %(seq)s, %(sender_key)s, %(content)s, %(recipient_keys)s::text[],
-            %(channels)s::text[], %(metadata)s, %(fingerprint)s, %(created_at)s)
-    ON CONFLICT (id) DO NOTHING
+    SELECT x.id, x.conversation_id, x.seq, x.sender_key, x.content, x.recipient_keys, x.channels, x.metadata,
+           x.fingerprint, x.created_at
+    FROM jsonb_to_recordset(%(messages)s)
+         AS x(id uuid, conversation_id uuid, seq bigint, sender_key text, content jsonb, recipient_keys text[],
+              channels text[], metadata jsonb, fingerprint text, created_at timestamptz)
     RETURNING id, conversation_id, seq
 ), d AS (
     INSERT INTO deliveries (message_id, recipient_key, channel, position, conversation_id, seq, status, updated_at,
                             error)
     SELECT m.id, x.recipient_key, x.channel, x.position, m.conversation_id, m.seq, x.status, x.updated_at, x.error
-    FROM m, jsonb_to_recordset(%(deliveries)s)
-              AS x(recipient_key text, channel text, position int, status text, updated_at timestamptz, error text)
+    FROM jsonb_to_recordset(%(deliveries)s)
+         AS x(message_id uuid, recipient_key text, channel text, position int, status text, updated_at timestamptz,
+              error text)
+    JOIN m ON m.id = x.message_id
 ), e AS (
     INSERT INTO delivery_events (message_id, recipient_key, channel, position, status, at, detail)
     SELECT m.id, y.recipient_key, y.channel, y.position, y.status, y.at, y.detail
-    FROM m, jsonb_to_recordset(%(events)s)
-              AS y(recipient_key text, channel text, position int, status text, at timestamptz, detail text)
+    FROM jsonb_to_recordset(%(events)s)
+         AS y(message_id uuid, recipient_key text, channel text, position int, status text, at timestamptz,
+              detail text)
+    JOIN m ON m.id = y.message_id
 )
-SELECT count(*) AS added FROM m
+SELECT 1
 """
+
+
+def _message_record(m: Message) -> dict[str, Any]:
+    return {
+        "id": str(m.id),
+        "conversation_id": str(m.conversation_id),
+        "seq": m.seq,
+        "sender_key": m.sender.key,
+        "content": _content_doc(m.content),
+        "recipient_keys": [r.key for r in m.recipients],
+        "channels": None if m.channels is None else [c.value for c in m.channels],
+        "metadata": dict(m.metadata),
+        "fingerprint": m.fingerprint,
+        "created_at": m.created_at.isoformat(),
+    }
+
 
 # New statuses, and the history entries not stored yet (those already stored sit at the same
 # positions and are skipped), in one statement.
@@ -519,30 +587,32 @@ def _event_records(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
 
 class PostgresMessageRepository(_Repo):
     async def add(self, message: Message, deliveries: Sequence[Delivery]) -> None:
-        m = message
-        row = await self._db.row(
-            _ADD_MESSAGE,
+        await self.add_many([(message, deliveries)])
+
+    async def add_many(self, accepted: Sequence[tuple[Message, Sequence[Delivery]]]) -> None:
+        if not accepted:
+            return
+        everything = [dl for _, deliveries in accepted for dl in deliveries]
+        ids = ", ".join(str(m.id) for m, _ in accepted)
+        self._db.defer(
+            _ADD_MESSAGES,
             {
-                "id": m.id,
-                "conversation_id": m.conversation_id,
-                "seq": m.seq,
-                "sender_key": m.sender.key,
-                "content": Jsonb(_content_doc(m.content)),
-                "recipient_keys": [r.key for r in m.recipients],
-                "channels": None if m.channels is None else [c.value for c in m.channels],
-                "metadata": Jsonb(dict(m.metadata)),
-                "fingerprint": m.fingerprint,
-                "created_at": m.created_at,
-                "deliveries": Jsonb(_delivery_records(deliveries)),
-                "events": Jsonb(_event_records(deliveries)),
+                "messages": Jsonb([_message_record(m) for m, _ in accepted]),
+                "deliveries": Jsonb([r for _, ds in accepted for r in _delivery_records(ds)]),
+                "events": Jsonb(_event_records(everything)),
             },
+            clashes={"messages_pkey": lambda: DuplicateMessage(ids)},
         )
-        if row is None or not row["added"]:
-            raise DuplicateMessage(str(m.id))
 
     async def get(self, message_id: MessageId) -> Message | None:
         row = await self._db.row(_MESSAGE + " WHERE id = %s", (message_id,))
         return _message(row) if row is not None else None
+
+    async def get_many(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, Message]:
+        if not message_ids:
+            return {}
+        rows = await self._db.rows(_MESSAGE + " WHERE id = ANY(%s)", (list(message_ids),))
+        return {(m := _message(r)).id: m for r in rows}
 
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         where: list[LiteralString] = [
@@ -603,10 +673,18 @@ class PostgresMessageRepository(_Repo):
             {"deliveries": Jsonb(_delivery_records(latest)), "events": Jsonb(_event_records(latest))},
         )
 
-    async def in_range(self, conversation_id: ConversationId, *, after_seq: int, up_to_seq: int) -> Sequence[Message]:
+    async def in_ranges(self, ranges: Mapping[ConversationId, tuple[int, int]]) -> Sequence[Message]:
+        if not ranges:
+            return []
         rows = await self._db.rows(
-            _MESSAGE + " WHERE conversation_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
-            (conversation_id, after_seq, up_to_seq),
+            """
+            SELECT m.id, m.conversation_id, m.seq, m.sender_key, m.content, m.recipient_keys, m.channels, m.metadata,
+                   m.fingerprint, m.created_at
+            FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS r(conversation_id, after_seq, up_to_seq)
+            JOIN messages m ON m.conversation_id = r.conversation_id AND m.seq > r.after_seq AND m.seq <= r.up_to_seq
+            ORDER BY m.conversation_id, m.seq
+            """,
+            (list(ranges), [a for a, _ in ranges.values()], [u for _, u in ranges.values()]),
         )
         return [_message(r) for r in rows]
 
@@ -720,10 +798,10 @@ class PostgresOutbox(_Repo):
 
     def __init__(self, db: _Session) -> None:
         super().__init__(db)
-        self.pending: list[tuple[str, str, Jsonb]] = []
+        self.pending: list[Mapping[str, Any]] = []
 
     async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
-        self.pending.append((topic, key, Jsonb(dict(event))))
+        self.pending.append({"topic": topic, "key": key, "payload": event})
 
     async def claim(self, limit: int) -> Sequence[OutboxRecord]:
         rows = await self._db.rows(
@@ -917,6 +995,8 @@ class PostgresUnitOfWork:
     ) -> None:
         conn, self._db.conn = self._db.conn, None
         self._db.in_transaction = False
+        self._db.deferred.clear()
+        self._db.clashes.clear()
         self._outbox.pending.clear()
         if conn is None:
             return

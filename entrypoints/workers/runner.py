@@ -48,6 +48,7 @@ class Worker:
             client_id=f"chat4all-{group_id}",
             session_timeout_ms=s.worker_session_timeout_ms,
             heartbeat_interval_ms=max(100, s.worker_session_timeout_ms // 3),
+            fetch_max_wait_ms=s.kafka_fetch_wait_ms,
         )
 
     async def sleep(self, seconds: float) -> bool:

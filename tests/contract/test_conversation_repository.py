@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from application.ports import PageRequest
+from application.ports import PageRequest, UnitOfWork
 from domain.channels import ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.errors import BusinessRuleViolation
@@ -117,21 +117,37 @@ async def test_a_cursor_this_server_did_not_make_is_rejected(uow_factory: Backen
     assert raised.value.field == "cursor"
 
 
-async def test_next_seq_counts_up_and_marks_activity(uow_factory: Backend) -> None:
-    conv = started(minutes=0)
-    await store(uow_factory, conversations=[conv])
+async def test_reserving_seqs_counts_up_per_conversation_and_marks_activity(uow_factory: Backend) -> None:
+    conv, other = started(minutes=0), started(minutes=1)
+    await store(uow_factory, conversations=[conv, other])
     later = T0 + timedelta(hours=1, microseconds=5)
 
     async with uow_factory() as uow:
-        seqs = [await uow.conversations.next_seq(conv.id, at=later + timedelta(seconds=i)) for i in range(3)]
+        first = await uow.conversations.reserve_seqs({conv.id: 2, other.id: 1}, at=later)
+        then = await uow.conversations.reserve_seqs({conv.id: 3}, at=later + timedelta(seconds=2))
         await uow.commit()
 
-    assert seqs == [1, 2, 3]
+    assert first == {conv.id: 1, other.id: 1}
+    assert then == {conv.id: 3}
     async with uow_factory() as uow:
-        got = await uow.conversations.get(conv.id)
-    assert got is not None
-    assert got.last_seq == 3
-    assert got.last_activity_at == later + timedelta(seconds=2)
+        got = await uow.conversations.get_many([conv.id, other.id, ConversationId(uuid.uuid4())])
+    assert set(got) == {conv.id, other.id}
+    assert (got[conv.id].last_seq, got[other.id].last_seq) == (5, 1)
+    assert got[conv.id].last_activity_at == later + timedelta(seconds=2)
+    assert got[other.id].last_activity_at == later
+
+
+async def test_reserving_in_an_unknown_conversation_fails(uow_factory: Backend) -> None:
+    conv = started(minutes=0)
+    await store(uow_factory, conversations=[conv])
+
+    async with uow_factory() as uow:
+        with pytest.raises(KeyError):
+            await uow.conversations.reserve_seqs({conv.id: 1, ConversationId(uuid.uuid4()): 1}, at=T0)
+
+
+async def _next_seq(uow: UnitOfWork, conversation_id: ConversationId, at: datetime) -> int:
+    return (await uow.conversations.reserve_seqs({conversation_id: 1}, at=at))[conversation_id]
 
 
 async def test_a_rolled_back_seq_is_given_again(uow_factory: Backend) -> None:
@@ -139,12 +155,12 @@ async def test_a_rolled_back_seq_is_given_again(uow_factory: Backend) -> None:
     await store(uow_factory, conversations=[conv])
 
     async with uow_factory() as uow:
-        first = await uow.conversations.next_seq(conv.id, at=T0)
+        first = await _next_seq(uow, conv.id, T0)
     async with uow_factory() as uow:
-        again = await uow.conversations.next_seq(conv.id, at=T0)
+        again = await _next_seq(uow, conv.id, T0)
         await uow.commit()
     async with uow_factory() as uow:
-        after = await uow.conversations.next_seq(conv.id, at=T0)
+        after = await _next_seq(uow, conv.id, T0)
 
     assert (first, again, after) == (1, 1, 2)
 
@@ -155,7 +171,7 @@ async def test_activity_moves_a_conversation_to_the_top_of_the_list(uow_factory:
 
     async with uow_factory() as uow:
         before = await uow.conversations.list_for(Participant.user(ALICE), PageRequest(limit=10))
-        await uow.conversations.next_seq(old.id, at=T0 + timedelta(minutes=3))
+        await _next_seq(uow, old.id, T0 + timedelta(minutes=3))
         after = await uow.conversations.list_for(Participant.user(ALICE), PageRequest(limit=10))
 
     assert [c.id for c in before.items] == [new.id, old.id]

@@ -53,6 +53,14 @@ def state(dl: Delivery) -> tuple[object, ...]:
     return (dl.message_id, dl.recipient, dl.channel, dl.status, dl.updated_at, dl.error, list(dl.history))
 
 
+async def add_and_commit(uow_factory: Backend, *accepted: tuple[Message, Sequence[Delivery]]) -> None:
+    """Add one by one, then commit: a clash may show at either step, depending on the adapter."""
+    async with uow_factory() as uow:
+        for message, deliveries in accepted:
+            await uow.messages.add(message, deliveries)
+        await uow.commit()
+
+
 # --- messages ------------------------------------------------------------------------
 
 
@@ -90,18 +98,42 @@ async def test_a_message_id_is_used_once(uow_factory: Backend) -> None:
     clash, clash_deliveries = sent(conv, 2, BOB, [ALICE], id=first.id, content=TextContent("other"))
     await store(uow_factory, conversations=[conv], messages=[(first, deliveries)])
 
+    # The clash is raised by add or, where the adapter writes with the commit, by commit.
+    with pytest.raises(DuplicateMessage):
+        await add_and_commit(uow_factory, (clash, clash_deliveries))
+    m2 = sent(conv, 2, ALICE, [BOB])[0]
+    with pytest.raises(DuplicateMessage):
+        await add_and_commit(uow_factory, (m2, []), (attrs.evolve(m2, seq=3), []))
     async with uow_factory() as uow:
-        with pytest.raises(DuplicateMessage):
-            await uow.messages.add(clash, clash_deliveries)
-    async with uow_factory() as uow:
-        await uow.messages.add(m2 := sent(conv, 2, ALICE, [BOB])[0], [])
-        with pytest.raises(DuplicateMessage):
-            await uow.messages.add(attrs.evolve(m2, seq=3), [])
         stored = await uow.messages.get(first.id)
         stored_deliveries = await uow.messages.deliveries([first.id])
+        nothing = await uow.messages.get_many([m2.id])
 
     assert fields(stored) == fields(first)
     assert [state(d) for d in stored_deliveries] == [state(d) for d in deliveries]
+    assert nothing == {}
+
+
+async def test_a_batch_of_messages_is_stored_whole_or_not_at_all(uow_factory: Backend) -> None:
+    conv, other = group(), group()
+    batch = [sent(conv, 1, ALICE, [BOB, CONTACT]), sent(other, 1, BOB, [ALICE]), sent(conv, 2, BOB, [ALICE])]
+    await store(uow_factory, conversations=[conv, other])
+
+    async with uow_factory() as uow:
+        await uow.messages.add_many(batch)
+        await uow.commit()
+    ids = [m.id for m, _ in batch]
+    async with uow_factory() as uow:
+        got = await uow.messages.get_many([*ids, MessageId(uuid.uuid4())])
+        deliveries = await uow.messages.deliveries(ids)
+    assert {i: fields(m) for i, m in got.items()} == {m.id: fields(m) for m, _ in batch}
+    assert sorted(map(state, deliveries), key=str) == sorted((state(d) for _, ds in batch for d in ds), key=str)
+
+    fresh = sent(conv, 3, ALICE, [BOB])
+    with pytest.raises(DuplicateMessage):
+        await add_and_commit(uow_factory, fresh, (attrs.evolve(batch[0][0], seq=4), []))
+    async with uow_factory() as uow:
+        assert await uow.messages.get_many([fresh[0].id]) == {}
 
 
 # --- history ---------------------------------------------------------------------------

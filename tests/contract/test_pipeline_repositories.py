@@ -486,15 +486,19 @@ async def test_in_range_is_the_conversations_messages_after_one_seq_up_to_anothe
     )
 
     async with uow_factory() as uow:
-        middle = await uow.messages.in_range(conv.id, after_seq=1, up_to_seq=4)
-        everything = await uow.messages.in_range(conv.id, after_seq=0, up_to_seq=100)
-        empty = await uow.messages.in_range(conv.id, after_seq=4, up_to_seq=4)
-        past_the_end = await uow.messages.in_range(conv.id, after_seq=5, up_to_seq=9)
-        unknown = await uow.messages.in_range(ConversationId(uuid.uuid4()), after_seq=0, up_to_seq=9)
+        middle = await uow.messages.in_ranges({conv.id: (1, 4)})
+        everything = await uow.messages.in_ranges({conv.id: (0, 100)})
+        both = await uow.messages.in_ranges({conv.id: (3, 5), other.id: (0, 2), ConversationId(uuid.uuid4()): (0, 9)})
+        empty = await uow.messages.in_ranges({conv.id: (4, 4)})
+        past_the_end = await uow.messages.in_ranges({conv.id: (5, 9)})
+        unknown = await uow.messages.in_ranges({ConversationId(uuid.uuid4()): (0, 9)})
 
     assert [fields(m) for m in middle] == [fields(mine[s]) for s in (2, 3, 4)]
     assert [m.seq for m in everything] == [1, 2, 3, 4, 5]
     assert all(m.conversation_id == conv.id for m in everything)
+    assert [m.seq for m in both if m.conversation_id == conv.id] == [4, 5]
+    assert [m.seq for m in both if m.conversation_id == other.id] == [1, 2]
+    assert len(both) == 4
     assert (list(empty), list(past_the_end), list(unknown)) == ([], [], [])
 
 

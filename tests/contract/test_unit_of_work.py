@@ -110,10 +110,10 @@ async def test_a_unit_of_work_can_be_used_again_after_it_ends(uow_factory: Backe
     uow = uow_factory()
 
     async with uow:
-        first = await uow.conversations.next_seq(conv.id, at=T0)
+        first = (await uow.conversations.reserve_seqs({conv.id: 1}, at=T0))[conv.id]
         await uow.commit()
     async with uow:
-        second = await uow.conversations.next_seq(conv.id, at=T0)
+        second = (await uow.conversations.reserve_seqs({conv.id: 1}, at=T0))[conv.id]
         got = await uow.conversations.get(conv.id)
 
     assert (first, second) == (1, 2)

@@ -181,3 +181,19 @@ async def test_a_committed_outbox_insert_notifies_the_listeners(postgres_url: st
 
     assert silent == []
     assert [(n.channel, n.payload) for n in woken] == [(CHANNEL, "")]
+
+
+async def test_reserving_seqs_does_not_block_a_router_recording_its_progress(pool: Pool) -> None:
+    # An accepting transaction holds its conversations until it commits; the router's progress
+    # rows reference conversations (a foreign key, checked with a KEY SHARE lock). The two must
+    # not wait on each other, or a batch of sends and a router deadlock.
+    conv = await a_stored_conversation(pool)
+    async with PostgresUnitOfWork(pool) as accepting:
+        await accepting.conversations.reserve_seqs({conv: 1}, at=T0)
+        async with PostgresUnitOfWork(pool) as router:
+            progress = await asyncio.wait_for(router.routing.lock([conv], at=T0), timeout=5)
+            await asyncio.wait_for(router.routing.advance({conv: 1}, at=T0), timeout=5)
+            await router.commit()
+        await accepting.commit()
+
+    assert progress == {conv: 0}

@@ -56,6 +56,60 @@ async def test_concurrent_senders_get_every_position_exactly_once(bus: MessageBu
     assert await scalar(pool, "SELECT count(DISTINCT (payload->>'seq')::int) FROM outbox") == total
 
 
+def another_process(bus: MessageBus) -> MessageBus:
+    """A bus of its own over the same database, as in another API process: its own batches."""
+    return MessageBus(bus.deps)
+
+
+async def test_batches_from_several_processes_interleave_without_gaps_or_deadlocks(bus: MessageBus, pool) -> None:
+    alice = await register(bus, "alice")
+    others = [f"member{i}" for i in range(8)]
+    for name in others:
+        await register(bus, name)
+    conversations = [await start(bus, alice, name) for name in others]
+    buses = [bus, *(another_process(bus) for _ in range(3))]
+
+    async def sender(b: MessageBus, order: list) -> list:
+        # Every sender touches every conversation, each in its own order: batches lock many rows.
+        return await asyncio.gather(
+            *(b.handle(c.SendMessage(sender=alice, conversation_id=conv, payload=text("hi"))) for conv in order * 5)
+        )
+
+    orders = [conversations, conversations[::-1], conversations[3:] + conversations[:3], conversations[1::2] * 2]
+    answers = [a for batch in await asyncio.gather(*map(sender, buses, orders)) for a in batch]
+
+    per_conversation: dict = {}
+    for a in answers:
+        per_conversation.setdefault(a.conversation_id, []).append(a.seq)
+    assert {conv: sorted(seqs) for conv, seqs in per_conversation.items()} == {
+        conv: list(range(1, len(seqs) + 1)) for conv, seqs in per_conversation.items()
+    }
+    assert await scalar(pool, "SELECT count(*) FROM messages") == len(answers) == 4 * 8 * 5
+
+
+async def test_the_same_message_id_from_several_processes_is_accepted_once(bus: MessageBus, pool) -> None:
+    alice, _ = await register(bus, "alice"), await register(bus, "bob")
+    conv = await start(bus, alice, "bob")
+    buses = [bus, *(another_process(bus) for _ in range(4))]
+    sends = [
+        c.SendMessage(sender=alice, conversation_id=conv, payload=text(f"n{n}"), message_id=MessageId(uuid.uuid4()))
+        for n in range(10)
+    ]
+
+    # Each process receives every send (clients retrying through different API processes).
+    answers = await asyncio.gather(*(b.handle(send) for send in sends for b in buses))
+
+    by_id: dict = {}
+    for a in answers:
+        by_id.setdefault(a.message_id, set()).add(a)
+    assert set(by_id) == {s.message_id for s in sends}
+    assert all(len(same) == 1 for same in by_id.values())
+    assert sorted(next(iter(same)).seq for same in by_id.values()) == list(range(1, 11))
+    assert await scalar(pool, "SELECT count(*) FROM messages") == 10
+    assert await scalar(pool, "SELECT count(*) FROM outbox") == 10
+    assert await scalar(pool, "SELECT last_seq FROM conversations WHERE id = %s", conv) == 10
+
+
 async def test_concurrent_retries_of_one_message_are_accepted_once(bus: MessageBus, pool) -> None:
     alice, _ = await register(bus, "alice"), await register(bus, "bob")
     conv = await start(bus, alice, "bob")

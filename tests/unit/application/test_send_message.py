@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from application import commands as c
+from application import views as v
 from application.errors import Conflict, Forbidden, NotFound
-from application.handlers import MESSAGES_TOPIC
+from application.handlers import MESSAGES_TOPIC, handle_send_messages
 from domain.channels import Channel
 from domain.conversations import Participant
 from domain.errors import BusinessRuleViolation
@@ -124,6 +126,46 @@ async def test_concurrent_retries_store_the_message_once(app: Chat4All, pair: Co
     assert answers[0].seq == 1
     assert len(app.stored_messages()) == 1
     assert len(app.events(MESSAGES_TOPIC)) == 1
+
+
+def a_send(app: Chat4All, sender: str, conversation: ConversationId, text: str, **more: Any) -> c.SendMessage:
+    return c.SendMessage(
+        sender=app.users[sender], conversation_id=conversation, payload={"type": "text", "text": text}, **more
+    )
+
+
+async def test_a_batch_is_written_together_and_each_command_gets_its_own_answer(
+    app: Chat4All, pair: ConversationId
+) -> None:
+    other = await app.start("bruno", "eve")
+    mid = a_message_id()
+    batch = [
+        a_send(app, "ana", pair, "one", message_id=mid),
+        a_send(app, "eve", pair, "intruder"),  # not a member
+        a_send(app, "bruno", other, "elsewhere"),
+        c.SendMessage(sender=app.users["ana"], conversation_id=pair, payload={"type": "sticker"}),
+        a_send(app, "ana", pair, "one", message_id=mid),  # the same id again: one message
+        a_send(app, "bruno", pair, "two"),
+        a_send(app, "ana", pair, "different", message_id=mid),  # the same id, other content
+    ]
+
+    answers = await handle_send_messages(batch, app.bus.deps)
+
+    kinds = [type(a).__name__ for a in answers]
+    assert kinds == ["Accepted", "Forbidden", "Accepted", "BusinessRuleViolation", "Accepted", "Accepted", "Conflict"]
+    one, _, elsewhere, _, again, two, _ = answers
+    assert isinstance(one, v.Accepted) and isinstance(two, v.Accepted) and isinstance(elsewhere, v.Accepted)
+    assert again == one
+    assert (one.seq, two.seq, elsewhere.seq) == (1, 2, 1)
+    assert len(app.stored_messages()) == 3
+    assert [e["seq"] for e in app.events(MESSAGES_TOPIC)] == [1, 1, 2]
+
+
+async def test_a_batch_with_nothing_to_write_writes_nothing(app: Chat4All, pair: ConversationId) -> None:
+    answers = await handle_send_messages([a_send(app, "eve", pair, "intruder")], app.bus.deps)
+
+    assert [type(a) for a in answers] == [Forbidden]
+    assert_nothing_stored(app, pair)
 
 
 @pytest.mark.parametrize(
