@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 from litestar.response import Redirect, Response
 from litestar.security.jwt import JWTAuth, Token
 
@@ -31,6 +32,8 @@ from entrypoints.http.controllers import (
     UsersController,
 )
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
+from entrypoints.http.metrics import request_metrics
+from entrypoints.http.tokens import CachedToken
 from entrypoints.settings import Settings
 
 
@@ -76,6 +79,12 @@ def _operation_level_security(app_config: AppConfig) -> AppConfig:
     return app_config
 
 
+def _metrics_outermost(app_config: AppConfig) -> AppConfig:
+    """Request metrics wrap authentication too, so refused requests are counted with their status."""
+    app_config.middleware.insert(0, request_metrics)
+    return app_config
+
+
 def create_app(container: Container, settings: Settings) -> Litestar:
     """Build the HTTP application around an already configured container."""
 
@@ -84,6 +93,11 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         await resolve(container.init_resources)
         app.state.bus = await resolve(container.bus)
         app.state.readiness = await resolve(container.readiness)
+        # Everything built so far lives as long as the process: keep it out of the collector's
+        # way, so full collections under load walk only request garbage (tens of ms less at p99).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         try:
             yield
         finally:
@@ -94,7 +108,8 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         return bus_
 
     token_settings = container.token_settings()
-    jwt_auth = JWTAuth[UserId, Token](
+    jwt_auth = JWTAuth[UserId, CachedToken](
+        token_cls=CachedToken,
         retrieve_user_handler=_user_from_token,
         token_secret=token_settings.secret,
         algorithm=token_settings.algorithm,
@@ -119,8 +134,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[PROBLEM_DETAILS],
         lifespan=[lifespan],
-        on_app_init=[jwt_auth.on_app_init, _operation_level_security],
-        middleware=[PrometheusConfig(app_name="chat4all", group_path=True).middleware],
+        on_app_init=[jwt_auth.on_app_init, _operation_level_security, _metrics_outermost],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Chat4All",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from adapters.memory import InMemoryStore
@@ -166,8 +167,15 @@ async def test_operations_endpoints(api: Api) -> None:
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
     schema = await api.client.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/v1/messages" in schema.json()["paths"]
+    assert (await api.client.get("/v1/me")).status_code == 401
     metrics = await api.client.get("/metrics")
-    assert metrics.status_code == 200 and "litestar_requests_total" in metrics.text
+    assert metrics.status_code == 200
+    for counted in [
+        r'chat4all_http_requests_total\{method="GET",route="/health/live",status="200"\} [1-9]',
+        r'chat4all_http_requests_total\{method="GET",route="/v1/me",status="401"\} [1-9]',
+        r'chat4all_http_request_duration_seconds_count\{method="GET",route="/schema/openapi.json"\} [1-9]',
+    ]:
+        assert re.search(counted, metrics.text), counted
     docs = await api.client.get("/docs", follow_redirects=False)
     assert docs.status_code in {301, 302, 307, 308}
 
