@@ -658,11 +658,11 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
         if not changed:
             return 0
         await uow.messages.save_progress(list(changed.values()))
-        messages = await uow.messages.get_many(list({k[0] for k in changed}))
+        conversations = await uow.messages.conversations_of(list({k[0] for k in changed}))
         for dl in changed.values():
-            m = messages.get(dl.message_id)
-            if m is not None:
-                await emit_status(uow.outbox, m.conversation_id, [dl])
+            conversation_id = conversations.get(dl.message_id)
+            if conversation_id is not None:
+                await emit_status(uow.outbox, conversation_id, [dl])
         await uow.commit()
     return len(changed)
 

@@ -243,6 +243,10 @@ class MessageRepository(Protocol):
         """The messages that exist among ``message_ids``, by id."""
 
     @abstractmethod
+    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
+        """The conversation of each message that exists among ``message_ids`` (nothing else is read)."""
+
+    @abstractmethod
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         """Messages the viewer sent or receives, ascending by seq.
 

@@ -187,6 +187,10 @@ class InMemoryMessageRepository(_Repo):
         found = self.s.messages
         return {i: copy.deepcopy(found[i]) for i in message_ids if i in found}
 
+    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
+        found = self.s.messages
+        return {i: found[i].conversation_id for i in message_ids if i in found}
+
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         visible = sorted(
             (

@@ -494,12 +494,15 @@ def _message_record(m: Message) -> dict[str, Any]:
 
 
 # New statuses, and the history entries not stored yet (those already stored sit at the same
-# positions and are skipped), in one statement.
+# positions and are skipped), in one statement. The deliveries to update come as arrays, not as
+# JSON: the planner sizes unnest() by its argument but jsonb_to_recordset() always at 100 rows,
+# which made it hash-join against a sequential scan of the whole deliveries table.
 _SAVE_PROGRESS = """
 WITH d AS (
     UPDATE deliveries d SET status = x.status, updated_at = x.updated_at, error = x.error
-    FROM jsonb_to_recordset(%(deliveries)s) AS x(message_id uuid, recipient_key text, channel text, status text,
-                                                  updated_at timestamptz, error text)
+    FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[], %(statuses)s::text[],
+                %(updated_ats)s::timestamptz[], %(errors)s::text[])
+         AS x(message_id, recipient_key, channel, status, updated_at, error)
     WHERE d.message_id = x.message_id AND d.recipient_key = x.recipient_key AND d.channel = x.channel
 )
 INSERT INTO delivery_events (message_id, recipient_key, channel, position, status, at, detail)
@@ -614,6 +617,12 @@ class PostgresMessageRepository(_Repo):
         rows = await self._db.rows(_MESSAGE + " WHERE id = ANY(%s)", (list(message_ids),))
         return {(m := _message(r)).id: m for r in rows}
 
+    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
+        if not message_ids:
+            return {}
+        rows = await self._db.rows("SELECT id, conversation_id FROM messages WHERE id = ANY(%s)", (list(message_ids),))
+        return {r["id"]: r["conversation_id"] for r in rows}
+
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         where: list[LiteralString] = [
             "conversation_id = %(conversation_id)s",
@@ -670,7 +679,13 @@ class PostgresMessageRepository(_Repo):
         latest = list({dl.key: dl for dl in deliveries}.values())  # the last word on each delivery wins
         await self._db.execute(
             _SAVE_PROGRESS,
-            {"deliveries": Jsonb(_delivery_records(latest)), "events": Jsonb(_event_records(latest))},
+            {
+                **_key_arrays([dl.key for dl in latest]),
+                "statuses": [dl.status.value for dl in latest],
+                "updated_ats": [dl.updated_at for dl in latest],
+                "errors": [dl.error for dl in latest],
+                "events": Jsonb(_event_records(latest)),
+            },
         )
 
     async def in_ranges(self, ranges: Mapping[ConversationId, tuple[int, int]]) -> Sequence[Message]:

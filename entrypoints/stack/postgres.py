@@ -143,6 +143,8 @@ class EmbeddedPostgres:
             "checkpoint_timeout=15min",
             "-c",
             "wal_compression=on",
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
         ]
         if not self.fsync:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]

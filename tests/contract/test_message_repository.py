@@ -127,6 +127,10 @@ async def test_a_batch_of_messages_is_stored_whole_or_not_at_all(uow_factory: Ba
         got = await uow.messages.get_many([*ids, MessageId(uuid.uuid4())])
         deliveries = await uow.messages.deliveries(ids)
     assert {i: fields(m) for i, m in got.items()} == {m.id: fields(m) for m, _ in batch}
+    async with uow_factory() as uow:
+        where = await uow.messages.conversations_of([*ids, MessageId(uuid.uuid4())])
+        assert await uow.messages.conversations_of([]) == {}
+    assert where == {m.id: m.conversation_id for m, _ in batch}
     assert sorted(map(state, deliveries), key=str) == sorted((state(d) for _, ds in batch for d in ds), key=str)
 
     fresh = sent(conv, 3, ALICE, [BOB])
