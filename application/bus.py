@@ -89,7 +89,7 @@ class MessageBus:
     senders share transactions, each still gets its own answer.
     """
 
-    def __init__(self, deps: Deps, *, max_batch: int = 256, batch_slots: int = 2) -> None:
+    def __init__(self, deps: Deps, *, max_batch: int = 256, batch_slots: int = 1) -> None:
         self.deps = deps
         self._batched: dict[type, GroupCommit[Any, Any]] = {
             kind: GroupCommit(_bound(handler, deps), max_batch=max_batch, slots=batch_slots)
