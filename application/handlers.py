@@ -446,9 +446,11 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
     async with d.uow() as uow:
         # A retried message_id is answered as it was the first time, even if the rules that
         # accepted it would now refuse it (a member left, an identity was unlinked).
-        chosen = [s.message_id for _, s in sends if s.cmd.message_id is not None]
-        existing = await uow.messages.get_many(chosen) if chosen else {}
-        conversations = await uow.conversations.get_many(list({s.cmd.conversation_id for _, s in sends}))
+        context = await uow.lookups.for_sending(
+            list({s.cmd.conversation_id for _, s in sends}),
+            [s.message_id for _, s in sends if s.cmd.message_id is not None],
+        )
+        existing, conversations = context.existing, context.conversations
         planned: list[_Planned] = []
         first_use: dict[MessageId, int] = {}
         for i, s in sends:
@@ -462,8 +464,7 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
                     first_use[s.message_id] = i
             except (ApplicationError, BusinessRuleViolation) as e:
                 answers[i] = e
-        user_ids = list({r.user_id for p in planned for r in p.recipients if r.user_id is not None})
-        identities = await uow.identities.channels_for(user_ids) if user_ids else {}
+        identities = context.channels  # every member's: recipients are members
         now = d.clock.now()
         ready: list[tuple[_Planned, list[Delivery]]] = []
         for p in planned:

@@ -418,6 +418,28 @@ class EventPublisher(Protocol):
         """
 
 
+@attrs.frozen
+class SendContext:
+    """What accepting a batch of messages reads before it writes, fetched together."""
+
+    existing: Mapping[MessageId, Message]
+    """The messages that already exist among the ids the clients chose."""
+    conversations: Mapping[ConversationId, Conversation]
+    """The conversations written to, with their members."""
+    channels: Mapping[UserId, frozenset[Channel]]
+    """The platforms each user member of those conversations has linked."""
+
+
+class SendLookups(Protocol):
+    """The reads of the send path in one go (an adapter may send them in one round trip)."""
+
+    @abstractmethod
+    async def for_sending(
+        self, conversation_ids: Sequence[ConversationId], message_ids: Sequence[MessageId]
+    ) -> SendContext:
+        """The existing messages among ``message_ids``, the conversations and their members' channels."""
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository; rolls back unless committed."""
 
@@ -430,6 +452,7 @@ class UnitOfWork(Protocol):
     outbox: Outbox
     routing: RoutingProgress
     sends: SendLedger
+    lookups: SendLookups
 
     @abstractmethod
     async def __aenter__(self) -> Self:

@@ -28,7 +28,9 @@ from application.ports import (
     RefreshTokenRepository,
     RoutingProgress,
     SendClaim,
+    SendContext,
     SendLedger,
+    SendLookups,
     UnitOfWork,
     UserRepository,
 )
@@ -333,6 +335,20 @@ class InMemoryRoutingProgress(_Repo):
         return dict(list(late.items())[:limit])
 
 
+class InMemorySendLookups(_Repo):
+    async def for_sending(
+        self, conversation_ids: Sequence[ConversationId], message_ids: Sequence[MessageId]
+    ) -> SendContext:
+        uow = self._uow
+        conversations = await uow.conversations.get_many(conversation_ids)
+        users = list({m.user_id for c in conversations.values() for m in c.members if m.user_id is not None})
+        return SendContext(
+            existing=await uow.messages.get_many(message_ids),
+            conversations=conversations,
+            channels=await uow.identities.channels_for(users),
+        )
+
+
 class InMemorySendLedger(_Repo):
     async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
         found = {k: self.s.sends.get(k, (None,))[0] for k in keys}
@@ -387,6 +403,7 @@ class InMemoryUnitOfWork:
         self.outbox: Outbox = InMemoryOutbox(self)
         self.routing: RoutingProgress = InMemoryRoutingProgress(self)
         self.sends: SendLedger = InMemorySendLedger(self)
+        self.lookups: SendLookups = InMemorySendLookups(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

@@ -34,7 +34,9 @@ from application.ports import (
     RefreshTokenRepository,
     RoutingProgress,
     SendClaim,
+    SendContext,
     SendLedger,
+    SendLookups,
     UserRepository,
 )
 from domain.channels import Channel, ChannelAddress
@@ -126,6 +128,24 @@ class _Session:
     async def row(self, query: Query, params: Params | None = None) -> DictRow | None:
         found = await self.rows(query, params)
         return found[0] if found else None
+
+    async def rows_together(self, queries: Sequence[tuple[Query, Params]]) -> list[list[DictRow]]:
+        """Several reads in one round trip (a pipeline); each query's rows, in order."""
+        conn = self.connection
+        if any(not _is_read(q) for q, _ in queries):
+            raise ValueError("only reads travel together")
+        with _translated_errors():
+            cursors = []
+            async with conn.pipeline():
+                for query, params in queries:
+                    cur = conn.cursor(row_factory=dict_row)
+                    await cur.execute(query, params)
+                    cursors.append(cur)
+            try:
+                return [await cur.fetchall() for cur in cursors]
+            finally:
+                for cur in cursors:
+                    await cur.close()
 
     async def execute(self, query: Query, params: Params | None = None) -> int:
         """Run a statement; return the number of rows it touched."""
@@ -906,6 +926,29 @@ LEFT JOIN channel_sends s USING (message_id, recipient_key, channel)
 """
 
 
+class PostgresSendLookups(_Repo):
+    async def for_sending(
+        self, conversation_ids: Sequence[ConversationId], message_ids: Sequence[MessageId]
+    ) -> SendContext:
+        existing, conversations, channels = await self._db.rows_together(
+            [
+                (_MESSAGE + " WHERE id = ANY(%s)", (list(message_ids),)),
+                (_CONVERSATION + " WHERE c.id = ANY(%s)", (list(conversation_ids),)),
+                (
+                    "SELECT user_id, array_agg(channel) AS channels FROM identities WHERE user_id IN ("
+                    " SELECT user_id FROM conversation_members WHERE conversation_id = ANY(%s) AND user_id IS NOT NULL"
+                    ") GROUP BY user_id",
+                    (list(conversation_ids),),
+                ),
+            ]
+        )
+        return SendContext(
+            existing={(m := _message(r)).id: m for r in existing},
+            conversations={(c := _conversation(r)).id: c for r in conversations},
+            channels={r["user_id"]: frozenset(Channel(ch) for ch in r["channels"]) for r in channels},
+        )
+
+
 class PostgresSendLedger(_Repo):
     async def sent(self, keys: Sequence[DeliveryKey]) -> Mapping[DeliveryKey, str]:
         if not keys:
@@ -995,6 +1038,7 @@ class PostgresUnitOfWork:
         self.outbox: Outbox = self._outbox
         self.routing: RoutingProgress = PostgresRoutingProgress(self._db)
         self.sends: SendLedger = PostgresSendLedger(self._db)
+        self.lookups: SendLookups = PostgresSendLookups(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:

@@ -13,8 +13,9 @@ from application.ports import DuplicateMessage, HistoryQuery
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
-from domain.ids import FileId, MessageId, UserId
+from domain.ids import ConversationId, FileId, MessageId, UserId
 from domain.messages import FileContent, Message, TextContent, plan_deliveries
+from domain.users import ChannelIdentity
 from tests.builders import T0, a_conversation, a_message
 from tests.contract.backends import Backend, store
 
@@ -138,6 +139,36 @@ async def test_a_batch_of_messages_is_stored_whole_or_not_at_all(uow_factory: Ba
         await add_and_commit(uow_factory, fresh, (attrs.evolve(batch[0][0], seq=4), []))
     async with uow_factory() as uow:
         assert await uow.messages.get_many([fresh[0].id]) == {}
+
+
+async def test_the_send_path_reads_what_it_needs_in_one_go(uow_factory: Backend) -> None:
+    conv, elsewhere = group(), a_conversation()
+    stored = sent(conv, 1, ALICE, [BOB])
+    await store(uow_factory, conversations=[conv, elsewhere], messages=[stored])
+    assert ALICE.user_id is not None and BOB.user_id is not None
+    stranger = UserId(uuid.uuid4())
+    async with uow_factory() as uow:
+        for user_id, address in [
+            (BOB.user_id, "telegram:4242"),
+            (BOB.user_id, "whatsapp:+5511999990000"),
+            (stranger, "telegram:77"),
+        ]:
+            await uow.identities.add(
+                ChannelIdentity(user_id=user_id, address=ChannelAddress.parse(address), linked_at=T0)
+            )
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        context = await uow.lookups.for_sending(
+            [conv.id, ConversationId(uuid.uuid4())], [stored[0].id, MessageId(uuid.uuid4())]
+        )
+        nothing = await uow.lookups.for_sending([], [])
+
+    assert {i: fields(m) for i, m in context.existing.items()} == {stored[0].id: fields(stored[0])}
+    assert set(context.conversations) == {conv.id}
+    assert context.conversations[conv.id].members == conv.members
+    assert context.channels == {BOB.user_id: frozenset({Channel.TELEGRAM, Channel.WHATSAPP})}  # members' only
+    assert (nothing.existing, nothing.conversations, nothing.channels) == ({}, {}, {})
 
 
 # --- history ---------------------------------------------------------------------------
