@@ -269,6 +269,28 @@ async def test_deliveries_come_in_the_order_asked_each_in_planned_order(uow_fact
     assert list(none) == []
 
 
+async def test_saved_progress_is_read_back_in_the_same_unit_of_work_and_undone_by_a_rollback(
+    uow_factory: Backend,
+) -> None:
+    # An adapter may send the write later (with the next statement or the commit): a read in the
+    # same unit of work must see it all the same.
+    conv = group()
+    m, deliveries = sent(conv, 1, ALICE, [BOB, CONTACT])
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+
+    async with uow_factory() as uow:
+        whatsapp = (await uow.messages.deliveries([m.id]))[2]
+        assert whatsapp.advance(DeliveryStatus.DELIVERED, at=T0 + timedelta(hours=1))
+        await uow.messages.save_progress([whatsapp])
+        seen = (await uow.messages.deliveries([m.id]))[2]
+        await uow.rollback()
+        after_rollback = (await uow.messages.deliveries([m.id]))[2]
+
+    assert state(seen) == state(whatsapp)
+    assert after_rollback.status is DeliveryStatus.SENT
+    assert after_rollback.history == [StatusChange(DeliveryStatus.SENT, m.created_at)]
+
+
 async def test_progress_is_saved_with_its_whole_history(uow_factory: Backend) -> None:
     conv = group()
     m, deliveries = sent(conv, 1, ALICE, [BOB, CONTACT])
