@@ -536,3 +536,7 @@ class ChannelConnector(Protocol):
 
         Only meaningful with ``capabilities.lookup``; platforms that cannot tell return None.
         """
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release what the connector holds (connections, files)."""

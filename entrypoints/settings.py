@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     channels: list[str] = Field(
         default=["whatsapp", "instagram", "messenger", "telegram"], description="platforms the channel workers serve"
     )
+    telegram_bot_token: SecretStr | None = Field(
+        default=None, description="Telegram bot token; set: telegram deliveries go to the Bot API, unset: loopback"
+    )
+    telegram_api_base: str = Field(
+        default="https://api.telegram.org", description="Bot API base URL (Telegram, a local Bot API server)"
+    )
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")

@@ -196,6 +196,9 @@ class ScriptedConnector:
         found = [i for i, m in enumerate(self.accepted, 1) if m.delivery == delivery]
         return f"{self.channel.value}-{found[0]}" if found and self.capabilities.lookup else None
 
+    async def close(self) -> None:
+        self.closed = True
+
 
 # --- the application core on in-memory adapters ---------------------------------------
 

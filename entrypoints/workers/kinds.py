@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from adapters.channels.loopback import LoopbackConnector
+from adapters.channels.telegram import TelegramConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
 from application import topics
@@ -25,6 +26,7 @@ from application.pipeline import (
     route_events,
     sweep,
 )
+from application.ports import ChannelConnector
 from domain.channels import Channel
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
@@ -103,15 +105,24 @@ async def run_channels(w: Worker) -> None:
     await asyncio.gather(*(_run_channel(w, ch) for ch in channels))
 
 
-async def _run_channel(w: Worker, channel: Channel) -> None:
+def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
+    """The platform's real client where it is configured, else the loopback platform."""
     s = w.settings
-    connector = LoopbackConnector(
+    if channel is Channel.TELEGRAM and s.telegram_bot_token is not None:
+        return TelegramConnector(s.telegram_bot_token.get_secret_value(), base_url=s.telegram_api_base)
+    return LoopbackConnector(
         channel,
         receipts=w.deps.publisher,
         now=w.deps.clock.now,
         log_path=s.data_dir / "loopback-sends.jsonl",
         faults_path=s.data_dir / "loopback-faults.json",
     )
+
+
+async def _run_channel(w: Worker, channel: Channel) -> None:
+    s = w.settings
+    connector = connector_for(w, channel)
+    log.info("%s: sending through %s", channel.value, type(connector).__name__)
     cd = ChannelDeps(
         pipeline=w.deps,
         connector=connector,

@@ -1,0 +1,121 @@
+"""The Telegram connector speaks the Bot API and maps its answers to sent, retry later or failed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from adapters.channels.telegram import TelegramConnector
+from application.ports import ChannelError, OutboundMessage
+from domain.channels import Channel, ChannelAddress
+from domain.ids import ConversationId, MessageId
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "123456:ABC-secret"
+
+
+def message(text: str = "Olá!", *, payload: dict[str, object] | None = None) -> OutboundMessage:
+    return OutboundMessage(
+        delivery=(MessageId(uuid.uuid4()), f"user:{uuid.uuid4()}", Channel.TELEGRAM),
+        conversation_id=ConversationId(uuid.uuid4()),
+        seq=1,
+        to=ChannelAddress.parse("telegram:987654321"),
+        sender="user:x",
+        payload=payload or {"type": "text", "text": text},
+    )
+
+
+def connector(answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request]) -> TelegramConnector:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer(request)
+
+    return TelegramConnector(TOKEN, base_url="http://bot-api.test/", transport=httpx.MockTransport(handler))
+
+
+def failure(status: int, description: str, **parameters: object) -> Callable[[httpx.Request], httpx.Response]:
+    body = {"ok": False, "error_code": status, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return lambda _: httpx.Response(status, json=body)
+
+
+async def test_a_text_goes_to_send_message_and_the_platform_id_comes_back() -> None:
+    seen: list[httpx.Request] = []
+    ok = {"ok": True, "result": {"message_id": 42, "chat": {"id": 987654321, "type": "private"}, "text": "Olá!"}}
+    tg = connector(lambda _: httpx.Response(200, json=ok), seen)
+
+    platform_id = await tg.send(message())
+
+    assert platform_id == "987654321:42"
+    [request] = seen
+    assert (request.method, str(request.url)) == ("POST", f"http://bot-api.test/bot{TOKEN}/sendMessage")
+    assert json.loads(request.content) == {"chat_id": "987654321", "text": "Olá!"}
+    await tg.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "permanent", "retry_after"),
+    [
+        (failure(429, "Too Many Requests: retry after 35", retry_after=35), False, 35.0),
+        (failure(403, "Forbidden: bot was blocked by the user"), True, None),
+        (failure(400, "Bad Request: chat not found"), True, None),
+        (failure(500, "Internal Server Error"), False, None),
+        (failure(502, "Bad Gateway"), False, None),
+        (lambda _: httpx.Response(502, text="<html>bad gateway</html>"), False, None),
+    ],
+    ids=["flood control", "blocked", "unknown chat", "500", "502", "not the Bot API"],
+)
+async def test_failures_are_mapped_to_retry_or_fail(
+    answer: Callable[[httpx.Request], httpx.Response], permanent: bool, retry_after: float | None
+) -> None:
+    tg = connector(answer, [])
+
+    with pytest.raises(ChannelError) as raised:
+        await tg.send(message())
+
+    assert (raised.value.permanent, raised.value.retry_after) == (permanent, retry_after)
+    assert raised.value.reason.startswith("telegram: ")
+
+
+@pytest.mark.parametrize(
+    "error", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")], ids=["connection", "timeout"]
+)
+async def test_an_unreachable_platform_is_retried(error: Exception) -> None:
+    def broken(_: httpx.Request) -> httpx.Response:
+        raise error
+
+    with pytest.raises(ChannelError) as raised:
+        await connector(broken, []).send(message())
+
+    assert not raised.value.permanent
+
+
+async def test_what_cannot_be_sent_fails_without_a_call() -> None:
+    seen: list[httpx.Request] = []
+    tg = connector(lambda _: httpx.Response(200, json={"ok": True, "result": {"message_id": 1}}), seen)
+
+    for bad in [message("x" * 4097), message(payload={"type": "file", "file_id": str(uuid.uuid4())})]:
+        with pytest.raises(ChannelError) as raised:
+            await tg.send(bad)
+        assert raised.value.permanent
+    assert seen == []
+
+
+async def test_telegram_gives_no_receipts_and_no_lookup() -> None:
+    tg = connector(lambda _: httpx.Response(200, json={"ok": True, "result": {}}), [])
+
+    assert (tg.capabilities.receipts, tg.capabilities.lookup) == (False, False)
+    assert await tg.find_sent(message().delivery) is None
+    with pytest.raises(ChannelError, match="no message_id"):
+        await tg.send(message())
+
+
+def test_a_bot_token_is_required() -> None:
+    with pytest.raises(ValueError, match="bot token"):
+        TelegramConnector("")
