@@ -47,6 +47,20 @@ class Settings(BaseSettings):
     telegram_api_base: str = Field(
         default="https://api.telegram.org", description="Bot API base URL (Telegram, a local Bot API server)"
     )
+    whatsapp_access_token: SecretStr | None = Field(
+        default=None, description="WhatsApp Cloud API access token; with the phone number id: real sends, else loopback"
+    )
+    whatsapp_phone_number_id: str | None = Field(default=None, description="the WhatsApp business number's id")
+    messenger_page_token: SecretStr | None = Field(
+        default=None, description="Page access token for Messenger; set: real sends, else loopback"
+    )
+    messenger_page_id: str = Field(default="me", description="the Page's id (`me`: the token's Page)")
+    instagram_access_token: SecretStr | None = Field(
+        default=None, description="access token for Instagram messaging; set: real sends, else loopback"
+    )
+    instagram_account_id: str = Field(default="me", description="the Instagram professional account's id")
+    graph_api_base: str = Field(default="https://graph.facebook.com", description="Meta Graph API base URL")
+    graph_api_version: str = Field(default="v25.0", description="Meta Graph API version")
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")

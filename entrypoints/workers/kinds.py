@@ -7,8 +7,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from adapters.channels.instagram import InstagramConnector
 from adapters.channels.loopback import LoopbackConnector
+from adapters.channels.messenger import MessengerConnector
 from adapters.channels.telegram import TelegramConnector
+from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
 from application import topics
@@ -108,8 +111,21 @@ async def run_channels(w: Worker) -> None:
 def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
     """The platform's real client where it is configured, else the loopback platform."""
     s = w.settings
+    base, version = s.graph_api_base, s.graph_api_version
     if channel is Channel.TELEGRAM and s.telegram_bot_token is not None:
         return TelegramConnector(s.telegram_bot_token.get_secret_value(), base_url=s.telegram_api_base)
+    if channel is Channel.WHATSAPP and s.whatsapp_access_token is not None and s.whatsapp_phone_number_id:
+        return WhatsAppConnector(
+            s.whatsapp_access_token.get_secret_value(), s.whatsapp_phone_number_id, base_url=base, api_version=version
+        )
+    if channel is Channel.MESSENGER and s.messenger_page_token is not None:
+        return MessengerConnector(
+            s.messenger_page_token.get_secret_value(), s.messenger_page_id, base_url=base, api_version=version
+        )
+    if channel is Channel.INSTAGRAM and s.instagram_access_token is not None:
+        return InstagramConnector(
+            s.instagram_access_token.get_secret_value(), s.instagram_account_id, base_url=base, api_version=version
+        )
     return LoopbackConnector(
         channel,
         receipts=w.deps.publisher,

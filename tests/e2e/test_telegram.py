@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
 import pytest
+
+from tests.e2e.platforms import FakePlatform, running
 
 pytestmark = pytest.mark.e2e
 
@@ -19,54 +18,28 @@ TOKEN = "424242:e2e-token"
 BLOCKED_CHAT = "5550002"
 
 
-class BotApi(ThreadingHTTPServer):
-    """Answers sendMessage like Telegram: ok with a message_id per chat, or 403 for a chat that blocked the bot."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: BotApi
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        with self.server.lock:
-            self.server.calls.append((self.path, body))
-            sent_to_chat = sum(1 for _, b in self.server.calls if b.get("chat_id") == body.get("chat_id"))
-        if self.path != f"/bot{TOKEN}/sendMessage":
-            self._answer(404, {"ok": False, "error_code": 404, "description": "Not Found"})
-        elif body.get("chat_id") == BLOCKED_CHAT:
-            self._answer(403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})
-        else:
-            self._answer(200, {"ok": True, "result": {"message_id": sent_to_chat, "text": body.get("text")}})
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _bot_api(
+    path: str, headers: dict[str, str], body: dict[str, Any], calls: list[dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """Like Telegram: ok with a message_id per chat, or 403 for a chat that blocked the bot."""
+    if path != f"/bot{TOKEN}/sendMessage":
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+    if body.get("chat_id") == BLOCKED_CHAT:
+        return 403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+    sent_to_chat = sum(1 for b in calls if b.get("chat_id") == body.get("chat_id"))
+    return 200, {"ok": True, "result": {"message_id": sent_to_chat, "text": body.get("text")}}
 
 
 @pytest.fixture
-def bot_api() -> Iterator[BotApi]:
-    server = BotApi()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def bot_api() -> Iterator[FakePlatform]:
+    calls: list[dict[str, Any]] = []
+
+    def answer(path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        calls.append(body)
+        return _bot_api(path, headers, body, calls)
+
+    with running(answer) as server:
+        yield server
 
 
 def _user(http: Any, prefix: str, **identity: str) -> dict[str, Any]:
@@ -90,7 +63,7 @@ def _telegram_deliveries(database_url: str, conversation: str) -> list[tuple[int
     return [(int(seq), str(status), error, platform_id) for seq, status, error, platform_id in rows]
 
 
-def test_messages_go_out_through_the_bot_api_and_stay_sent(launch_stack: Any, bot_api: BotApi) -> None:
+def test_messages_go_out_through_the_bot_api_and_stay_sent(launch_stack: Any, bot_api: FakePlatform) -> None:
     stack = launch_stack(extra_env={"CHAT4ALL_TELEGRAM_BOT_TOKEN": TOKEN, "CHAT4ALL_TELEGRAM_API_BASE": bot_api.url})
     http = stack.http
     ana = _user(http, "ana")
@@ -119,9 +92,9 @@ def test_messages_go_out_through_the_bot_api_and_stay_sent(launch_stack: Any, bo
         time.sleep(0.3)
 
     # Each text once, in order, to bruno's chat; Telegram numbers them 1, 2, 3 in that chat.
-    to_chat = [body["text"] for path, body in bot_api.calls if body.get("chat_id") == "5550001"]
+    to_chat = [body["text"] for body in bot_api.bodies() if body.get("chat_id") == "5550001"]
     assert to_chat == ["olá 0", "olá 1", "olá 2"]
-    assert all(path == f"/bot{TOKEN}/sendMessage" for path, _ in bot_api.calls)
+    assert all(path == f"/bot{TOKEN}/sendMessage" for path, _, _ in bot_api.calls)
     # Bots get no receipts: handed over, the deliveries stay SENT.
     assert _telegram_deliveries(stack.database_url, to_bruno) == [
         (seq, "SENT", None, f"5550001:{seq}") for seq in (1, 2, 3)
@@ -130,4 +103,4 @@ def test_messages_go_out_through_the_bot_api_and_stay_sent(launch_stack: Any, bo
     assert _telegram_deliveries(stack.database_url, to_carla) == [
         (seq, "FAILED", "telegram: Forbidden: bot was blocked by the user", None) for seq in (1, 2, 3)
     ]
-    assert sum(1 for _, body in bot_api.calls if body.get("chat_id") == BLOCKED_CHAT) == 3
+    assert sum(1 for body in bot_api.bodies() if body.get("chat_id") == BLOCKED_CHAT) == 3

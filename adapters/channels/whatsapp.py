@@ -1,0 +1,193 @@
+"""WhatsApp Business Cloud API (Meta Graph): text messages to a phone number, answers mapped to our outcomes.
+
+Shapes (``../shared/design/channels.md`` 3.1): a send is ``POST <base>/<version>/<phone number id>/messages``
+with ``Authorization: Bearer <token>`` and the body::
+
+    {"messaging_product": "whatsapp", "recipient_type": "individual", "to": "5511999998888",
+     "type": "text", "text": {"preview_url": false, "body": "Olá!"},
+     "biz_opaque_callback_data": "c4a:<message id>:<recipient key>:<channel>"}
+
+``to`` is the E.164 number without its ``+``, as the platform writes it. Success is
+``{"messaging_product": "whatsapp", "contacts": [...], "messages": [{"id": "wamid.…"}]}``: the
+``wamid`` is the platform's id for the message, and its status webhooks name it. Failure is a Graph
+error ``{"error": {"message": "(#131047) Re-engagement message", "type": "OAuthException",
+"code": 131047, "error_data": {"details": "..."}, "fbtrace_id": "..."}}``, mapped on its ``code``
+(a Graph rate limit may come as an HTTP 400):
+
+- retried later: HTTP 429 and the rate limits 4 (app calls), 80007 (account), 130429 (throughput of
+  the number), 131056 (pair rate: the same recipient too often), after ``Retry-After`` seconds when
+  the answer carries that header (Graph errors carry no such field); the temporary errors 1, 2,
+  131000 and 131016, and any error Graph marks ``"is_transient": true``; any 5xx; timeouts, broken
+  connections and answers that are not Graph's.
+- failed for good: every other 4xx Graph error, with the platform's message as the reason: 131047
+  (the 24-hour window is closed, only a template may go), 131026 (undeliverable), 100 (invalid
+  parameter), 190 (the access token is bad or expired) and so on.
+
+Our delivery key travels in ``biz_opaque_callback_data`` (at most 512 bytes), which the platform
+echoes in the status webhooks of the message: ``c4a:<message id>:<recipient key>:<channel>``, e.g.
+``c4a:0b9e5c1e-6f1a-4d8e-9a53-1f0c2b7d9e11:user:5f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f:whatsapp``.
+The message id is a canonical UUID and the channel a ``Channel`` value (neither holds a ``:``), so
+the recipient key (``user:<uuid>`` or an address, which do) is what lies between them;
+``delivery_from_callback`` reads it back. The ``wamid`` (kept in the send ledger) remains the
+primary way to match a receipt; the callback data is a second one.
+
+WhatsApp reports sent, delivered, read and failed through webhooks, so ``receipts`` is true. It
+cannot be asked whether it already has a message, so a send whose answer was lost cannot be
+settled by a lookup (the pipeline's ledger decides, see ``ChannelCapabilities``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_code, retry_after
+from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
+from domain.channels import Channel
+from domain.ids import MessageId
+
+CAPABILITIES = ChannelCapabilities(
+    receipts=True,  # sent / delivered / read / failed status webhooks
+    lookup=False,
+    files=True,
+    max_attachment_bytes=100 * 1024 * 1024,  # documents up to 100 MB
+    max_text_length=4096,
+)
+
+CALLBACK_PREFIX: Final = "c4a:"
+CALLBACK_MAX_BYTES: Final = 512
+"""The platform's limit on ``biz_opaque_callback_data``."""
+
+RATE_LIMITS: Final = frozenset({4, 80007, 130429, 131056})
+"""Graph error codes that mean "too many, too fast": worth sending again later."""
+TRANSIENT: Final = frozenset({1, 2, 131000, 131016})
+"""Graph error codes for a platform fault (unknown error, service down or overloaded)."""
+
+
+def callback_data(delivery: DeliveryKey) -> str:
+    """The ``biz_opaque_callback_data`` of ``delivery``: ``c4a:<message id>:<recipient key>:<channel>``.
+
+    Raises:
+        ValueError: the text would exceed the platform's 512 bytes.
+    """
+    message_id, recipient_key, channel = delivery
+    data = f"{CALLBACK_PREFIX}{message_id}:{recipient_key}:{channel.value}"
+    if len(data.encode()) > CALLBACK_MAX_BYTES:
+        raise ValueError(f"callback data is limited to {CALLBACK_MAX_BYTES} bytes")
+    return data
+
+
+def delivery_from_callback(data: str) -> DeliveryKey | None:
+    """The delivery that ``callback_data`` wrote into ``data``; None when ``data`` is not of that form."""
+    if not data.startswith(CALLBACK_PREFIX):
+        return None
+    message_id, sep, rest = data.removeprefix(CALLBACK_PREFIX).partition(":")
+    recipient_key, sep2, channel = rest.rpartition(":")
+    if not (sep and sep2 and recipient_key):
+        return None
+    try:
+        return (MessageId(uuid.UUID(message_id)), recipient_key, Channel(channel))
+    except ValueError:
+        return None
+
+
+class WhatsAppConnector:
+    """Sends from one business phone number, through ``base_url`` (the Graph API or the sandbox)."""
+
+    channel = Channel.WHATSAPP
+    capabilities = CAPABILITIES
+
+    def __init__(
+        self,
+        access_token: str,
+        phone_number_id: str,
+        *,
+        base_url: str = GRAPH_BASE_URL,
+        api_version: str = GRAPH_API_VERSION,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not access_token:
+            raise ValueError("a WhatsApp connector needs an access token")
+        if not phone_number_id:
+            raise ValueError("a WhatsApp connector needs a phone number id")
+        self._token = access_token
+        self._path = f"/{quote(phone_number_id, safe='')}/messages"
+        self._client = httpx.AsyncClient(
+            base_url=f"{base_url.rstrip('/')}/{api_version.strip('/')}",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def send(self, message: OutboundMessage) -> str:
+        payload = message.payload
+        if payload.get("type") != "text":
+            raise ChannelError("whatsapp: only text messages can be sent yet", permanent=True)
+        text = str(payload.get("text", ""))
+        if not text or len(text) > self.capabilities.max_text_length:
+            raise ChannelError(
+                f"whatsapp: a text is 1 to {self.capabilities.max_text_length} characters", permanent=True
+            )
+        if message.to.channel is not Channel.WHATSAPP:
+            raise ChannelError(f"whatsapp: cannot send to a {message.to.channel.value} address", permanent=True)
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": message.to.external_id.removeprefix("+"),  # E.164 digits, as the platform writes them
+            "type": "text",
+            "text": {"preview_url": False, "body": text},
+        }
+        with contextlib.suppress(ValueError):  # too long to carry: the wamid alone will match the receipts
+            body["biz_opaque_callback_data"] = callback_data(message.delivery)
+        answer = await self._post(body)
+        messages = answer.get("messages")
+        first = messages[0] if isinstance(messages, list) and messages else None
+        wamid = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(wamid, str) or not wamid:
+            raise ChannelError("whatsapp: the answer carried no message id")
+        return wamid
+
+    async def find_sent(self, delivery: DeliveryKey) -> str | None:
+        return None  # the Cloud API cannot look a sent message up
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._client.post(self._path, json=body)
+        except httpx.TimeoutException as e:
+            raise ChannelError("whatsapp: send timed out") from e
+        except httpx.HTTPError as e:
+            raise ChannelError(f"whatsapp: send failed: {type(e).__name__}") from e
+        status = response.status_code
+        wait = retry_after(response)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if isinstance(error, dict):
+            raise self._graph_error(status, error, wait)
+        if not isinstance(answer, dict) or not 200 <= status < 300:
+            # Not Graph speaking (a proxy's error page): worth another try.
+            raise ChannelError(f"whatsapp: HTTP {status} without a Graph answer", retry_after=wait)
+        return answer
+
+    def _graph_error(self, status: int, error: dict[str, Any], retry_after: float | None) -> ChannelError:
+        code = graph_code(error.get("code"))
+        message = str(error.get("message") or f"error {code if code is not None else status}")
+        error_data = error.get("error_data")
+        details = error_data.get("details") if isinstance(error_data, dict) else None
+        if details and str(details) not in message:
+            message = f"{message}: {details}"
+        reason = f"whatsapp: {message}".replace(self._token, "<token>")  # never echo the credential
+        later = status == 429 or code in RATE_LIMITS or code in TRANSIENT or error.get("is_transient") is True
+        if 400 <= status < 500 and not later:
+            return ChannelError(reason, permanent=True)  # refused: repeating cannot help
+        return ChannelError(reason, retry_after=retry_after)  # a rate limit, a platform fault, a 5xx

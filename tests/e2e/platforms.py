@@ -1,0 +1,61 @@
+"""A stand-in platform API on this machine for e2e tests: JSON in, JSON out, every call recorded."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = Callable[[str, dict[str, str], dict[str, Any]], tuple[int, dict[str, Any]]]
+"""(path, headers, JSON body) -> (HTTP status, JSON answer)."""
+
+
+class FakePlatform(ThreadingHTTPServer):
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.answer = answer
+        self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def bodies(self, path: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [body for p, _, body in self.calls if path is None or p == path]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: FakePlatform
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        with self.server.lock:
+            self.server.calls.append((self.path, headers, body))
+            status, answer = self.server.answer(self.path, headers, body)
+        raw = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def running(answer: Answer) -> Iterator[FakePlatform]:
+    server = FakePlatform(answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
