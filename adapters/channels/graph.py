@@ -29,3 +29,15 @@ def retry_after(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def graph_client(
+    token: str, *, base_url: str, api_version: str, timeout: float, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    """A client for ``<base_url>/<api_version>``, the token in its ``Authorization`` header (never in a URL)."""
+    return httpx.AsyncClient(
+        base_url=f"{base_url.rstrip('/')}/{api_version.strip('/')}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+        transport=transport,
+    )

@@ -33,7 +33,8 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_code, retry_after
+from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 
@@ -82,22 +83,14 @@ class MetaSendConnector:
             raise ValueError(f"a {title} connector needs a Graph API version such as {GRAPH_API_VERSION}")
         self._token = page_access_token
         self._path = f"/{page_id}/messages"
-        self._client = httpx.AsyncClient(
-            base_url=f"{base_url.rstrip('/')}/{version}",
-            headers={"Authorization": f"Bearer {page_access_token}"},
-            timeout=timeout,
-            transport=transport,
+        self._client = graph_client(
+            page_access_token, base_url=base_url, api_version=version, timeout=timeout, transport=transport
         )
 
     async def send(self, message: OutboundMessage) -> str:
         name = self.channel.value
-        payload = message.payload
-        if payload.get("type") != "text":
-            raise ChannelError(f"{name}: only text messages can be sent yet", permanent=True)
-        text = payload.get("text")
-        if not isinstance(text, str) or not text or self._too_long(text):
-            unit = "UTF-8 bytes" if self._text_limit_in_bytes else "characters"
-            raise ChannelError(f"{name}: a text is 1 to {self.capabilities.max_text_length} {unit}", permanent=True)
+        limit = self.capabilities.max_text_length
+        text = text_to_send(message, name, limit, in_bytes=self._text_limit_in_bytes)
         recipient = message.to.external_id
         if not _SCOPED_ID.fullmatch(recipient):
             # The Send API only knows the scoped id the platform gave us in a webhook, never a handle.
@@ -114,26 +107,14 @@ class MetaSendConnector:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def _too_long(self, text: str) -> bool:
-        size = len(text.encode()) if self._text_limit_in_bytes else len(text)
-        return size > self.capabilities.max_text_length
-
     def _body(self, recipient: str, text: str) -> dict[str, Any]:
         return {"recipient": {"id": recipient}, "message": {"text": text}}
 
     async def _post(self, body: dict[str, Any]) -> Mapping[str, Any]:
         name = self.channel.value
-        try:
-            response = await self._client.post(self._path, json=body)
-        except httpx.TimeoutException as e:
-            raise ChannelError(f"{name}: the Send API timed out") from e
-        except httpx.HTTPError as e:
-            raise ChannelError(f"{name}: the Send API failed: {type(e).__name__}") from e
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
+        response = await post_json(self._client, self._path, body, what=f"{name}: the Send API")
+        answer = json_object(response)
+        if answer is None:
             # Not Graph speaking (a proxy's error page): retry.
             raise ChannelError(f"{name}: HTTP {response.status_code} without a Graph API answer")
         error = answer.get("error")

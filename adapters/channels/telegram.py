@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from adapters.channels.common import json_object, post_json, text_to_send
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 
@@ -50,14 +51,7 @@ class TelegramConnector:
         )
 
     async def send(self, message: OutboundMessage) -> str:
-        payload = message.payload
-        if payload.get("type") != "text":
-            raise ChannelError("telegram: only text messages can be sent yet", permanent=True)
-        text = str(payload.get("text", ""))
-        if not text or len(text) > self.capabilities.max_text_length:
-            raise ChannelError(
-                f"telegram: a text is 1 to {self.capabilities.max_text_length} characters", permanent=True
-            )
+        text = text_to_send(message, "telegram", self.capabilities.max_text_length)
         result = await self._call("sendMessage", {"chat_id": message.to.external_id, "text": text})
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if message_id is None:
@@ -72,17 +66,9 @@ class TelegramConnector:
         await self._client.aclose()
 
     async def _call(self, method: str, body: dict[str, Any]) -> Any:
-        try:
-            response = await self._client.post(f"/{method}", json=body)
-        except httpx.TimeoutException as e:
-            raise ChannelError(f"telegram: {method} timed out") from e
-        except httpx.HTTPError as e:
-            raise ChannelError(f"telegram: {method} failed: {type(e).__name__}") from e
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
+        response = await post_json(self._client, f"/{method}", body, what=f"telegram: {method}")
+        answer = json_object(response)
+        if answer is None:
             # Not the Bot API speaking (a proxy's error page): retry unless the request was refused.
             raise ChannelError(f"telegram: HTTP {response.status_code} without a Bot API answer")
         if answer.get("ok") is True:

@@ -45,7 +45,8 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_code, retry_after
+from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 from domain.ids import MessageId
@@ -117,22 +118,12 @@ class WhatsAppConnector:
             raise ValueError("a WhatsApp connector needs a phone number id")
         self._token = access_token
         self._path = f"/{quote(phone_number_id, safe='')}/messages"
-        self._client = httpx.AsyncClient(
-            base_url=f"{base_url.rstrip('/')}/{api_version.strip('/')}",
-            headers={"Authorization": f"Bearer {access_token}"},
-            timeout=timeout,
-            transport=transport,
+        self._client = graph_client(
+            access_token, base_url=base_url, api_version=api_version, timeout=timeout, transport=transport
         )
 
     async def send(self, message: OutboundMessage) -> str:
-        payload = message.payload
-        if payload.get("type") != "text":
-            raise ChannelError("whatsapp: only text messages can be sent yet", permanent=True)
-        text = str(payload.get("text", ""))
-        if not text or len(text) > self.capabilities.max_text_length:
-            raise ChannelError(
-                f"whatsapp: a text is 1 to {self.capabilities.max_text_length} characters", permanent=True
-            )
+        text = text_to_send(message, "whatsapp", self.capabilities.max_text_length)
         if message.to.channel is not Channel.WHATSAPP:
             raise ChannelError(f"whatsapp: cannot send to a {message.to.channel.value} address", permanent=True)
         body: dict[str, Any] = {
@@ -159,22 +150,14 @@ class WhatsAppConnector:
         await self._client.aclose()
 
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = await self._client.post(self._path, json=body)
-        except httpx.TimeoutException as e:
-            raise ChannelError("whatsapp: send timed out") from e
-        except httpx.HTTPError as e:
-            raise ChannelError(f"whatsapp: send failed: {type(e).__name__}") from e
+        response = await post_json(self._client, self._path, body, what="whatsapp: send")
         status = response.status_code
         wait = retry_after(response)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        error = answer.get("error") if isinstance(answer, dict) else None
+        answer = json_object(response)
+        error = answer.get("error") if answer is not None else None
         if isinstance(error, dict):
             raise self._graph_error(status, error, wait)
-        if not isinstance(answer, dict) or not 200 <= status < 300:
+        if answer is None or not 200 <= status < 300:
             # Not Graph speaking (a proxy's error page): worth another try.
             raise ChannelError(f"whatsapp: HTTP {status} without a Graph answer", retry_after=wait)
         return answer

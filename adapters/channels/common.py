@@ -1,0 +1,43 @@
+"""What every platform connector does the same way: check the text to send, post JSON, read the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from application.ports import ChannelError, OutboundMessage
+
+
+def text_to_send(message: OutboundMessage, name: str, limit: int, *, in_bytes: bool = False) -> str:
+    """The message's text, or a permanent ``ChannelError`` (no call is made) if it cannot go.
+
+    ``limit`` counts characters, or UTF-8 bytes with ``in_bytes``.
+    """
+    payload = message.payload
+    if payload.get("type") != "text":
+        raise ChannelError(f"{name}: only text messages can be sent yet", permanent=True)
+    text = payload.get("text")
+    if not isinstance(text, str) or not text or len(text.encode() if in_bytes else text) > limit:
+        unit = "UTF-8 bytes" if in_bytes else "characters"
+        raise ChannelError(f"{name}: a text is 1 to {limit} {unit}", permanent=True)
+    return text
+
+
+async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any], *, what: str) -> httpx.Response:
+    """POST ``body``; a timeout or a broken connection is a ``ChannelError`` worth retrying."""
+    try:
+        return await client.post(path, json=body)
+    except httpx.TimeoutException as e:
+        raise ChannelError(f"{what} timed out") from e
+    except httpx.HTTPError as e:
+        raise ChannelError(f"{what} failed: {type(e).__name__}") from e
+
+
+def json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The answer's JSON object, or None when it is not one (a proxy's error page)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
