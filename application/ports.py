@@ -157,10 +157,6 @@ class IdentityRepository(Protocol):
         """Who owns ``address``, if anyone."""
 
     @abstractmethod
-    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
-        """The linked platform channels of each user (users without any may be absent)."""
-
-    @abstractmethod
     async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
         """Every identity of these users."""
 
@@ -179,10 +175,6 @@ class ConversationRepository(Protocol):
     @abstractmethod
     async def list_for(self, member: Participant, page: PageRequest) -> ConversationPage:
         """The member's conversations, most recent activity first (ties by id)."""
-
-    @abstractmethod
-    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
-        """The conversations that exist among ``conversation_ids``, by id."""
 
     @abstractmethod
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:

@@ -125,14 +125,6 @@ class InMemoryIdentityRepository(_Repo):
     async def find_by_address(self, address: ChannelAddress) -> ChannelIdentity | None:
         return self.s.identities.get(address)
 
-    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
-        wanted = set(user_ids)
-        out: dict[UserId, set[Channel]] = {}
-        for i in self.s.identities.values():
-            if i.user_id in wanted:
-                out.setdefault(i.user_id, set()).add(i.channel)
-        return {k: frozenset(v) for k, v in out.items()}
-
     async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
         wanted = set(user_ids)
         return [i for i in self.s.identities.values() if i.user_id in wanted]
@@ -155,10 +147,6 @@ class InMemoryConversationRepository(_Repo):
             at, cid = decode_conversation_cursor(page.cursor)
             mine = [c for c in mine if order(c) < (at, str(cid))]
         return ConversationPage.of([copy.deepcopy(c) for c in mine[: page.limit + 1]], page.limit)
-
-    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
-        found = self.s.conversations
-        return {i: copy.deepcopy(found[i]) for i in conversation_ids if i in found}
 
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         first: dict[ConversationId, int] = {}
@@ -339,13 +327,16 @@ class InMemorySendLookups(_Repo):
     async def for_sending(
         self, conversation_ids: Sequence[ConversationId], message_ids: Sequence[MessageId]
     ) -> SendContext:
-        uow = self._uow
-        conversations = await uow.conversations.get_many(conversation_ids)
-        users = list({m.user_id for c in conversations.values() for m in c.members if m.user_id is not None})
+        conversations = {i: copy.deepcopy(c) for i in conversation_ids if (c := self.s.conversations.get(i))}
+        members = {m.user_id for c in conversations.values() for m in c.members if m.user_id is not None}
+        channels: dict[UserId, set[Channel]] = {}
+        for identity in self.s.identities.values():
+            if identity.user_id in members:
+                channels.setdefault(identity.user_id, set()).add(identity.channel)
         return SendContext(
-            existing=await uow.messages.get_many(message_ids),
+            existing=await self._uow.messages.get_many(message_ids),
             conversations=conversations,
-            channels=await uow.identities.channels_for(users),
+            channels={user: frozenset(linked) for user, linked in channels.items()},
         )
 
 

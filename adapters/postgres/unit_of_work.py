@@ -309,15 +309,6 @@ class PostgresIdentityRepository(_Repo):
         )
         return _identity(row) if row is not None else None
 
-    async def channels_for(self, user_ids: Sequence[UserId]) -> Mapping[UserId, frozenset[Channel]]:
-        if not user_ids:
-            return {}
-        rows = await self._db.rows(
-            "SELECT user_id, array_agg(channel) AS channels FROM identities WHERE user_id = ANY(%s) GROUP BY user_id",
-            (list(user_ids),),
-        )
-        return {r["user_id"]: frozenset(Channel(c) for c in r["channels"]) for r in rows}
-
     async def list_for_users(self, user_ids: Sequence[UserId]) -> Sequence[ChannelIdentity]:
         if not user_ids:
             return []
@@ -397,10 +388,6 @@ class PostgresConversationRepository(_Repo):
             sql.SQL(_CONVERSATION), sql.SQL(" AND ").join(sql.SQL(w) for w in where)
         )
         return ConversationPage.of([_conversation(r) for r in await self._db.rows(query, params)], page.limit)
-
-    async def get_many(self, conversation_ids: Sequence[ConversationId]) -> Mapping[ConversationId, Conversation]:
-        rows = await self._db.rows(_CONVERSATION + " WHERE c.id = ANY(%s)", (list(conversation_ids),))
-        return {(conv := _conversation(r)).id: conv for r in rows}
 
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         # The row locks taken here are held until the transaction ends: concurrent senders queue

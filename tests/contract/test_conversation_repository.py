@@ -130,7 +130,7 @@ async def test_reserving_seqs_counts_up_per_conversation_and_marks_activity(uow_
     assert first == {conv.id: 1, other.id: 1}
     assert then == {conv.id: 3}
     async with uow_factory() as uow:
-        got = await uow.conversations.get_many([conv.id, other.id, ConversationId(uuid.uuid4())])
+        got = {c.id: c for c in [await uow.conversations.get(conv.id), await uow.conversations.get(other.id)] if c}
     assert set(got) == {conv.id, other.id}
     assert (got[conv.id].last_seq, got[other.id].last_seq) == (5, 1)
     assert got[conv.id].last_activity_at == later + timedelta(seconds=2)

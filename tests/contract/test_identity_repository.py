@@ -9,10 +9,11 @@ import pytest
 
 from application.errors import Conflict
 from domain.channels import Channel, ChannelAddress
+from domain.conversations import Participant
 from domain.ids import UserId
 from domain.users import ChannelIdentity
-from tests.builders import T0
-from tests.contract.backends import Backend
+from tests.builders import T0, a_conversation
+from tests.contract.backends import Backend, store
 
 pytestmark = pytest.mark.contract
 
@@ -125,20 +126,21 @@ async def test_unlinking_frees_the_address_and_reports_whether_anything_was_link
     assert owner is not None and owner.user_id == BOB
 
 
-async def test_channels_for_groups_the_linked_channels_per_user(uow_factory: Backend) -> None:
-    carol = UserId(uuid.uuid4())
+async def test_the_send_path_gets_the_linked_channels_of_each_member(uow_factory: Backend) -> None:
+    carol, nobody = UserId(uuid.uuid4()), UserId(uuid.uuid4())
+    conv = a_conversation(creator=ALICE, others=[Participant.user(BOB), Participant.user(nobody)])
+    await store(uow_factory, conversations=[conv])
     await link(
         uow_factory,
         identity(ALICE, "whatsapp:+5511999998888"),
         identity(ALICE, "telegram:12345"),
         identity(BOB, "instagram:bob"),
-        identity(carol, "messenger:42"),
+        identity(carol, "messenger:42"),  # linked, but not a member
     )
-    nobody = UserId(uuid.uuid4())
 
     async with uow_factory() as uow:
-        found = await uow.identities.channels_for([ALICE, BOB, nobody])
-        empty = await uow.identities.channels_for([])
+        found = (await uow.lookups.for_sending([conv.id], [])).channels
+        empty = (await uow.lookups.for_sending([], [])).channels
 
     assert found[ALICE] == frozenset({Channel.WHATSAPP, Channel.TELEGRAM})
     assert found[BOB] == frozenset({Channel.INSTAGRAM})
