@@ -1,9 +1,11 @@
-"""A stand-in platform API on this machine for e2e tests: JSON in, JSON out, every call recorded."""
+"""For e2e tests of the connectors: a stand-in platform API on this machine (JSON in, JSON out, every call
+recorded), and users with a linked identity."""
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,3 +61,15 @@ def running(answer: Answer) -> Iterator[FakePlatform]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def a_user(http: Any, prefix: str, **identity: str) -> dict[str, Any]:
+    """A new user (``username``, auth ``headers``), with ``identity`` (channel, external_id) linked if given."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    assert http.post("/v1/users", json={"username": name, "password": "platform-pw"}).status_code == 201
+    token = http.post("/auth/token", json={"username": name, "password": "platform-pw"}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    if identity:
+        linked = http.post("/v1/users/me/identities", json=identity, headers=headers)
+        assert linked.status_code == 201, linked.text
+    return {"username": name, "headers": headers}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.e2e.platforms import FakePlatform, running
+from tests.e2e.platforms import FakePlatform, a_user, running
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +35,6 @@ def graph() -> Iterator[FakePlatform]:
         yield server
 
 
-def _user(http: Any, prefix: str, **identity: str) -> dict[str, Any]:
-    name = f"{prefix}{uuid.uuid4().hex[:8]}"
-    assert http.post("/v1/users", json={"username": name, "password": "graph-pw"}).status_code == 201
-    token = http.post("/auth/token", json={"username": name, "password": "graph-pw"}).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    if identity:
-        assert http.post("/v1/users/me/identities", json=identity, headers=headers).status_code == 201
-    return {"username": name, "headers": headers}
-
-
 def _platform_deliveries(database_url: str, conversation: str) -> list[tuple[int, str, str, str | None, str | None]]:
     with psycopg.connect(database_url) as db:
         rows = db.execute(
@@ -67,11 +56,11 @@ def test_whatsapp_and_messenger_deliveries_go_out_through_graph(launch_stack: An
         }
     )
     http = stack.http
-    ana = _user(http, "ana")
+    ana = a_user(http, "ana")
     people = {
-        "bruno": _user(http, "bruno", channel="whatsapp", external_id="+5511999990001"),
-        "carla": _user(http, "carla", channel="whatsapp", external_id=WINDOW_CLOSED),
-        "dora": _user(http, "dora", channel="messenger", external_id="2468013579"),
+        "bruno": a_user(http, "bruno", channel="whatsapp", external_id="+5511999990001"),
+        "carla": a_user(http, "carla", channel="whatsapp", external_id=WINDOW_CLOSED),
+        "dora": a_user(http, "dora", channel="messenger", external_id="2468013579"),
     }
     conversations = {}
     for name, person in people.items():

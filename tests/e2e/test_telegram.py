@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.e2e.platforms import FakePlatform, running
+from tests.e2e.platforms import FakePlatform, a_user, running
 
 pytestmark = pytest.mark.e2e
 
@@ -42,16 +41,6 @@ def bot_api() -> Iterator[FakePlatform]:
         yield server
 
 
-def _user(http: Any, prefix: str, **identity: str) -> dict[str, Any]:
-    name = f"{prefix}{uuid.uuid4().hex[:8]}"
-    assert http.post("/v1/users", json={"username": name, "password": "telegram-pw"}).status_code == 201
-    token = http.post("/auth/token", json={"username": name, "password": "telegram-pw"}).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
-    if identity:
-        assert http.post("/v1/users/me/identities", json=identity, headers=headers).status_code == 201
-    return {"username": name, "headers": headers}
-
-
 def _telegram_deliveries(database_url: str, conversation: str) -> list[tuple[int, str, str | None, str | None]]:
     with psycopg.connect(database_url) as db:
         rows = db.execute(
@@ -66,9 +55,9 @@ def _telegram_deliveries(database_url: str, conversation: str) -> list[tuple[int
 def test_messages_go_out_through_the_bot_api_and_stay_sent(launch_stack: Any, bot_api: FakePlatform) -> None:
     stack = launch_stack(extra_env={"CHAT4ALL_TELEGRAM_BOT_TOKEN": TOKEN, "CHAT4ALL_TELEGRAM_API_BASE": bot_api.url})
     http = stack.http
-    ana = _user(http, "ana")
-    bruno = _user(http, "bruno", channel="telegram", external_id="5550001")
-    carla = _user(http, "carla", channel="telegram", external_id=BLOCKED_CHAT)
+    ana = a_user(http, "ana")
+    bruno = a_user(http, "bruno", channel="telegram", external_id="5550001")
+    carla = a_user(http, "carla", channel="telegram", external_id=BLOCKED_CHAT)
     conversations = {}
     for other in (bruno, carla):
         r = http.post(
