@@ -33,6 +33,9 @@ RANK: Final = {
     DeliveryStatus.READ: 3,
 }
 
+IMPLIED_BY_READ: Final = "implied by read"
+"""The detail of a DELIVERED history entry added because a READ skipped it."""
+
 _NEXT: Final = {status: frozenset(s for s in DeliveryStatus if RANK[s] > RANK[status]) for status in DeliveryStatus}
 
 
@@ -74,13 +77,17 @@ class Delivery:
         )
 
     def advance(self, to: DeliveryStatus, *, at: datetime, error: str | None = None) -> bool:
-        """Move forward to ``to``.
+        """Move forward to ``to``; a READ that skips DELIVERED adds DELIVERED to the history first.
 
         Returns:
             True if the status changed; False for a late or repeated event, which is not an error.
         """
         if not can_move(self.status, to):
             return False
+        if to is DeliveryStatus.READ and RANK[self.status] < RANK[DeliveryStatus.DELIVERED]:
+            # What was read was delivered: platforms that report both may skip DELIVERED (WhatsApp
+            # sends no delivered webhook when both happen at once), so the history fills it in.
+            self.history.append(StatusChange(DeliveryStatus.DELIVERED, at, IMPLIED_BY_READ))
         self.status = to
         self.updated_at = at
         self.error = error if to is DeliveryStatus.FAILED else None

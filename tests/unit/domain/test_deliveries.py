@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from domain.deliveries import RANK, Delivery, DeliveryStatus, StatusChange, can_move, overall_status
+from domain.deliveries import (
+    IMPLIED_BY_READ,
+    RANK,
+    Delivery,
+    DeliveryStatus,
+    StatusChange,
+    can_move,
+    overall_status,
+)
 from tests.builders import T0, a_delivery
 
 SENT, FAILED, DELIVERED, READ = (
@@ -39,6 +47,18 @@ def test_the_happy_path_records_each_step() -> None:
     assert sut.status is READ
     assert sut.updated_at == t2
     assert [(h.status, h.at) for h in sut.history] == [(SENT, T0), (DELIVERED, t1), (READ, t2)]
+
+
+@pytest.mark.parametrize("before", [SENT, FAILED])
+def test_a_read_that_skips_delivered_fills_it_in(before: DeliveryStatus) -> None:
+    sut = a_delivery()
+    sut.advance(before, at=T0)
+    t1 = T0 + timedelta(seconds=1)
+
+    assert sut.advance(READ, at=t1)
+
+    assert sut.status is READ
+    assert sut.history[-2:] == [StatusChange(DELIVERED, t1, IMPLIED_BY_READ), StatusChange(READ, t1)]
 
 
 @pytest.mark.parametrize(("current", "late"), [(READ, DELIVERED), (READ, SENT), (DELIVERED, SENT), (READ, FAILED)])
@@ -170,6 +190,9 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert changed is (RANK[status] > RANK[before])
         if changed:
             self.changes += 1
+            if status is READ and RANK[before] < RANK[DELIVERED]:
+                self.changes += 1  # the DELIVERED it skipped is filled in
+                assert self.sut.history[-2] == StatusChange(DELIVERED, self.now, IMPLIED_BY_READ)
             assert self.sut.status is status
             assert self.sut.updated_at == self.now
             assert self.sut.history[-1] == StatusChange(status, self.now, "boom" if status is FAILED else None)
