@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ import attrs
 from application import commands as c
 from application import topics
 from application import views as v
+from application.accepting import Acceptance, accept_messages
 from application.cursors import encode_history_cursor
 from application.errors import ApplicationError, AuthenticationFailed, Conflict, Forbidden, NotFound
 from application.events import emit_status, payload_of
@@ -361,20 +361,6 @@ def _replay(existing: Message, fingerprint: str) -> v.Accepted:
     return _accepted(existing)
 
 
-def _message_event(m: Message, deliveries: Sequence[Delivery]) -> dict[str, Any]:
-    return {
-        "type": "message.created",
-        "message_id": str(m.id),
-        "conversation_id": str(m.conversation_id),
-        "seq": m.seq,
-        "from": m.sender.key,
-        "payload": payload_of(m.content),
-        "metadata": dict(m.metadata),
-        "created_at": m.created_at.isoformat(),
-        "deliveries": [{"recipient": dl.recipient.key, "channel": dl.channel.value} for dl in deliveries],
-    }
-
-
 @attrs.frozen
 class _Send:
     """A send command whose checks that need no stored data have passed."""
@@ -481,27 +467,26 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
             else:
                 ready.append((p, deliveries))
         if ready:
-            seqs = dict(await uow.conversations.reserve_seqs(Counter(p.conversation.id for p, _ in ready), at=now))
-            accepted: list[tuple[Message, Sequence[Delivery]]] = []
-            for p, deliveries in ready:
-                conv, s = p.conversation, p.send
-                seq, seqs[conv.id] = seqs[conv.id], seqs[conv.id] + 1
-                message = Message.accept(
-                    id=s.message_id,
-                    conversation=conv,
-                    sender=s.sender,
-                    seq=seq,
-                    content=s.content,
-                    recipients=p.recipients,
-                    channels=s.channels,
-                    metadata=s.cmd.metadata,
-                    at=now,
-                    fingerprint=s.fingerprint,
-                )
-                accepted.append((message, deliveries))
-                await uow.outbox.add(MESSAGES_TOPIC, str(conv.id), _message_event(message, deliveries))
+            messages = await accept_messages(
+                uow,
+                [
+                    Acceptance(
+                        message_id=p.send.message_id,
+                        conversation=p.conversation,
+                        sender=p.send.sender,
+                        content=p.send.content,
+                        recipients=p.recipients,
+                        channels=p.send.channels,
+                        metadata=p.send.cmd.metadata,
+                        fingerprint=p.send.fingerprint,
+                        deliveries=deliveries,
+                    )
+                    for p, deliveries in ready
+                ],
+                at=now,
+            )
+            for (p, _), message in zip(ready, messages, strict=True):
                 answers[p.index] = _accepted(message)
-            await uow.messages.add_many(accepted)
             await uow.commit()
     fingerprints = {i: s.fingerprint for i, s in sends}
     for i, s, first in repeats:
