@@ -14,7 +14,7 @@ import attrs
 from application.cursors import encode_conversation_cursor
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
-from domain.deliveries import Delivery
+from domain.deliveries import Delivery, DeliveryStatus
 from domain.ids import ClientId, ConversationId, MessageId, UserId
 from domain.messages import Message
 from domain.users import ApiClient, ChannelIdentity, User
@@ -167,6 +167,13 @@ class ConversationRepository(Protocol):
     @abstractmethod
     async def add(self, conversation: Conversation) -> None:
         """Store a new conversation."""
+
+    @abstractmethod
+    async def add_if_absent(self, conversation: Conversation) -> bool:
+        """Store ``conversation`` unless one with its id exists; return True when this call stored it.
+
+        Concurrent callers with the same id: one stores it, the others wait for it and get False.
+        """
 
     @abstractmethod
     async def get(self, conversation_id: ConversationId) -> Conversation | None:
@@ -385,6 +392,31 @@ class SendLedger(Protocol):
     async def find(self, channel: Channel, platform_message_ids: Sequence[str]) -> Mapping[str, DeliveryKey]:
         """The deliveries behind these platform message ids (unknown ids are absent)."""
 
+    @abstractmethod
+    async def sent_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime, below: DeliveryStatus
+    ) -> Sequence[DeliveryKey]:
+        """The deliveries on ``channel`` to these recipients handed over, claimed by ``up_to``, still below ``below``.
+
+        What a watermark receipt ("everything before this time was read") covers, oldest first. The
+        claim is the bound: it precedes the send, so the platform's time for the message is later.
+        """
+
+
+class AddressBindings(Protocol):
+    """Which conversation each platform address is bound to: where its replies go.
+
+    An address is bound to the conversation that last sent to it (or that it last wrote in).
+    """
+
+    @abstractmethod
+    async def bind(self, bindings: Mapping[ChannelAddress, ConversationId], *, at: datetime) -> None:
+        """Bind each address to its conversation as of ``at``; an older binding never replaces a newer one."""
+
+    @abstractmethod
+    async def bound(self, address: ChannelAddress) -> ConversationId | None:
+        """The conversation ``address`` is bound to, if any."""
+
 
 @attrs.frozen
 class Event:
@@ -445,6 +477,7 @@ class UnitOfWork(Protocol):
     routing: RoutingProgress
     sends: SendLedger
     lookups: SendLookups
+    bindings: AddressBindings
 
     @abstractmethod
     async def __aenter__(self) -> Self:

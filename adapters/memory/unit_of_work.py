@@ -14,6 +14,7 @@ import attrs
 from application.cursors import decode_conversation_cursor
 from application.errors import Conflict
 from application.ports import (
+    AddressBindings,
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
@@ -57,6 +58,7 @@ class _State:
     purged: set[int] = attrs.Factory(set)
     routed: dict[ConversationId, int] = attrs.Factory(dict)
     sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
+    bindings: dict[ChannelAddress, tuple[ConversationId, datetime]] = attrs.Factory(dict)
 
 
 class InMemoryStore:
@@ -133,6 +135,12 @@ class InMemoryIdentityRepository(_Repo):
 class InMemoryConversationRepository(_Repo):
     async def add(self, conversation: Conversation) -> None:
         self.s.conversations[conversation.id] = copy.deepcopy(conversation)
+
+    async def add_if_absent(self, conversation: Conversation) -> bool:
+        if conversation.id in self.s.conversations:
+            return False
+        await self.add(conversation)
+        return True
 
     async def get(self, conversation_id: ConversationId) -> Conversation | None:
         return copy.deepcopy(self.s.conversations.get(conversation_id))
@@ -378,6 +386,37 @@ class InMemorySendLedger(_Repo):
         wanted = set(platform_message_ids)
         return {pid: key for key, (pid, _) in self.s.sends.items() if key[2] is channel and pid in wanted}
 
+    async def sent_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime, below: DeliveryStatus
+    ) -> Sequence[DeliveryKey]:
+        wanted = set(recipient_keys)
+        statuses = {dl.key: dl.status for dls in self.s.deliveries.values() for dl in dls}
+        found = [
+            (claimed_at, key)
+            for key, (platform_id, claimed_at) in self.s.sends.items()
+            if platform_id is not None
+            and key[2] is channel
+            and key[1] in wanted
+            and claimed_at <= up_to
+            and key in statuses
+            and RANK[statuses[key]] < RANK[below]
+        ]
+        return [key for _, key in sorted(found, key=lambda f: (f[0], str(f[1][0])))]
+
+
+class InMemoryAddressBindings(_Repo):
+    async def bind(self, bindings: Mapping[ChannelAddress, ConversationId], *, at: datetime) -> None:
+        for address, conversation_id in bindings.items():
+            current = self.s.bindings.get(address)
+            if current is None or current[1] <= at:
+                self.s.bindings[address] = (conversation_id, at)
+
+    async def bound(self, address: ChannelAddress) -> ConversationId | None:
+        current = self.s.bindings.get(address)
+        if current is None or current[0] not in self.s.conversations:
+            return None
+        return current[0]
+
 
 class InMemoryUnitOfWork:
     """A transaction over an InMemoryStore; rolls back unless committed."""
@@ -395,6 +434,7 @@ class InMemoryUnitOfWork:
         self.routing: RoutingProgress = InMemoryRoutingProgress(self)
         self.sends: SendLedger = InMemorySendLedger(self)
         self.lookups: SendLookups = InMemorySendLookups(self)
+        self.bindings: AddressBindings = InMemoryAddressBindings(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from application.cursors import decode_conversation_cursor
 from application.errors import Conflict, Unavailable
 from application.ports import (
+    AddressBindings,
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
@@ -41,7 +42,7 @@ from application.ports import (
 )
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
-from domain.deliveries import Delivery, DeliveryStatus, StatusChange
+from domain.deliveries import RANK, Delivery, DeliveryStatus, StatusChange
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent
 from domain.users import ApiClient, ChannelIdentity, User
@@ -343,34 +344,42 @@ def _conversation(row: DictRow) -> Conversation:
 
 class PostgresConversationRepository(_Repo):
     async def add(self, conversation: Conversation) -> None:
-        c, members = conversation, conversation.members
+        c = conversation
         await self._db.execute(
-            """
-            WITH c AS (
-                INSERT INTO conversations (id, type, created_by, created_at, metadata, last_seq, last_activity_at)
-                VALUES (%(id)s, %(type)s, %(created_by)s, %(created_at)s, %(metadata)s, %(last_seq)s,
-                        %(last_activity_at)s)
-                RETURNING id
-            )
-            INSERT INTO conversation_members (conversation_id, position, member_key, kind, user_id, address)
-            SELECT c.id, m.ord - 1, m.member_key, m.kind, m.user_id, m.address
-            FROM c, unnest(%(keys)s::text[], %(kinds)s::text[], %(user_ids)s::uuid[], %(addresses)s::text[])
-                    WITH ORDINALITY AS m(member_key, kind, user_id, address, ord)
-            """,
+            "INSERT INTO conversations (id, type, created_by, created_at, metadata, last_seq, last_activity_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (c.id, c.type.value, c.created_by, c.created_at, Jsonb(dict(c.metadata)), c.last_seq, c.last_activity_at),
+        )
+        await self._add_members(c)
+
+    async def _add_members(self, conversation: Conversation) -> None:
+        members = conversation.members
+        await self._db.execute(
+            "INSERT INTO conversation_members (conversation_id, position, member_key, kind, user_id, address)"
+            " SELECT %(id)s, m.ord - 1, m.member_key, m.kind, m.user_id, m.address"
+            " FROM unnest(%(keys)s::text[], %(kinds)s::text[], %(user_ids)s::uuid[], %(addresses)s::text[])"
+            " WITH ORDINALITY AS m(member_key, kind, user_id, address, ord)",
             {
-                "id": c.id,
-                "type": c.type.value,
-                "created_by": c.created_by,
-                "created_at": c.created_at,
-                "metadata": Jsonb(dict(c.metadata)),
-                "last_seq": c.last_seq,
-                "last_activity_at": c.last_activity_at,
+                "id": conversation.id,
                 "keys": [p.key for p in members],
                 "kinds": [p.kind.value for p in members],
                 "user_ids": [p.user_id for p in members],
                 "addresses": [None if p.address is None else str(p.address) for p in members],
             },
         )
+
+    async def add_if_absent(self, conversation: Conversation) -> bool:
+        c = conversation
+        # ON CONFLICT waits for a concurrent insert of the same id to commit, then skips it.
+        inserted = await self._db.row(
+            "INSERT INTO conversations (id, type, created_by, created_at, metadata, last_seq, last_activity_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
+            (c.id, c.type.value, c.created_by, c.created_at, Jsonb(dict(c.metadata)), c.last_seq, c.last_activity_at),
+        )
+        if inserted is None:
+            return False
+        await self._add_members(c)
+        return True
 
     async def get(self, conversation_id: ConversationId) -> Conversation | None:
         row = await self._db.row(_CONVERSATION + " WHERE c.id = %s", (conversation_id,))
@@ -1000,6 +1009,40 @@ class PostgresSendLedger(_Repo):
         )
         return {r["platform_message_id"]: (MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows}
 
+    async def sent_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime, below: DeliveryStatus
+    ) -> Sequence[DeliveryKey]:
+        if not recipient_keys:
+            return []
+        lower = [s.value for s in DeliveryStatus if RANK[s] < RANK[below]]
+        rows = await self._db.rows(
+            "SELECT s.message_id, s.recipient_key FROM channel_sends s"
+            " JOIN deliveries d USING (message_id, recipient_key, channel)"
+            " WHERE s.channel = %(channel)s AND s.recipient_key = ANY(%(recipients)s)"
+            " AND s.platform_message_id IS NOT NULL AND s.claimed_at <= %(up_to)s"
+            " AND d.status = ANY(%(lower)s) ORDER BY s.claimed_at, s.message_id",
+            {"channel": channel.value, "recipients": list(recipient_keys), "up_to": up_to, "lower": lower},
+        )
+        return [(MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows]
+
+
+class PostgresAddressBindings(_Repo):
+    async def bind(self, bindings: Mapping[ChannelAddress, ConversationId], *, at: datetime) -> None:
+        if not bindings:
+            return
+        ordered = sorted(bindings.items(), key=lambda b: str(b[0]))  # one lock order: no deadlocks
+        await self._db.execute(
+            "INSERT INTO address_bindings (address, conversation_id, bound_at)"
+            " SELECT a, c, %(at)s FROM unnest(%(addresses)s::text[], %(conversations)s::uuid[]) AS x(a, c)"
+            " ON CONFLICT (address) DO UPDATE SET conversation_id = EXCLUDED.conversation_id,"
+            " bound_at = EXCLUDED.bound_at WHERE address_bindings.bound_at <= EXCLUDED.bound_at",
+            {"addresses": [str(a) for a, _ in ordered], "conversations": [c for _, c in ordered], "at": at},
+        )
+
+    async def bound(self, address: ChannelAddress) -> ConversationId | None:
+        row = await self._db.row("SELECT conversation_id FROM address_bindings WHERE address = %s", (str(address),))
+        return None if row is None else ConversationId(row["conversation_id"])
+
 
 # --- the unit of work ------------------------------------------------------------------
 
@@ -1026,6 +1069,7 @@ class PostgresUnitOfWork:
         self.routing: RoutingProgress = PostgresRoutingProgress(self._db)
         self.sends: SendLedger = PostgresSendLedger(self._db)
         self.lookups: SendLookups = PostgresSendLookups(self._db)
+        self.bindings: AddressBindings = PostgresAddressBindings(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:

@@ -645,3 +645,100 @@ async def test_unsent_before_names_what_must_reach_the_platform_first(uow_factor
     assert [dl.key for dl in below_five] == [telegram[2].key, telegram[4].key]  # oldest first
     assert [dl.key for dl in limited] == [telegram[2].key]
     assert list(internal) == [] and list(none) == []  # internal copies are never handed to a platform
+
+
+# --- inbound: watermarks, address bindings, conversations created once -------------------------
+
+
+async def test_sent_up_to_names_a_readers_deliveries_handed_over_by_then_and_still_below(
+    uow_factory: Backend,
+) -> None:
+    conv = group()
+    first, second, third = message(conv, 1), message(conv, 2), message(conv, 3)
+    to_bob = [delivery(m, BOB, Channel.MESSENGER) for m in (first, second, third)]
+    to_contact = delivery(first, CONTACT, Channel.WHATSAPP)
+    await store(
+        uow_factory,
+        conversations=[conv],
+        messages=[(first, [to_bob[0], to_contact]), (second, [to_bob[1]]), (third, [to_bob[2]])],
+    )
+    async with uow_factory() as uow:
+        await uow.sends.record([(to_bob[1].key, "m.2")], at=minutes(2))
+        await uow.sends.record([(to_bob[0].key, "m.1"), (to_contact.key, "wamid.1")], at=minutes(1))
+        await uow.sends.record([(to_bob[2].key, "m.3")], at=minutes(10))
+        await uow.commit()
+    async with uow_factory() as uow:
+        [dl] = await uow.messages.lock_deliveries([to_bob[1].key])
+        dl.advance(DeliveryStatus.READ, at=minutes(3))
+        await uow.messages.save_progress([dl])
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        unread = await uow.sends.sent_up_to(
+            Channel.MESSENGER, [BOB.key], up_to=minutes(5), below=DeliveryStatus.READ
+        )
+        undelivered = await uow.sends.sent_up_to(
+            Channel.MESSENGER, [BOB.key, CONTACT.key], up_to=minutes(10), below=DeliveryStatus.DELIVERED
+        )
+        other_channel = await uow.sends.sent_up_to(
+            Channel.WHATSAPP, [BOB.key], up_to=minutes(10), below=DeliveryStatus.READ
+        )
+        nobody = await uow.sends.sent_up_to(Channel.MESSENGER, [], up_to=minutes(10), below=DeliveryStatus.READ)
+
+    assert list(unread) == [to_bob[0].key]  # the second is read already, the third was sent later
+    assert list(undelivered) == [to_bob[0].key, to_bob[2].key]  # oldest first; the contact is on whatsapp
+    assert list(other_channel) == []
+    assert list(nobody) == []
+
+
+async def test_an_address_is_bound_to_the_conversation_that_last_sent_to_it(uow_factory: Backend) -> None:
+    first, second = group(), group()
+    address = ChannelAddress.parse("whatsapp:+5511999998888")
+    other = ChannelAddress.parse("instagram:17841400000000001")
+    await store(uow_factory, conversations=[first, second])
+
+    async with uow_factory() as uow:
+        before = await uow.bindings.bound(address)
+        await uow.bindings.bind({address: first.id, other: second.id}, at=minutes(1))
+        await uow.commit()
+    async with uow_factory() as uow:
+        await uow.bindings.bind({address: second.id}, at=minutes(2))
+        await uow.bindings.bind({other: first.id}, at=T0)  # older than its binding: ignored
+        await uow.bindings.bind({}, at=minutes(3))
+        await uow.commit()
+    async with uow_factory() as uow:
+        now_bound = (await uow.bindings.bound(address), await uow.bindings.bound(other))
+
+    assert before is None
+    assert now_bound == (second.id, second.id)
+
+
+async def test_a_binding_that_is_not_committed_is_lost(uow_factory: Backend) -> None:
+    conv = group()
+    address = ChannelAddress.parse("telegram:42")
+    await store(uow_factory, conversations=[conv])
+
+    async with uow_factory() as uow:
+        await uow.bindings.bind({address: conv.id}, at=T0)
+        assert await uow.bindings.bound(address) == conv.id
+    async with uow_factory() as uow:
+        assert await uow.bindings.bound(address) is None
+
+
+async def test_add_if_absent_stores_a_conversation_once(uow_factory: Backend) -> None:
+    conv = group()
+    twin = attrs.evolve(conv, metadata={"second": True})
+
+    async with uow_factory() as uow:
+        stored = await uow.conversations.add_if_absent(conv)
+        await uow.commit()
+    async with uow_factory() as uow:
+        again = await uow.conversations.add_if_absent(twin)
+        await uow.commit()
+    async with uow_factory() as uow:
+        found = await uow.conversations.get(conv.id)
+
+    assert (stored, again) == (True, False)
+    assert found is not None
+    assert found.members == conv.members
+    assert dict(found.metadata) == dict(conv.metadata)
