@@ -36,8 +36,9 @@ from application.ports import (
     UnitOfWork,
 )
 from domain.channels import Channel, ChannelAddress
-from domain.conversations import ParticipantKind
+from domain.conversations import Participant, ParticipantKind
 from domain.deliveries import Delivery, DeliveryStatus
+from domain.errors import BusinessRuleViolation
 from domain.ids import ConversationId, MessageId, UserId
 from domain.messages import Message
 
@@ -542,11 +543,22 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
                     touched.append(dl)
                     changed.append((r.job.conversation_id, dl))
         await uow.sends.record(handed_over, at=now)
+        await uow.bindings.bind(_latest_per_address([r.job for r in settled if r.outcome in handed]), at=now)
         await uow.sends.release(released)
         await uow.messages.save_progress(touched)
         for conv_id, dl in changed:
             await emit_status(uow.outbox, conv_id, [dl])
         await uow.commit()
+
+
+def _latest_per_address(jobs: Iterable[DeliveryJob]) -> dict[ChannelAddress, ConversationId]:
+    """Each address's conversation that last sent to it: where the platform user's replies go."""
+    latest: dict[ChannelAddress, DeliveryJob] = {}
+    for job in jobs:
+        current = latest.get(job.to)
+        if current is None or (job.created_at, job.seq) > (current.created_at, current.seq):
+            latest[job.to] = job
+    return {address: job.conversation_id for address, job in latest.items()}
 
 
 def _dead_letter(r: JobResult, *, at: datetime) -> Event:
@@ -627,15 +639,60 @@ class Receipt:
             raise ValueError(f"not a receipt: {exc}") from exc
 
 
-async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
+@attrs.frozen(kw_only=True)
+class Watermark:
+    """A platform's "everything sent to ``reader`` up to ``up_to`` is ``status``" (Messenger's receipts)."""
+
+    channel: Channel
+    reader: ChannelAddress
+    status: DeliveryStatus
+    up_to: datetime
+    at: datetime
+
+    def to_event(self) -> Event:
+        return Event(
+            topics.RECEIPTS,
+            str(self.reader),
+            {
+                "type": "delivery.watermark",
+                "channel": self.channel.value,
+                "reader": str(self.reader),
+                "status": self.status.value,
+                "up_to": self.up_to.isoformat(),
+                "at": self.at.isoformat(),
+            },
+        )
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> Watermark:
+        """Parse a watermark event.
+
+        Raises:
+            ValueError: the event is not a well-formed watermark.
+        """
+        try:
+            return cls(
+                channel=Channel(event["channel"]),
+                reader=ChannelAddress.parse(str(event["reader"])),
+                status=DeliveryStatus(event["status"]),
+                up_to=datetime.fromisoformat(str(event["up_to"])),
+                at=datetime.fromisoformat(str(event["at"])),
+            )
+        except (KeyError, TypeError, ValueError, BusinessRuleViolation) as exc:
+            raise ValueError(f"not a watermark: {exc}") from exc
+
+
+async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark]) -> int:
     """Move deliveries forward as the receipts say, in order; return how many changed.
 
-    Late, repeated and unknown receipts change nothing. Each change is kept in the history and
-    announced as a ``message.status`` event.
+    Late, repeated and unknown receipts change nothing. A watermark stands for a receipt of each
+    delivery it covers. Each change is kept in the history and announced as a ``message.status``
+    event.
     """
     if not receipts:
         return 0
     async with d.uow() as uow:
+        receipts = await _covered(uow, receipts)
         keys: list[DeliveryKey | None] = [r.delivery for r in receipts]
         by_channel: dict[Channel, list[str]] = {}
         for r in receipts:
@@ -653,7 +710,7 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
         changed: dict[DeliveryKey, Delivery] = {}
         for wanted_key, r in zip(keys, receipts, strict=True):
             dl = deliveries.get(wanted_key) if wanted_key is not None else None
-            if dl is not None and dl.advance(r.status, at=r.at, error=r.error):
+            if dl is not None and dl.channel is r.channel and dl.advance(r.status, at=r.at, error=r.error):
                 changed[dl.key] = dl
         if not changed:
             return 0
@@ -665,6 +722,22 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt]) -> int:
                 await emit_status(uow.outbox, conversation_id, [dl])
         await uow.commit()
     return len(changed)
+
+
+async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark]) -> list[Receipt]:
+    """``receipts`` with each watermark replaced by a receipt per delivery it covers."""
+    out: list[Receipt] = []
+    for r in receipts:
+        if isinstance(r, Receipt):
+            out.append(r)
+            continue
+        readers = [str(r.reader)]
+        identity = await uow.identities.find_by_address(r.reader)
+        if identity is not None:
+            readers.append(Participant.user(identity.user_id).key)
+        for key in await uow.sends.sent_up_to(r.channel, readers, up_to=r.up_to, below=r.status):
+            out.append(Receipt(channel=r.channel, status=r.status, at=r.at, delivery=key))
+    return out
 
 
 # --- the sweeper ---------------------------------------------------------------------

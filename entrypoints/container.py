@@ -18,7 +18,10 @@ from adapters.system import SystemClock, UuidGenerator
 from application.bus import MessageBus
 from application.handlers import Deps
 from application.handlers import Settings as CoreSettings
+from application.inbound import InboundDeps
 from application.ports import Clock, IdGenerator, PasswordHasher, UnitOfWork
+from domain.channels import Channel
+from entrypoints.channels import inbox_owners
 from entrypoints.settings import Settings
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -67,6 +70,10 @@ def _bus(
     return MessageBus(Deps(uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings))
 
 
+def _inbound(uow: Callable[[], UnitOfWork], clock: Clock, owners: dict[Channel, str]) -> InboundDeps:
+    return InboundDeps(uow=uow, clock=clock, inbox_owners=owners)
+
+
 class Container(containers.DeclarativeContainer):
     """Every provider a runtime needs; tests override ``uow`` and ``readiness``."""
 
@@ -85,6 +92,8 @@ class Container(containers.DeclarativeContainer):
     )
     uow = providers.Singleton(_postgres_uow, pool=pool)
     readiness = providers.Singleton(_postgres_readiness, pool=pool)
+    inbox_owners: providers.Object[dict[Channel, str]] = providers.Object({})
+    inbound = providers.Singleton(_inbound, uow=uow, clock=clock, owners=inbox_owners)
     bus = providers.Singleton(
         _bus,
         uow=uow,
@@ -108,6 +117,7 @@ def container_for(settings: Settings) -> Container:
     values: dict[str, Any] = settings.model_dump()
     values["jwt_secret"] = secret
     c.config.from_dict(values)
+    c.inbox_owners.override(inbox_owners(settings))
     return c
 
 

@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 WORKER_KINDS = ("relay", "router", "channels", "status", "sweeper")
 """The pipeline's worker processes (``python -m entrypoints.workers <kind>``)."""
 
+PLATFORM_NAMES = ("whatsapp", "instagram", "messenger", "telegram")
+
 
 class Settings(BaseSettings):
     """Everything a Chat4All process can be told through its environment."""
@@ -38,9 +40,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # The event pipeline's workers.
-    channels: list[str] = Field(
-        default=["whatsapp", "instagram", "messenger", "telegram"], description="platforms the channel workers serve"
-    )
+    channels: list[str] = Field(default=list(PLATFORM_NAMES), description="platforms the channel workers serve")
     telegram_bot_token: SecretStr | None = Field(
         default=None, description="Telegram bot token; set: telegram deliveries go to the Bot API, unset: loopback"
     )
@@ -61,6 +61,44 @@ class Settings(BaseSettings):
     instagram_account_id: str = Field(default="me", description="the Instagram professional account's id")
     graph_api_base: str = Field(default="https://graph.facebook.com", description="Meta Graph API base URL")
     graph_api_version: str = Field(default="v25.0", description="Meta Graph API version")
+    # Inbound: the platforms' webhooks (see docs/connectors.md). A channel without its secret refuses them all.
+    whatsapp_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: checks X-Hub-Signature-256 on /webhooks/whatsapp"
+    )
+    whatsapp_verify_token: SecretStr | None = Field(
+        default=None, description="the hub.verify_token Meta sends in the /webhooks/whatsapp handshake"
+    )
+    messenger_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: checks X-Hub-Signature-256 on /webhooks/messenger"
+    )
+    messenger_verify_token: SecretStr | None = Field(
+        default=None, description="the hub.verify_token of the /webhooks/messenger handshake"
+    )
+    instagram_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: checks X-Hub-Signature-256 on /webhooks/instagram"
+    )
+    instagram_verify_token: SecretStr | None = Field(
+        default=None, description="the hub.verify_token of the /webhooks/instagram handshake"
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="setWebhook's secret_token: checks X-Telegram-Bot-Api-Secret-Token on /webhooks/telegram",
+    )
+    telegram_updates: str = Field(
+        default="webhook",
+        pattern="^(webhook|polling)$",
+        description="how Telegram updates arrive: `webhook` (POST /webhooks/telegram) or `polling` (getUpdates worker)",
+    )
+    inbox_owner: str | None = Field(
+        default=None,
+        description="username who receives inbound messages that belong to no conversation yet (every channel)",
+    )
+    inbox_owners: dict[str, str] = Field(
+        default={}, description='per-channel inbox owners (JSON, e.g. {"whatsapp": "sales"}); win over inbox_owner'
+    )
+    sandbox_chat4all_url: str = Field(
+        default="http://127.0.0.1:8000", description="where the channel sandbox sends its webhooks (the HTTP API)"
+    )
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")
@@ -85,6 +123,14 @@ class Settings(BaseSettings):
     worker_session_timeout_ms: int = Field(
         default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
     )
+
+    @field_validator("inbox_owners")
+    @classmethod
+    def _known_channels(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(PLATFORM_NAMES))
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; known: {list(PLATFORM_NAMES)}")
+        return value
 
     @field_validator("worker_processes")
     @classmethod

@@ -23,6 +23,7 @@ never DELIVERED. It cannot be asked whether it already has a message.
 from __future__ import annotations
 
 from adapters.channels.meta_send import MetaSendConnector
+from adapters.channels.meta_webhook import MetaMessagingWebhook
 from application.ports import ChannelCapabilities
 from domain.channels import Channel
 
@@ -43,3 +44,10 @@ class InstagramConnector(MetaSendConnector):
     _account_kind = "Instagram account or page id"
     _recipient_kind = "an Instagram-scoped id (IGSID)"
     _text_limit_in_bytes = True
+
+
+class InstagramWebhook(MetaMessagingWebhook):
+    """``/webhooks/instagram``: messages to the account, and ``messaging_seen`` (reads; there are no deliveries)."""
+
+    channel = Channel.INSTAGRAM
+    object_name = "instagram"

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.channels.meta_send import MetaSendConnector
+from adapters.channels.meta_webhook import MetaMessagingWebhook
 from application.ports import ChannelCapabilities
 from domain.channels import Channel
 
@@ -45,3 +46,14 @@ class MessengerConnector(MetaSendConnector):
 
     def _body(self, recipient: str, text: str) -> dict[str, Any]:
         return {"recipient": {"id": recipient}, "messaging_type": "RESPONSE", "message": {"text": text}}
+
+
+class MessengerWebhook(MetaMessagingWebhook):
+    """``/webhooks/messenger``: messages to the Page, and its ``message_deliveries`` and ``message_reads``.
+
+    Receipts are watermarks ("everything sent before this time"), sometimes with the ``mids``
+    delivered; both are kept (see ``adapters/channels/meta_webhook.py``).
+    """
+
+    channel = Channel.MESSENGER
+    object_name = "page"

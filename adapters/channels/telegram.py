@@ -13,11 +13,17 @@ lost cannot be settled by a lookup (the pipeline's ledger decides, see ``Channel
 
 from __future__ import annotations
 
+import hmac
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.meta_webhook import address, from_epoch, json_body
+from application.inbound import Inbound, InboundMessage
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 
@@ -82,3 +88,84 @@ class TelegramConnector:
         if isinstance(code, int) and 400 <= code < 500:
             raise ChannelError(reason, permanent=True)
         raise ChannelError(reason)
+
+
+# --- inbound: updates, by webhook or by getUpdates ---------------------------------------------
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105 - a header's name
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+def parse_update(update: Any) -> InboundMessage | None:
+    """The message an Update carries, or None for what the hub does not take (edits, bots, channel posts).
+
+    Shape (``../shared/design/channels.md`` 3.2): ``{"update_id", "message": {"message_id", "from":
+    {"id", "is_bot", "first_name", "last_name"?}, "chat": {"id", "type"}, "date", "text"?,
+    "caption"?, "document"?, "reply_to_message"?: {"message_id", ...}}}``. The platform's id of a
+    message is ``<chat id>:<message id>`` (ids are numbered per chat), as the connector records it.
+    """
+    message = update.get("message") if isinstance(update, dict) else None
+    if not isinstance(message, dict):
+        return None
+    chat, sender = message.get("chat"), message.get("from")
+    if not isinstance(chat, dict) or (isinstance(sender, dict) and sender.get("is_bot") is True):
+        return None
+    who = address(Channel.TELEGRAM, chat.get("id"))
+    message_id = message.get("message_id")
+    if who is None or not isinstance(message_id, int):
+        return None
+    replied = message.get("reply_to_message")
+    replied_id = replied.get("message_id") if isinstance(replied, dict) else None
+    return InboundMessage(
+        channel=Channel.TELEGRAM,
+        platform_message_id=f"{who.external_id}:{message_id}",
+        sender=who,
+        text=_words(message),
+        at=from_epoch(message.get("date")) or datetime.now(UTC),
+        reply_to=f"{who.external_id}:{replied_id}" if isinstance(replied_id, int) else None,
+        sender_name=_name(sender),
+    )
+
+
+def _words(message: dict[str, Any]) -> str:
+    for said in (message.get("text"), message.get("caption")):
+        if isinstance(said, str) and said.strip():
+            return said
+    kind = next(
+        (k for k in ("document", "photo", "video", "voice", "audio", "sticker", "location") if k in message), None
+    )
+    return f"(telegram {kind or 'message'} without text)"
+
+
+def _name(sender: Any) -> str | None:
+    if not isinstance(sender, dict):
+        return None
+    parts = [sender.get("first_name"), sender.get("last_name")]
+    name = " ".join(p for p in parts if isinstance(p, str) and p)
+    return name or None
+
+
+class TelegramWebhook:
+    """``/webhooks/telegram``: the Updates Telegram POSTs once ``setWebhook`` named our URL and secret token.
+
+    Every call carries ``X-Telegram-Bot-Api-Secret-Token: <the secret_token given to setWebhook>``;
+    there is no GET handshake. Telegram bots get no receipts, so updates only carry messages.
+    """
+
+    channel = Channel.TELEGRAM
+    signature_header = SECRET_HEADER
+
+    def __init__(self, secret_token: str) -> None:
+        if not _SECRET_TOKEN.fullmatch(secret_token):
+            raise ValueError("a Telegram webhook secret token is 1-256 of A-Z a-z 0-9 _ -")
+        self._secret = secret_token.encode()
+
+    def handshake(self, params: Mapping[str, str]) -> str | None:
+        return None  # Telegram has no subscription check
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        return hmac.compare_digest(headers.get(SECRET_HEADER, "").encode(), self._secret)
+
+    def parse(self, body: bytes) -> Inbound:
+        message = parse_update(json_body(body))
+        return Inbound(messages=(message,) if message is not None else ())

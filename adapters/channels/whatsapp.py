@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -47,8 +49,12 @@ import httpx
 
 from adapters.channels.common import json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
+from adapters.channels.meta_webhook import MetaWebhook, address, from_epoch, json_body, objects
+from application.inbound import Inbound, InboundMessage
+from application.pipeline import Receipt
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
+from domain.deliveries import DeliveryStatus
 from domain.ids import MessageId
 
 CAPABILITIES = ChannelCapabilities(
@@ -174,3 +180,100 @@ class WhatsAppConnector:
         if 400 <= status < 500 and not later:
             return ChannelError(reason, permanent=True)  # refused: repeating cannot help
         return ChannelError(reason, retry_after=retry_after)  # a rate limit, a platform fault, a 5xx
+
+
+# --- inbound: the Cloud API's webhooks ------------------------------------------------------------
+
+STATUSES: Final = {"delivered": DeliveryStatus.DELIVERED, "read": DeliveryStatus.READ, "failed": DeliveryStatus.FAILED}
+"""Status webhooks that move a delivery; ``sent`` repeats what the send's answer told us."""
+
+
+class WhatsAppWebhook(MetaWebhook):
+    """``/webhooks/whatsapp``: messages from WhatsApp users and the statuses of what we sent.
+
+    Shapes (``../shared/design/channels.md`` 3.1): ``{"object": "whatsapp_business_account",
+    "entry": [{"changes": [{"field": "messages", "value": {...}}]}]}`` where ``value`` holds
+    ``messages[]`` (``{"from": "<digits>", "id": "wamid…", "timestamp": "<s>", "type": "text",
+    "text": {"body"}, "context"?: {"id": "<wamid replied to>"}}``) with ``contacts[]`` (the
+    senders' profile names), or ``statuses[]`` (``{"id": "<wamid>", "status", "timestamp",
+    "recipient_id", "biz_opaque_callback_data"?, "errors"?}``). A ``read`` may come without its
+    ``delivered``; the delivery state machine fills that in.
+    """
+
+    channel = Channel.WHATSAPP
+
+    def parse(self, body: bytes) -> Inbound:
+        payload = json_body(body)
+        if payload.get("object") != "whatsapp_business_account":
+            return Inbound()
+        messages: list[InboundMessage] = []
+        receipts: list[Receipt] = []
+        for entry in objects(payload.get("entry")):
+            for change in objects(entry.get("changes")):
+                value = change.get("value")
+                if change.get("field") != "messages" or not isinstance(value, dict):
+                    continue
+                names = {
+                    str(c.get("wa_id")): c["profile"].get("name")
+                    for c in objects(value.get("contacts"))
+                    if isinstance(c.get("profile"), dict)
+                }
+                messages.extend(m for m in (_message(raw, names) for raw in objects(value.get("messages"))) if m)
+                receipts.extend(r for r in (_receipt(raw) for raw in objects(value.get("statuses"))) if r)
+        return Inbound(tuple(messages), tuple(receipts))
+
+
+def _message(m: dict[str, Any], names: Mapping[str, Any]) -> InboundMessage | None:
+    sender = address(Channel.WHATSAPP, f"+{m.get('from', '')}")
+    wamid = m.get("id")
+    if sender is None or not isinstance(wamid, str) or not wamid:
+        return None
+    context = m.get("context")
+    replied = context.get("id") if isinstance(context, dict) else None
+    name = names.get(str(m.get("from")))
+    return InboundMessage(
+        channel=Channel.WHATSAPP,
+        platform_message_id=wamid,
+        sender=sender,
+        text=_text(m),
+        at=from_epoch(m.get("timestamp")) or datetime.now(UTC),
+        reply_to=replied if isinstance(replied, str) and replied else None,
+        sender_name=name if isinstance(name, str) else None,
+    )
+
+
+def _text(m: dict[str, Any]) -> str:
+    """A message's words: its text, a button's or list reply's title, a media caption, or what it is."""
+    kind = str(m.get("type") or "message")
+    part = m.get(kind)
+    if isinstance(part, dict):
+        reply = part.get("button_reply") or part.get("list_reply")
+        for said in (part.get("body"), part.get("text"), part.get("caption"), (reply or {}).get("title")):
+            if isinstance(said, str) and said.strip():
+                return said
+    return f"(whatsapp {kind} without text)"
+
+
+def _receipt(s: dict[str, Any]) -> Receipt | None:
+    status = STATUSES.get(str(s.get("status")))
+    wamid = s.get("id")
+    if status is None or not isinstance(wamid, str) or not wamid:
+        return None
+    callback = s.get("biz_opaque_callback_data")
+    delivery = delivery_from_callback(callback) if isinstance(callback, str) else None
+    return Receipt(
+        Channel.WHATSAPP,
+        status,
+        from_epoch(s.get("timestamp")) or datetime.now(UTC),
+        platform_message_id=wamid,
+        delivery=delivery if delivery is not None and delivery[2] is Channel.WHATSAPP else None,
+        error=_failure(s) if status is DeliveryStatus.FAILED else None,
+    )
+
+
+def _failure(s: dict[str, Any]) -> str:
+    for e in objects(s.get("errors")):
+        details = e.get("error_data", {}).get("details") if isinstance(e.get("error_data"), dict) else None
+        said = e.get("message") or e.get("title") or "failed"
+        return f"whatsapp: ({e.get('code')}) {said}" + (f": {details}" if details else "")
+    return "whatsapp: failed"

@@ -22,6 +22,7 @@ from litestar.security.jwt import JWTAuth, Token
 
 from application.bus import MessageBus
 from domain.ids import UserId
+from entrypoints.channels import webhooks_for
 from entrypoints.container import Container, container_for, resolve
 from entrypoints.http import schemas as s
 from entrypoints.http.controllers import (
@@ -34,6 +35,7 @@ from entrypoints.http.controllers import (
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
 from entrypoints.http.metrics import request_metrics
 from entrypoints.http.tokens import CachedToken
+from entrypoints.http.webhooks import webhook, webhook_handshake
 from entrypoints.settings import Settings
 
 
@@ -93,6 +95,8 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         await resolve(container.init_resources)
         app.state.bus = await resolve(container.bus)
         app.state.readiness = await resolve(container.readiness)
+        app.state.inbound = await resolve(container.inbound)
+        app.state.webhooks = webhooks_for(settings)
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, so full collections under load walk only request garbage (tens of ms less at p99).
         gc.collect()
@@ -125,6 +129,8 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             UsersController,
             ConversationsController,
             MessagesController,
+            webhook_handshake,
+            webhook,
             live,
             ready,
             docs,

@@ -22,6 +22,7 @@ from application.pipeline import (
     Outcome,
     Receipt,
     RetryPolicy,
+    Watermark,
     apply_receipts,
     deliver_jobs,
     purge_outbox,
@@ -75,10 +76,11 @@ async def run_status(w: Worker) -> None:
     """Apply receipts through the delivery state machine."""
 
     async def handle(batch: list[Received]) -> None:
-        receipts = []
+        receipts: list[Receipt | Watermark] = []
         for r in batch:
             try:
-                receipts.append(Receipt.from_event(r.payload))
+                watermark = r.payload.get("type") == "delivery.watermark"
+                receipts.append(Watermark.from_event(r.payload) if watermark else Receipt.from_event(r.payload))
             except ValueError as exc:
                 log.warning("status: skipping %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
         metrics.receipts_applied(await apply_receipts(w.deps, receipts))

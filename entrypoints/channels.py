@@ -1,0 +1,40 @@
+"""The channels' registry: which platform adapters a runtime uses, chosen by their settings.
+
+Adding a channel is one module in ``adapters/channels/`` (its connector and its webhook) plus a
+line here and one in ``connector_for`` (``entrypoints/workers/kinds.py``); see docs/connectors.md.
+"""
+
+from __future__ import annotations
+
+from adapters.channels.instagram import InstagramWebhook
+from adapters.channels.messenger import MessengerWebhook
+from adapters.channels.telegram import TelegramWebhook
+from adapters.channels.whatsapp import WhatsAppWebhook
+from application.inbound import ChannelWebhook
+from domain.channels import PLATFORMS, Channel
+from entrypoints.settings import Settings
+
+
+def webhooks_for(settings: Settings) -> dict[Channel, ChannelWebhook]:
+    """The inbound webhook of each channel whose secret is set; the others refuse every call."""
+    s = settings
+    hooks: dict[Channel, ChannelWebhook] = {}
+    meta = (
+        (WhatsAppWebhook, s.whatsapp_app_secret, s.whatsapp_verify_token),
+        (MessengerWebhook, s.messenger_app_secret, s.messenger_verify_token),
+        (InstagramWebhook, s.instagram_app_secret, s.instagram_verify_token),
+    )
+    for hook, secret, verify_token in meta:
+        if secret is not None:
+            token = verify_token.get_secret_value() if verify_token is not None else None
+            hooks[hook.channel] = hook(secret.get_secret_value(), token)
+    if s.telegram_webhook_secret is not None and s.telegram_updates == "webhook":
+        hooks[Channel.TELEGRAM] = TelegramWebhook(s.telegram_webhook_secret.get_secret_value())
+    return hooks
+
+
+def inbox_owners(settings: Settings) -> dict[Channel, str]:
+    """Whose inbox takes each channel's messages from addresses no conversation holds yet."""
+    owners = {ch: settings.inbox_owner for ch in PLATFORMS if settings.inbox_owner}
+    owners.update({Channel(ch): username for ch, username in settings.inbox_owners.items()})
+    return owners
