@@ -6,11 +6,15 @@ line here and one in ``connector_for`` (``entrypoints/workers/kinds.py``); see d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from prometheus_client import Counter
+
 from adapters.channels.instagram import InstagramWebhook
 from adapters.channels.messenger import MessengerWebhook
 from adapters.channels.telegram import TelegramWebhook
 from adapters.channels.whatsapp import WhatsAppWebhook
-from application.inbound import ChannelWebhook
+from application.inbound import ChannelWebhook, Received
 from domain.channels import PLATFORMS, Channel
 from entrypoints.settings import Settings
 
@@ -38,3 +42,16 @@ def inbox_owners(settings: Settings) -> dict[Channel, str]:
     owners = {ch: settings.inbox_owner for ch in PLATFORMS if settings.inbox_owner}
     owners.update({Channel(ch): username for ch, username in settings.inbox_owners.items()})
     return owners
+
+
+INBOUND = Counter(
+    "chat4all_inbound_messages",
+    "Messages the platforms brought (webhooks, getUpdates), by channel and outcome (accepted, duplicate, unrouted).",
+    ["channel", "outcome"],
+)
+
+
+def count_inbound(channel: Channel, outcomes: Sequence[Received]) -> None:
+    """Count what became of the inbound messages of one webhook call or poll."""
+    for outcome in outcomes:
+        INBOUND.labels(channel.value, outcome.value).inc()

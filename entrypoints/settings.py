@@ -7,8 +7,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-WORKER_KINDS = ("relay", "router", "channels", "status", "sweeper")
-"""The pipeline's worker processes (``python -m entrypoints.workers <kind>``)."""
+WORKER_KINDS = ("relay", "router", "channels", "status", "sweeper", "telegram-updates")
+"""The pipeline's worker processes (``python -m entrypoints.workers <kind>``). ``telegram-updates`` runs
+only when Telegram updates are polled (at most one: Telegram refuses concurrent getUpdates)."""
 
 PLATFORM_NAMES = ("whatsapp", "instagram", "messenger", "telegram")
 

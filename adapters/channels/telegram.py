@@ -169,3 +169,59 @@ class TelegramWebhook:
     def parse(self, body: bytes) -> Inbound:
         message = parse_update(json_body(body))
         return Inbound(messages=(message,) if message is not None else ())
+
+
+class TelegramUpdates:
+    """``getUpdates`` long polling, for bots without a public URL (mutually exclusive with a webhook).
+
+    An update counts as confirmed once a later call asks for a higher offset, so the caller stores
+    what a batch brought before it asks for the next one: a crash in between only brings the same
+    updates again, and their platform ids make that harmless.
+    """
+
+    def __init__(
+        self,
+        bot_token: str,
+        *,
+        base_url: str = "https://api.telegram.org",
+        poll_seconds: int = 25,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not bot_token:
+            raise ValueError("Telegram updates need a bot token")
+        self._poll = poll_seconds
+        self._client = httpx.AsyncClient(
+            base_url=f"{base_url.rstrip('/')}/bot{bot_token}", timeout=poll_seconds + 10.0, transport=transport
+        )
+
+    async def next_batch(self, offset: int | None) -> list[dict[str, Any]]:
+        """The updates from ``offset`` on (confirming those below it), waiting up to the poll time for one.
+
+        Raises:
+            ChannelError: Telegram refused (a webhook is set: 409) or could not be reached.
+        """
+        body: dict[str, Any] = {"timeout": self._poll, "allowed_updates": ["message"]}
+        if offset is not None:
+            body["offset"] = offset
+        response = await post_json(self._client, "/getUpdates", body, what="telegram: getUpdates")
+        answer = json_object(response)
+        if answer is None or answer.get("ok") is not True:
+            said = answer.get("description") if answer is not None else None
+            parameters = answer.get("parameters") if answer is not None else None
+            retry = parameters.get("retry_after") if isinstance(parameters, dict) else None
+            raise ChannelError(
+                f"telegram: getUpdates: {said or f'HTTP {response.status_code}'}",
+                permanent=response.status_code in (401, 404, 409),
+                retry_after=float(retry) if isinstance(retry, int | float) else None,
+            )
+        result = answer.get("result")
+        return [u for u in result if isinstance(u, dict)] if isinstance(result, list) else []
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def next_offset(updates: list[dict[str, Any]], current: int | None) -> int | None:
+    """The offset that confirms ``updates``: one past the highest ``update_id`` seen."""
+    ids = [u["update_id"] for u in updates if isinstance(u.get("update_id"), int)]
+    return max(ids) + 1 if ids else current

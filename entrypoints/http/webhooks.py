@@ -20,14 +20,10 @@ from prometheus_client import Counter
 
 from application.inbound import ChannelWebhook, Received, receive
 from domain.channels import PLATFORMS, Channel
+from entrypoints.channels import count_inbound
 from entrypoints.http.controllers import PUBLIC
 from entrypoints.http.errors import problem
 
-INBOUND = Counter(
-    "chat4all_inbound_messages",
-    "Messages the platforms' webhooks brought, by channel and outcome (accepted, duplicate, unrouted).",
-    ["channel", "outcome"],
-)
 RECEIPTS = Counter("chat4all_inbound_receipts", "Receipts the platforms' webhooks brought, by channel.", ["channel"])
 REFUSED = Counter(
     "chat4all_webhook_refusals",
@@ -94,8 +90,7 @@ async def webhook(channel: FromPath[str], request: Request[Any, Any, Any], state
     except ValueError as exc:
         raise problem(400, str(exc)) from exc
     outcomes = await receive(state.inbound, inbound)
-    for outcome in outcomes:
-        INBOUND.labels(channel, outcome.value).inc()
+    count_inbound(hook.channel, outcomes)
     receipts = len(inbound.receipts) + len(inbound.watermarks)
     if receipts:
         RECEIPTS.labels(channel).inc(receipts)

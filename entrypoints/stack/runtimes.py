@@ -160,7 +160,13 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
 
 
 def worker_count(settings: Settings, kind: str) -> int:
-    """How many processes of worker ``kind`` a stack runs (CHAT4ALL_WORKER_PROCESSES; 1 by default)."""
+    """How many processes of worker ``kind`` a stack runs (CHAT4ALL_WORKER_PROCESSES; 1 by default).
+
+    The Telegram poller runs when updates are polled for a bot, and never twice.
+    """
+    if kind == "telegram-updates":
+        polling = settings.telegram_updates == "polling" and settings.telegram_bot_token is not None
+        return min(settings.worker_processes.get(kind, 1 if polling else 0), 1 if polling else 0)
     return settings.worker_processes.get(kind, 1)
 
 

@@ -10,11 +10,12 @@ from datetime import timedelta
 from adapters.channels.instagram import InstagramConnector
 from adapters.channels.loopback import LoopbackConnector
 from adapters.channels.messenger import MessengerConnector
-from adapters.channels.telegram import TelegramConnector
+from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_offset, parse_update
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
 from application import topics
+from application.inbound import Inbound, InboundDeps, receive
 from application.pipeline import (
     ChannelDeps,
     CircuitBreaker,
@@ -30,8 +31,9 @@ from application.pipeline import (
     route_events,
     sweep,
 )
-from application.ports import ChannelConnector
+from application.ports import ChannelConnector, ChannelError
 from domain.channels import Channel
+from entrypoints.channels import count_inbound, inbox_owners
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
@@ -185,10 +187,43 @@ def _channel_handler(
     return handle
 
 
+async def run_telegram_updates(w: Worker) -> None:
+    """Long-poll Telegram's getUpdates (bots without a public URL) and accept what it brings.
+
+    Each batch is stored before the next call confirms it; one poller per bot (Telegram ends a
+    concurrent getUpdates with a 409).
+    """
+    s = w.settings
+    if s.telegram_bot_token is None:
+        raise SystemExit("telegram-updates: CHAT4ALL_TELEGRAM_BOT_TOKEN is not set")
+    updates = TelegramUpdates(s.telegram_bot_token.get_secret_value(), base_url=s.telegram_api_base)
+    deps = InboundDeps(uow=w.deps.uow, clock=w.deps.clock, inbox_owners=inbox_owners(s))
+    offset: int | None = None
+    attempt = 0
+    try:
+        while not w.stop.is_set():
+            try:
+                batch = await updates.next_batch(offset)
+                messages = tuple(m for m in map(parse_update, batch) if m is not None)
+                outcomes = await receive(deps, Inbound(messages=messages))
+            except (ChannelError, *TRANSIENT) as exc:
+                attempt += 1
+                wait = RetryPolicy(max_delay=60.0).delay(attempt, getattr(exc, "retry_after", None))
+                log.warning("telegram-updates: %s; polling again in %.1fs", exc, wait)
+                await w.sleep(wait)
+                continue
+            attempt = 0
+            count_inbound(Channel.TELEGRAM, outcomes)
+            offset = next_offset(batch, offset)
+    finally:
+        await updates.close()
+
+
 KINDS: dict[str, Callable[[Worker], Awaitable[None]]] = {
     "relay": run_relay,
     "router": run_router,
     "status": run_status,
     "sweeper": run_sweeper,
     "channels": run_channels,
+    "telegram-updates": run_telegram_updates,
 }

@@ -674,9 +674,7 @@ async def test_sent_up_to_names_a_readers_deliveries_handed_over_by_then_and_sti
         await uow.commit()
 
     async with uow_factory() as uow:
-        unread = await uow.sends.sent_up_to(
-            Channel.MESSENGER, [BOB.key], up_to=minutes(5), below=DeliveryStatus.READ
-        )
+        unread = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=minutes(5), below=DeliveryStatus.READ)
         undelivered = await uow.sends.sent_up_to(
             Channel.MESSENGER, [BOB.key, CONTACT.key], up_to=minutes(10), below=DeliveryStatus.DELIVERED
         )

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from adapters.channels.telegram import TelegramConnector
+from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_offset
 from application.ports import ChannelError, OutboundMessage
 from domain.channels import Channel, ChannelAddress
 from domain.ids import ConversationId, MessageId
@@ -119,3 +119,60 @@ async def test_telegram_gives_no_receipts_and_no_lookup() -> None:
 def test_a_bot_token_is_required() -> None:
     with pytest.raises(ValueError, match="bot token"):
         TelegramConnector("")
+
+
+# --- getUpdates long polling ----------------------------------------------------------------------
+
+
+def updates(answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request]) -> TelegramUpdates:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answer(request)
+
+    return TelegramUpdates(
+        TOKEN, base_url="http://bot-api.test", poll_seconds=5, transport=httpx.MockTransport(handler)
+    )
+
+
+async def test_get_updates_asks_from_the_offset_and_returns_the_updates() -> None:
+    seen: list[httpx.Request] = []
+    batch = [{"update_id": 10, "message": {"message_id": 1}}, {"update_id": 11}, "not an update"]
+    sut = updates(lambda _: httpx.Response(200, json={"ok": True, "result": batch}), seen)
+
+    got = await sut.next_batch(10)
+    first = await sut.next_batch(None)
+
+    assert got == batch[:2]
+    assert str(seen[0].url) == f"http://bot-api.test/bot{TOKEN}/getUpdates"
+    assert json.loads(seen[0].content) == {"timeout": 5, "allowed_updates": ["message"], "offset": 10}
+    assert "offset" not in json.loads(seen[1].content)  # the first call takes what is pending
+    assert first == got
+    assert next_offset(got, None) == 12
+    assert next_offset([], 12) == 12
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "permanent", "retry_after"),
+    [
+        (409, {"ok": False, "error_code": 409, "description": "Conflict: webhook is active"}, True, None),
+        (401, {"ok": False, "error_code": 401, "description": "Unauthorized"}, True, None),
+        (
+            429,
+            {"ok": False, "error_code": 429, "description": "Too Many", "parameters": {"retry_after": 3}},
+            False,
+            3.0,
+        ),
+        (502, "<html>bad gateway</html>", False, None),
+    ],
+)
+async def test_get_updates_failures_say_whether_to_poll_again(
+    status: int, body: object, permanent: bool, retry_after: float | None
+) -> None:
+    answer = httpx.Response(status, json=body) if isinstance(body, dict) else httpx.Response(status, text=str(body))
+    sut = updates(lambda _: answer, [])
+
+    with pytest.raises(ChannelError) as failed:
+        await sut.next_batch(1)
+
+    assert (failed.value.permanent, failed.value.retry_after) == (permanent, retry_after)
+    assert TOKEN not in failed.value.reason

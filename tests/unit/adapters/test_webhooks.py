@@ -58,7 +58,7 @@ def test_meta_handshake_answers_the_challenge_only_for_our_verify_token(hook: ty
 
 def test_meta_signature_is_checked_over_the_raw_body() -> None:
     sut = WhatsAppWebhook(SECRET)
-    body = '{"object":"whatsapp_business_account","text":"Ol\\u00e1"}'.encode()  # Meta escapes non-ASCII
+    body = b'{"object":"whatsapp_business_account","text":"Ol\\u00e1"}'  # Meta escapes non-ASCII
 
     assert sut.verify(body, {"x-hub-signature-256": signature(SECRET, body)})
     reserialised = json.dumps(json.loads(body), ensure_ascii=False).encode()

@@ -160,6 +160,9 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         "channels-3",
         "status",
     ]
+    polling = Settings(telegram_updates="polling", telegram_bot_token="1:a", worker_processes={"telegram-updates": 3})
+    assert [w.name for w in runtime_specs(polling, env)[1:]].count("telegram-updates") == 1  # never two pollers
+    assert "telegram-updates" not in [w.name for w in runtime_specs(Settings(telegram_updates="polling"), env)]
     with pytest.raises(ValueError, match="unknown worker kinds"):
         Settings(worker_processes={"routers": 2})
     with pytest.raises(ValueError, match="between 0 and 16"):
