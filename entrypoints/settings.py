@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     inbox_owners: dict[str, str] = Field(
         default={}, description='per-channel inbox owners (JSON, e.g. {"whatsapp": "sales"}); win over inbox_owner'
     )
+    sandbox: bool | None = Field(
+        default=None,
+        description="`up` runs the channel sandbox and points every channel at it; unset: when no platform "
+        "credentials are set",
+    )
     sandbox_chat4all_url: str = Field(
         default="http://127.0.0.1:8000", description="where the channel sandbox sends its webhooks (the HTTP API)"
     )

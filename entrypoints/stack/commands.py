@@ -23,6 +23,7 @@ from entrypoints.stack.postgres import EmbeddedPostgres
 from entrypoints.stack.runtimes import (
     forget_dead_processes,
     load_or_create_jwt_secret,
+    load_or_create_sandbox_credentials,
     metrics_dir,
     port_free,
     redact_url,
@@ -30,6 +31,8 @@ from entrypoints.stack.runtimes import (
     runtime_env,
     runtime_ports,
     runtime_specs,
+    sandbox_env,
+    sandbox_wanted,
 )
 from entrypoints.stack.state import (
     StackLock,
@@ -369,6 +372,11 @@ class Stack:
             kafka_bootstrap=self.kafka_bootstrap,
             jwt_secret=jwt_secret,
             data_dir=self.data_dir,
+            sandbox=(
+                sandbox_env(self.settings, load_or_create_sandbox_credentials(self.data_dir))
+                if sandbox_wanted(self.settings)
+                else None
+            ),
         )
         self.supervisor = Supervisor(
             runtime_specs(self.settings, env),

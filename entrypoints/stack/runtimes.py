@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -17,6 +18,8 @@ from entrypoints.settings import WORKER_KINDS, Settings
 from entrypoints.stack.supervisor import RuntimeSpec
 
 JWT_SECRET_FILE = Path("secrets") / "jwt_secret"
+SANDBOX_SECRETS_FILE = Path("secrets") / "sandbox.json"
+SANDBOX_PHONE_NUMBER_ID = "106540352242922"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -47,6 +50,67 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def platforms_configured(settings: Settings) -> bool:
+    """Are any real platform credentials set (then `up` leaves the channels alone unless told otherwise)?"""
+    s = settings
+    return any(
+        v is not None
+        for v in (s.whatsapp_access_token, s.messenger_page_token, s.instagram_access_token, s.telegram_bot_token)
+    )
+
+
+def sandbox_wanted(settings: Settings) -> bool:
+    """Does `up` run the channel sandbox: CHAT4ALL_SANDBOX if set, else when no platform is configured."""
+    return settings.sandbox if settings.sandbox is not None else not platforms_configured(settings)
+
+
+def load_or_create_sandbox_credentials(data_dir: Path) -> dict[str, str]:
+    """The credentials `up` gives both the channel sandbox and the connectors, kept at ``secrets/sandbox.json``
+    (0600) so that a restarted stack and the platform it talks to still agree."""
+    path = data_dir / SANDBOX_SECRETS_FILE
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and all(isinstance(v, str) for v in stored.values()):
+            return stored
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    token = secrets.token_urlsafe
+    created = {
+        "CHAT4ALL_WHATSAPP_ACCESS_TOKEN": f"EAAG{token(32)}",
+        "CHAT4ALL_WHATSAPP_PHONE_NUMBER_ID": SANDBOX_PHONE_NUMBER_ID,
+        "CHAT4ALL_WHATSAPP_APP_SECRET": secrets.token_hex(16),
+        "CHAT4ALL_WHATSAPP_VERIFY_TOKEN": token(16),
+        "CHAT4ALL_MESSENGER_PAGE_TOKEN": f"EAAG{token(32)}",
+        "CHAT4ALL_MESSENGER_APP_SECRET": secrets.token_hex(16),
+        "CHAT4ALL_MESSENGER_VERIFY_TOKEN": token(16),
+        "CHAT4ALL_INSTAGRAM_ACCESS_TOKEN": f"IGQV{token(32)}",
+        "CHAT4ALL_INSTAGRAM_APP_SECRET": secrets.token_hex(16),
+        "CHAT4ALL_INSTAGRAM_VERIFY_TOKEN": token(16),
+        "CHAT4ALL_TELEGRAM_BOT_TOKEN": f"{secrets.randbelow(9 * 10**9) + 10**9}:{token(26)}",
+        "CHAT4ALL_TELEGRAM_WEBHOOK_SECRET": token(24),
+    }
+    _write_private(path, json.dumps(created, indent=2) + "\n")
+    return created
+
+
+def sandbox_env(settings: Settings, credentials: Mapping[str, str]) -> dict[str, str]:
+    """What points every channel at the sandbox (and the sandbox back at the API): the credentials and base URLs."""
+    sandbox = http_base(settings.host, settings.sandbox_port)
+    return {
+        **credentials,
+        "CHAT4ALL_GRAPH_API_BASE": sandbox,
+        "CHAT4ALL_TELEGRAM_API_BASE": sandbox,
+        "CHAT4ALL_SANDBOX_CHAT4ALL_URL": http_base(settings.host, settings.http_port),
+    }
+
+
 def load_or_create_jwt_secret(data_dir: Path) -> str:
     """The signing key kept at ``<data_dir>/secrets/jwt_secret`` (0600); created once, so tokens survive restarts."""
     path = data_dir / JWT_SECRET_FILE
@@ -59,9 +123,7 @@ def load_or_create_jwt_secret(data_dir: Path) -> str:
             return existing
         path.unlink()
     value = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
+    _write_private(path, value + "\n")
     return value
 
 
@@ -85,9 +147,11 @@ def runtime_env(
     kafka_bootstrap: str,
     jwt_secret: str,
     data_dir: Path,
+    sandbox: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Our environment plus what the runtimes must agree on."""
+    """Our environment plus what the runtimes must agree on (and, with ``sandbox``, the channels pointed at it)."""
     env = dict(base)
+    env.update(sandbox or {})
     env.update(
         CHAT4ALL_DATABASE_URL=database_url,
         CHAT4ALL_KAFKA_BOOTSTRAP=kafka_bootstrap,
@@ -137,9 +201,23 @@ WORKERS = WORKER_KINDS
 
 
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
-    """The runtimes of a stack. gRPC and the channel sandbox join here as they are written."""
+    """The runtimes of a stack: the HTTP API, the workers, and the channel sandbox when it is wanted.
+
+    gRPC joins here when it is written.
+    """
     http = http_base(settings.host, settings.http_port)
+    sandbox = http_base(settings.host, settings.sandbox_port)
+    playing = [
+        RuntimeSpec(
+            name="sandbox",
+            argv=(sys.executable, "-m", "entrypoints.sandbox"),
+            env=env,
+            url=sandbox,
+            health_url=f"{sandbox}/health",
+        )
+    ]
     return [
+        *(playing if sandbox_wanted(settings) else []),
         RuntimeSpec(
             name="http",
             argv=(sys.executable, "-m", "entrypoints.http"),
@@ -172,4 +250,7 @@ def worker_count(settings: Settings, kind: str) -> int:
 
 def runtime_ports(settings: Settings) -> dict[str, int]:
     """The ports the runtimes of :func:`runtime_specs` bind, checked before anything starts."""
-    return {"http": settings.http_port}
+    ports = {"http": settings.http_port}
+    if sandbox_wanted(settings):
+        ports["sandbox"] = settings.sandbox_port
+    return ports

@@ -27,12 +27,17 @@ from entrypoints.stack.runtimes import (
     forget_dead_processes,
     http_base,
     load_or_create_jwt_secret,
+    load_or_create_sandbox_credentials,
     metrics_dir,
+    platforms_configured,
     port_free,
     redact_url,
     reset_metrics_dir,
     runtime_env,
+    runtime_ports,
     runtime_specs,
+    sandbox_env,
+    sandbox_wanted,
 )
 from entrypoints.stack.state import StackLock, create_time, read_state, write_state
 from entrypoints.stack.supervisor import RuntimeSpec
@@ -124,7 +129,7 @@ def test_port_free() -> None:
 
 
 def test_the_http_runtime(tmp_path: Path) -> None:
-    settings = Settings(http_port=8123, host="0.0.0.0")
+    settings = Settings(http_port=8123, host="0.0.0.0", sandbox=False)
     env = runtime_env(
         {"PATH": "/bin"},
         settings,
@@ -150,7 +155,7 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert http.url == "http://127.0.0.1:8123"
     assert http.health_url == "http://127.0.0.1:8123/health/ready"
     assert http.env is env
-    more = Settings(worker_processes={"router": 2, "channels": 3, "sweeper": 0})
+    more = Settings(worker_processes={"router": 2, "channels": 3, "sweeper": 0}, sandbox=False)
     assert [w.name for w in runtime_specs(more, env)[1:]] == [
         "relay",
         "router",
@@ -160,7 +165,9 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         "channels-3",
         "status",
     ]
-    polling = Settings(telegram_updates="polling", telegram_bot_token="1:a", worker_processes={"telegram-updates": 3})
+    polling = Settings(
+        telegram_updates="polling", telegram_bot_token="1:a", worker_processes={"telegram-updates": 3}, sandbox=False
+    )
     assert [w.name for w in runtime_specs(polling, env)[1:]].count("telegram-updates") == 1  # never two pollers
     assert "telegram-updates" not in [w.name for w in runtime_specs(Settings(telegram_updates="polling"), env)]
     with pytest.raises(ValueError, match="unknown worker kinds"):
@@ -478,3 +485,40 @@ def test_migrate_with_a_database_url(env: dict[str, str], monkeypatch: pytest.Mo
     second = run(["migrate"], env)
     assert second.exit_code == 0
     assert "up to date" in second.output
+
+
+def test_up_runs_the_sandbox_and_points_the_channels_at_it_unless_a_platform_is_configured(tmp_path: Path) -> None:
+    plain = Settings(http_port=8123, sandbox_port=8181)
+    real = Settings(whatsapp_access_token="EAAG-real", whatsapp_phone_number_id="1")
+    forced = real.model_copy(update={"sandbox": True})
+    assert [sandbox_wanted(plain), sandbox_wanted(real), sandbox_wanted(forced)] == [True, False, True]
+    assert runtime_ports(plain) == {"http": 8123, "sandbox": 8181}
+    assert runtime_ports(real) == {"http": 8000}
+
+    credentials = load_or_create_sandbox_credentials(tmp_path)
+    env = runtime_env(
+        {},
+        plain,
+        database_url="postgresql://db/x",
+        kafka_bootstrap="k:1",
+        jwt_secret="k",
+        data_dir=tmp_path,
+        sandbox=sandbox_env(plain, credentials),
+    )
+    sandbox, http = runtime_specs(plain, env)[:2]
+
+    assert (sandbox.name, sandbox.url, sandbox.health_url) == (
+        "sandbox",
+        "http://127.0.0.1:8181",
+        "http://127.0.0.1:8181/health",
+    )
+    assert list(sandbox.argv) == [sys.executable, "-m", "entrypoints.sandbox"]
+    assert http.name == "http"
+    assert env["CHAT4ALL_GRAPH_API_BASE"] == env["CHAT4ALL_TELEGRAM_API_BASE"] == "http://127.0.0.1:8181"
+    assert env["CHAT4ALL_SANDBOX_CHAT4ALL_URL"] == "http://127.0.0.1:8123"
+    assert env["CHAT4ALL_WHATSAPP_APP_SECRET"] == credentials["CHAT4ALL_WHATSAPP_APP_SECRET"]
+    configured = Settings(**{k.removeprefix("CHAT4ALL_").lower(): v for k, v in credentials.items()})
+    assert platforms_configured(configured)
+    # kept private and reused, so a restarted stack and its sandbox still agree
+    assert (tmp_path / "secrets" / "sandbox.json").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_sandbox_credentials(tmp_path) == credentials
