@@ -84,6 +84,10 @@ class Delivery:
         """
         if not can_move(self.status, to):
             return False
+        if self.history and at < self.history[-1].at:
+            # Platforms stamp receipts with their own, coarser clocks (WhatsApp in whole seconds):
+            # a change is never recorded before the one it follows.
+            at = self.history[-1].at
         if to is DeliveryStatus.READ and RANK[self.status] < RANK[DeliveryStatus.DELIVERED]:
             # What was read was delivered: platforms that report both may skip DELIVERED (WhatsApp
             # sends no delivered webhook when both happen at once), so the history fills it in.

@@ -61,6 +61,16 @@ def test_a_read_that_skips_delivered_fills_it_in(before: DeliveryStatus) -> None
     assert sut.history[-2:] == [StatusChange(DELIVERED, t1, IMPLIED_BY_READ), StatusChange(READ, t1)]
 
 
+def test_a_change_stamped_before_the_last_one_is_recorded_at_the_last_ones_time() -> None:
+    sut = a_delivery(at=T0 + timedelta(milliseconds=900))
+
+    assert sut.advance(DELIVERED, at=T0)  # a platform clock in whole seconds
+
+    later = T0 + timedelta(milliseconds=900)
+    assert sut.history == [StatusChange(SENT, later), StatusChange(DELIVERED, later)]
+    assert sut.updated_at == T0 + timedelta(milliseconds=900)
+
+
 @pytest.mark.parametrize(("current", "late"), [(READ, DELIVERED), (READ, SENT), (DELIVERED, SENT), (READ, FAILED)])
 def test_a_late_receipt_is_ignored(current: DeliveryStatus, late: DeliveryStatus) -> None:
     sut = a_delivery()
