@@ -71,6 +71,18 @@ def migrate() -> None:
     sys.exit(run_migrate(settings))
 
 
+@main.command()
+def sandbox() -> None:
+    """Run the channel sandbox on CHAT4ALL_HOST:CHAT4ALL_SANDBOX_PORT: WhatsApp, Messenger, Instagram and Telegram
+    as the connectors see them, sending their signed webhooks to CHAT4ALL_SANDBOX_CHAT4ALL_URL (docs/sandbox.md).
+    """
+    from entrypoints.sandbox.__main__ import run as run_sandbox
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    sys.exit(run_sandbox(settings))
+
+
 @main.group()
 def dlq() -> None:
     """Dead letters: delivery jobs that exhausted their attempts (topic chat.dlq).
