@@ -34,7 +34,7 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
         CHAT4ALL_HTTP_PORT=str(http_port or free_port()),
         CHAT4ALL_PG_PORT=str(pg_port or free_port()),
         CHAT4ALL_ARGON2_PROFILE="test",
-        # The loopback platform by default (its fault file drives the pipeline tests); sandbox_stack plays the platforms.
+        # The loopback platform by default (its fault file drives the pipeline tests); test_channels runs the sandbox.
         CHAT4ALL_SANDBOX="false",
         CHAT4ALL_SANDBOX_PORT=str(free_port()),
         # A dead worker's partitions move on within seconds, and the sweeper re-drives after seconds, not minutes.
