@@ -29,7 +29,7 @@ from application.ports import (
 )
 from domain.channels import Channel, ChannelAddress, parse_channel
 from domain.conversations import Conversation, Participant, ParticipantKind
-from domain.deliveries import Delivery, DeliveryStatus, overall_status
+from domain.deliveries import Delivery, DeliveryStatus, is_final, overall_status
 from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent, plan_deliveries
@@ -626,6 +626,7 @@ async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.Messa
     async with d.uow() as uow:
         m = await _visible_message(uow, cmd.message_id, viewer)
         deliveries = [dl for dl in await uow.messages.deliveries([m.id]) if viewer in (m.sender, dl.recipient)]
+        handed_over = await uow.sends.sent([dl.key for dl in deliveries if dl.channel.is_platform])
         users = await _users_of(uow, (dl.recipient for dl in deliveries))
     history = sorted(
         (
@@ -651,6 +652,7 @@ async def handle_get_message_status(cmd: c.GetMessageStatus, d: Deps) -> v.Messa
                 status=dl.status.value,
                 updated_at=dl.updated_at,
                 error=dl.error,
+                final=is_final(dl, handed_over=dl.key in handed_over),
             )
             for dl in deliveries
         ],

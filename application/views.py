@@ -126,6 +126,8 @@ class DeliveryView:
     status: str
     updated_at: datetime
     error: str | None
+    final: bool = False
+    """Nothing more will change it (see ``domain.deliveries.is_final``)."""
 
 
 @attrs.frozen

@@ -111,6 +111,26 @@ class Delivery:
         return (self.message_id, self.recipient.key, self.channel)
 
 
+LAST_REPORTED: Final = {
+    Channel.INTERNAL: DeliveryStatus.READ,  # a client receives it, its user reads it
+    Channel.WHATSAPP: DeliveryStatus.READ,  # sent, delivered, read and failed webhooks
+    Channel.MESSENGER: DeliveryStatus.READ,  # delivery and read watermarks
+    Channel.INSTAGRAM: DeliveryStatus.READ,  # reads only (messaging_seen); no delivery events
+    Channel.TELEGRAM: DeliveryStatus.SENT,  # bots get no receipts: handed over is as far as it goes
+}
+"""The furthest status each channel can report: where a delivery's status stops by design."""
+
+
+def is_final(dl: Delivery, *, handed_over: bool) -> bool:
+    """Will nothing more move ``dl``? READ or FAILED, or handed to a platform that reports nothing further.
+
+    A Telegram delivery handed to Telegram stays SENT: that is final, not stuck.
+    """
+    if dl.status in (DeliveryStatus.READ, DeliveryStatus.FAILED):
+        return True
+    return handed_over and RANK[dl.status] >= RANK[LAST_REPORTED[dl.channel]]
+
+
 def overall_status(statuses: Iterable[DeliveryStatus]) -> DeliveryStatus:
     """A message's status: the lowest over its deliveries; FAILED only when every one failed."""
     values = list(statuses)

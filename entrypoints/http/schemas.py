@@ -153,6 +153,8 @@ class DeliveryOut(msgspec.Struct, omit_defaults=True):
     channel: str
     status: str
     updated_at: datetime
+    final: bool
+    """Nothing more will change this status: READ, FAILED, or as far as the channel reports (Telegram: SENT)."""
     error: str | None = None
 
 
@@ -243,6 +245,7 @@ def status_out(s: v.MessageStatusView) -> MessageStatusOut:
                 channel=d.channel,
                 status=d.status,
                 updated_at=d.updated_at,
+                final=d.final,
                 error=d.error,
             )
             for d in s.deliveries

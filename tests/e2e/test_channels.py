@@ -162,6 +162,8 @@ def test_all_channels_reach_each_linked_channel_exactly_once(sandbox_stack: Any,
     statuses = platform_statuses()
     assert statuses["telegram"] == "SENT"  # Telegram gives bots no receipts: SENT is as far as it goes
     assert statuses["internal"] == "SENT"  # bia has not opened a Chat4All client
+    final = {d["channel"]: d["final"] for d in status_of(http, ana, message_id)["deliveries"]}
+    assert final == {"internal": False, "whatsapp": True, "messenger": True, "instagram": True, "telegram": True}
     assert status_of(http, ana, message_id)["status"] == "SENT"  # the lowest over the deliveries
 
 

@@ -131,3 +131,26 @@ async def test_an_outsider_does_not_find_it(app: Chat4All, group: ConversationId
 async def test_an_unknown_message_is_not_found(app: Chat4All, group: ConversationId) -> None:
     with pytest.raises(NotFound):
         await app.status("ana", MessageId(uuid.uuid4()))
+
+
+async def test_a_telegram_delivery_handed_over_is_final_at_sent_and_the_others_wait(
+    app: Chat4All, group: ConversationId
+) -> None:
+    accepted = await app.send("ana", group)
+    telegram = next(dl for dl in app.store.state.deliveries[accepted.message_id] if dl.channel.value == "telegram")
+    before = await app.status("ana", accepted.message_id)
+    async with app.store.uow() as uow:
+        await uow.sends.record([(telegram.key, "42:7")], at=T0)
+        whatsapp = next(dl for dl in app.store.state.deliveries[accepted.message_id] if dl.channel.value == "whatsapp")
+        await uow.sends.record([(whatsapp.key, "wamid.1")], at=T0)
+        await uow.commit()
+
+    after = await app.status("ana", accepted.message_id)
+
+    assert [d.final for d in before.deliveries] == [False, False, False, False]  # nothing handed over yet
+    assert [(d.channel, d.status, d.final) for d in after.deliveries] == [
+        ("internal", "SENT", False),
+        ("whatsapp", "SENT", False),  # WhatsApp's receipts are still to come
+        ("internal", "SENT", False),
+        ("telegram", "SENT", True),  # Telegram reports nothing more: final, not stuck
+    ]

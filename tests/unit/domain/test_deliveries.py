@@ -9,13 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from domain.channels import Channel
 from domain.deliveries import (
     IMPLIED_BY_READ,
+    LAST_REPORTED,
     RANK,
     Delivery,
     DeliveryStatus,
     StatusChange,
     can_move,
+    is_final,
     overall_status,
 )
 from tests.builders import T0, a_delivery
@@ -245,3 +248,32 @@ class DeliveryMachine(RuleBasedStateMachine):
 
 TestDeliveryMachine = DeliveryMachine.TestCase
 TestDeliveryMachine.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+
+
+# --- where a status stops by design -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("channel", "status", "handed_over", "final"),
+    [
+        (Channel.TELEGRAM, SENT, True, True),  # Telegram reports nothing after the hand-over
+        (Channel.TELEGRAM, SENT, False, False),  # not sent yet
+        (Channel.WHATSAPP, SENT, True, False),  # receipts are still to come
+        (Channel.WHATSAPP, DELIVERED, True, False),
+        (Channel.INSTAGRAM, DELIVERED, True, False),
+        (Channel.INTERNAL, DELIVERED, False, False),
+        (Channel.MESSENGER, READ, True, True),
+        (Channel.WHATSAPP, FAILED, False, True),
+    ],
+)
+def test_a_delivery_is_final_when_nothing_more_can_move_it(
+    channel: Channel, status: DeliveryStatus, handed_over: bool, final: bool
+) -> None:
+    sut = a_delivery(channel=channel)
+    sut.advance(status, at=T0 + timedelta(seconds=1))
+
+    assert is_final(sut, handed_over=handed_over) is final
+
+
+def test_every_channel_has_a_last_reported_status() -> None:
+    assert set(LAST_REPORTED) == set(Channel)
