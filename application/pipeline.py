@@ -29,6 +29,7 @@ from application.ports import (
     ChannelError,
     Clock,
     DeliveryKey,
+    EarlyReceipt,
     Event,
     EventPublisher,
     OutboundMessage,
@@ -528,6 +529,7 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
         touched: list[Delivery] = []
         handed_over: list[tuple[DeliveryKey, str]] = []
         changed: list[tuple[ConversationId, Delivery]] = []
+        by_platform_id: dict[str, tuple[ConversationId, Delivery]] = {}
         for r in settled:
             dl = deliveries.get(r.job.key)
             if dl is None:
@@ -537,12 +539,20 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
                 handed_over.append((r.job.key, r.platform_message_id))
                 dl.record_handoff(r.platform_message_id, at=now)
                 touched.append(dl)
+                by_platform_id[r.platform_message_id] = (r.job.conversation_id, dl)
             else:
                 reason = r.error if r.outcome is Outcome.FAILED else f"gave up after {r.attempts} attempts: {r.error}"
                 if dl.advance(DeliveryStatus.FAILED, at=now, error=reason):
                     touched.append(dl)
                     changed.append((r.job.conversation_id, dl))
         await uow.sends.record(handed_over, at=now)
+        # Receipts the platform sent before this record existed: apply them now.
+        for channel in {dl.channel for _, dl in by_platform_id.values()}:
+            ids = [pid for pid, (_, dl) in by_platform_id.items() if dl.channel is channel]
+            for early in await uow.early_receipts.take(channel, ids):
+                conv_id, dl = by_platform_id[early.platform_message_id]
+                if dl.advance(early.status, at=early.at, error=early.error):
+                    changed.append((conv_id, dl))
         await uow.bindings.bind(_latest_per_address([r.job for r in settled if r.outcome in handed]), at=now)
         await uow.sends.release(released)
         await uow.messages.save_progress(touched)
@@ -693,18 +703,7 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
         return 0
     async with d.uow() as uow:
         receipts = await _covered(uow, receipts)
-        keys: list[DeliveryKey | None] = [r.delivery for r in receipts]
-        by_channel: dict[Channel, list[str]] = {}
-        for r in receipts:
-            if r.delivery is None and r.platform_message_id is not None:
-                by_channel.setdefault(r.channel, []).append(r.platform_message_id)
-        found: dict[tuple[Channel, str], DeliveryKey] = {}
-        for channel, ids in by_channel.items():
-            for platform_id, found_key in (await uow.sends.find(channel, ids)).items():
-                found[(channel, platform_id)] = found_key
-        for i, r in enumerate(receipts):
-            if keys[i] is None and r.platform_message_id is not None:
-                keys[i] = found.get((r.channel, r.platform_message_id))
+        keys = await _deliveries_named(uow, receipts, at=d.clock.now())
         wanted = list({k: None for k in keys if k is not None})
         deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries(wanted)}
         changed: dict[DeliveryKey, Delivery] = {}
@@ -713,6 +712,7 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
             if dl is not None and dl.channel is r.channel and dl.advance(r.status, at=r.at, error=r.error):
                 changed[dl.key] = dl
         if not changed:
+            await uow.commit()  # the early receipts
             return 0
         await uow.messages.save_progress(list(changed.values()))
         conversations = await uow.messages.conversations_of(list({k[0] for k in changed}))
@@ -722,6 +722,31 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
                 await emit_status(uow.outbox, conversation_id, [dl])
         await uow.commit()
     return len(changed)
+
+
+async def _deliveries_named(uow: UnitOfWork, receipts: Sequence[Receipt], *, at: datetime) -> list[DeliveryKey | None]:
+    """The delivery each receipt is about, None when unknown.
+
+    A platform id without a ledger entry may belong to a send whose answer is not recorded yet:
+    its receipt is kept, and recording that id applies it.
+    """
+    keys: list[DeliveryKey | None] = [r.delivery for r in receipts]
+    by_channel: dict[Channel, list[str]] = {}
+    for r in receipts:
+        if r.delivery is None and r.platform_message_id is not None:
+            by_channel.setdefault(r.channel, []).append(r.platform_message_id)
+    found: dict[tuple[Channel, str], DeliveryKey] = {}
+    for channel, ids in by_channel.items():
+        for platform_id, found_key in (await uow.sends.find(channel, ids)).items():
+            found[(channel, platform_id)] = found_key
+    early: list[EarlyReceipt] = []
+    for i, r in enumerate(receipts):
+        if keys[i] is None and r.platform_message_id is not None:
+            keys[i] = found.get((r.channel, r.platform_message_id))
+            if keys[i] is None:
+                early.append(EarlyReceipt(r.channel, r.platform_message_id, r.status, r.at, r.error))
+    await uow.early_receipts.keep(early, at=at)
+    return keys
 
 
 async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark]) -> list[Receipt]:
@@ -763,6 +788,9 @@ async def sweep(
     cutoff = d.clock.now() - deadline
     async with d.uow() as uow:
         behind = await uow.routing.behind(active_after=cutoff - window, idle_since=cutoff, limit=limit)
+        # Early receipts that never met their send were for messages someone else sent.
+        await uow.early_receipts.purge(received_before=cutoff - window, limit=limit)
+        await uow.commit()
     routed = await route_conversations(d, behind) if behind else Routed(0, 0)
     async with d.uow() as uow:
         # Messages routed just now already had their jobs published.

@@ -396,11 +396,44 @@ class SendLedger(Protocol):
     async def sent_up_to(
         self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime, below: DeliveryStatus
     ) -> Sequence[DeliveryKey]:
-        """The deliveries on ``channel`` to these recipients handed over, claimed by ``up_to``, still below ``below``.
+        """The deliveries on ``channel`` to these recipients claimed for sending by ``up_to``, still below ``below``.
 
         What a watermark receipt ("everything before this time was read") covers, oldest first. The
         claim is the bound: it precedes the send, so the platform's time for the message is later.
+        A send whose answer is not recorded yet counts too: the watermark may outrun the ledger.
         """
+
+
+@attrs.frozen
+class EarlyReceipt:
+    """A platform's receipt for a platform id the send ledger does not know yet."""
+
+    channel: Channel
+    platform_message_id: str
+    status: DeliveryStatus
+    at: datetime
+    error: str | None = None
+
+
+class EarlyReceipts(Protocol):
+    """Receipts that outran their send's ledger entry, kept until the entry is written.
+
+    A platform may report a message delivered before the channel worker that sent it has recorded
+    the platform's id (its batch is still being sent): such receipts wait here, and recording the
+    id applies them.
+    """
+
+    @abstractmethod
+    async def keep(self, receipts: Sequence[EarlyReceipt], *, at: datetime) -> None:
+        """Keep these receipts (received at ``at``); a repeated one is kept once."""
+
+    @abstractmethod
+    async def take(self, channel: Channel, platform_message_ids: Sequence[str]) -> Sequence[EarlyReceipt]:
+        """Remove and return the kept receipts of these platform ids, oldest receipt first."""
+
+    @abstractmethod
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        """Forget at most ``limit`` receipts kept since before ``received_before`` (for messages not ours)."""
 
 
 class AddressBindings(Protocol):
@@ -478,6 +511,7 @@ class UnitOfWork(Protocol):
     sends: SendLedger
     lookups: SendLookups
     bindings: AddressBindings
+    early_receipts: EarlyReceipts
 
     @abstractmethod
     async def __aenter__(self) -> Self:

@@ -20,6 +20,8 @@ from application.ports import (
     ConversationRepository,
     DeliveryKey,
     DuplicateMessage,
+    EarlyReceipt,
+    EarlyReceipts,
     HistoryQuery,
     IdentityRepository,
     MessageRepository,
@@ -59,6 +61,7 @@ class _State:
     routed: dict[ConversationId, int] = attrs.Factory(dict)
     sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
     bindings: dict[ChannelAddress, tuple[ConversationId, datetime]] = attrs.Factory(dict)
+    early_receipts: dict[tuple[Channel, str, DeliveryStatus], tuple[EarlyReceipt, datetime]] = attrs.Factory(dict)
 
 
 class InMemoryStore:
@@ -393,15 +396,32 @@ class InMemorySendLedger(_Repo):
         statuses = {dl.key: dl.status for dls in self.s.deliveries.values() for dl in dls}
         found = [
             (claimed_at, key)
-            for key, (platform_id, claimed_at) in self.s.sends.items()
-            if platform_id is not None
-            and key[2] is channel
+            for key, (_, claimed_at) in self.s.sends.items()
+            if key[2] is channel
             and key[1] in wanted
             and claimed_at <= up_to
             and key in statuses
             and RANK[statuses[key]] < RANK[below]
         ]
         return [key for _, key in sorted(found, key=lambda f: (f[0], str(f[1][0])))]
+
+
+class InMemoryEarlyReceipts(_Repo):
+    async def keep(self, receipts: Sequence[EarlyReceipt], *, at: datetime) -> None:
+        for r in receipts:
+            self.s.early_receipts.setdefault((r.channel, r.platform_message_id, r.status), (r, at))
+
+    async def take(self, channel: Channel, platform_message_ids: Sequence[str]) -> Sequence[EarlyReceipt]:
+        wanted = set(platform_message_ids)
+        keys = [k for k in self.s.early_receipts if k[0] is channel and k[1] in wanted]
+        found = [self.s.early_receipts.pop(k)[0] for k in keys]
+        return sorted(found, key=lambda r: (r.at, RANK[r.status]))
+
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        old = [k for k, (_, at) in self.s.early_receipts.items() if at < received_before][:limit]
+        for k in old:
+            del self.s.early_receipts[k]
+        return len(old)
 
 
 class InMemoryAddressBindings(_Repo):
@@ -435,6 +455,7 @@ class InMemoryUnitOfWork:
         self.sends: SendLedger = InMemorySendLedger(self)
         self.lookups: SendLookups = InMemorySendLookups(self)
         self.bindings: AddressBindings = InMemoryAddressBindings(self)
+        self.early_receipts: EarlyReceipts = InMemoryEarlyReceipts(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

@@ -26,6 +26,8 @@ from application.ports import (
     ConversationRepository,
     DeliveryKey,
     DuplicateMessage,
+    EarlyReceipt,
+    EarlyReceipts,
     HistoryQuery,
     IdentityRepository,
     MessageRepository,
@@ -1018,12 +1020,52 @@ class PostgresSendLedger(_Repo):
         rows = await self._db.rows(
             "SELECT s.message_id, s.recipient_key FROM channel_sends s"
             " JOIN deliveries d USING (message_id, recipient_key, channel)"
-            " WHERE s.channel = %(channel)s AND s.recipient_key = ANY(%(recipients)s)"
-            " AND s.platform_message_id IS NOT NULL AND s.claimed_at <= %(up_to)s"
+            " WHERE s.channel = %(channel)s AND s.recipient_key = ANY(%(recipients)s) AND s.claimed_at <= %(up_to)s"
             " AND d.status = ANY(%(lower)s) ORDER BY s.claimed_at, s.message_id",
             {"channel": channel.value, "recipients": list(recipient_keys), "up_to": up_to, "lower": lower},
         )
         return [(MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows]
+
+
+class PostgresEarlyReceipts(_Repo):
+    async def keep(self, receipts: Sequence[EarlyReceipt], *, at: datetime) -> None:
+        if not receipts:
+            return
+        await self._db.execute(
+            "INSERT INTO early_receipts (channel, platform_message_id, status, at, error, received_at)"
+            " SELECT c, p, s, a, e, %(at)s FROM unnest(%(channels)s::text[], %(ids)s::text[], %(statuses)s::text[],"
+            " %(ats)s::timestamptz[], %(errors)s::text[]) AS x(c, p, s, a, e)"
+            " ON CONFLICT (channel, platform_message_id, status) DO NOTHING",
+            {
+                "channels": [r.channel.value for r in receipts],
+                "ids": [r.platform_message_id for r in receipts],
+                "statuses": [r.status.value for r in receipts],
+                "ats": [r.at for r in receipts],
+                "errors": [r.error for r in receipts],
+                "at": at,
+            },
+        )
+
+    async def take(self, channel: Channel, platform_message_ids: Sequence[str]) -> Sequence[EarlyReceipt]:
+        if not platform_message_ids:
+            return []
+        rows = await self._db.rows(
+            "DELETE FROM early_receipts WHERE channel = %s AND platform_message_id = ANY(%s)"
+            " RETURNING platform_message_id, status, at, error",
+            (channel.value, list(platform_message_ids)),
+        )
+        found = [
+            EarlyReceipt(channel, r["platform_message_id"], DeliveryStatus(r["status"]), r["at"], r["error"])
+            for r in rows
+        ]
+        return sorted(found, key=lambda r: (r.at, RANK[r.status]))
+
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        return await self._db.execute(
+            "DELETE FROM early_receipts WHERE ctid IN"
+            " (SELECT ctid FROM early_receipts WHERE received_at < %s LIMIT %s)",
+            (received_before, limit),
+        )
 
 
 class PostgresAddressBindings(_Repo):
@@ -1070,6 +1112,7 @@ class PostgresUnitOfWork:
         self.sends: SendLedger = PostgresSendLedger(self._db)
         self.lookups: SendLookups = PostgresSendLookups(self._db)
         self.bindings: AddressBindings = PostgresAddressBindings(self._db)
+        self.early_receipts: EarlyReceipts = PostgresEarlyReceipts(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:

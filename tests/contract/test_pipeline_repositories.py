@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from application.ports import DeliveryKey, OutboxRecord, SendClaim
+from application.ports import DeliveryKey, EarlyReceipt, OutboxRecord, SendClaim
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
@@ -740,3 +740,44 @@ async def test_add_if_absent_stores_a_conversation_once(uow_factory: Backend) ->
     assert found is not None
     assert found.members == conv.members
     assert dict(found.metadata) == dict(conv.metadata)
+
+
+async def test_sent_up_to_counts_a_send_whose_answer_is_not_recorded_yet(uow_factory: Backend) -> None:
+    conv = group()
+    m = message(conv, 1)
+    to_bob = delivery(m, BOB, Channel.MESSENGER)
+    await store(uow_factory, conversations=[conv], messages=[(m, [to_bob])])
+    async with uow_factory() as uow:
+        await uow.sends.claim([to_bob.key], at=minutes(1))  # sending: the platform may already have it
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        covered = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=minutes(2), below=DeliveryStatus.READ)
+        earlier = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=T0, below=DeliveryStatus.READ)
+
+    assert list(covered) == [to_bob.key]
+    assert list(earlier) == []
+
+
+async def test_early_receipts_are_kept_once_taken_once_and_purged_when_stale(uow_factory: Backend) -> None:
+    read = EarlyReceipt(Channel.MESSENGER, "m_1", DeliveryStatus.READ, minutes(2))
+    delivered = EarlyReceipt(Channel.MESSENGER, "m_1", DeliveryStatus.DELIVERED, minutes(1))
+    failed = EarlyReceipt(Channel.WHATSAPP, "wamid.1", DeliveryStatus.FAILED, minutes(1), "window closed")
+    stale = EarlyReceipt(Channel.MESSENGER, "m_old", DeliveryStatus.READ, T0)
+    async with uow_factory() as uow:
+        await uow.early_receipts.keep([read, delivered, failed, read], at=LATER)
+        await uow.early_receipts.keep([stale], at=T0)
+        await uow.early_receipts.keep([], at=LATER)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        taken = await uow.early_receipts.take(Channel.MESSENGER, ["m_1", "wamid.1", "unknown"])
+        again = await uow.early_receipts.take(Channel.MESSENGER, ["m_1"])
+        purged = await uow.early_receipts.purge(received_before=minutes(30), limit=10)
+        whatsapp = await uow.early_receipts.take(Channel.WHATSAPP, ["wamid.1"])
+        gone = await uow.early_receipts.take(Channel.MESSENGER, ["m_old"])
+        await uow.commit()
+
+    assert list(taken) == [delivered, read]  # oldest first; each once; only this channel's
+    assert (list(again), purged, list(gone)) == ([], 1, [])
+    assert list(whatsapp) == [failed]

@@ -206,6 +206,7 @@ async def test_a_watermark_moves_every_delivery_handed_over_before_it(
     await app.send("ana", pair, "two")
     await deliver_all(pipeline, log)
     cut = app.clock.advance()
+    app.clock.advance()
     await app.send("ana", pair, "three")
     await deliver_all(pipeline, log)
     reader = ChannelAddress.parse("messenger:1234")

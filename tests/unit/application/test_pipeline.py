@@ -590,3 +590,21 @@ async def test_a_platform_going_down_defers_its_jobs_instead_of_dead_lettering_t
     assert (result.outcome, result.attempts) == (Outcome.DEFERRED, 3)
     assert log.on(topics.DEAD_LETTERS) == []
     assert statuses(app) == [DeliveryStatus.SENT]
+
+
+async def test_a_receipt_that_outruns_the_senders_record_is_applied_when_the_record_is_written(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher, clock: FakeClock
+) -> None:
+    await app.send("ana", pair)
+    jobs = await routed_jobs(deps, log)
+    early = Receipt(Channel.TELEGRAM, DeliveryStatus.READ, clock.advance(), platform_message_id="telegram-1")
+
+    # The platform reports the message before the channel worker has recorded what the platform said.
+    assert await apply_receipts(deps, [early]) == 0
+    (result,) = await deliver_jobs(channel_deps(deps, ScriptedConnector()), jobs)
+
+    assert result.platform_message_id == "telegram-1"
+    assert statuses(app) == [DeliveryStatus.READ]
+    (event,) = [e for e in app.events(topics.STATUS) if e["channel"] == "telegram"]
+    assert event["status"] == "READ"
+    assert await apply_receipts(deps, [early]) == 0  # a late copy changes nothing
