@@ -42,6 +42,7 @@ def start_stack(workers: int) -> tuple[subprocess.Popen[bytes], str, str, Path]:
         "CHAT4ALL_ARGON2_PROFILE": "test",
         "CHAT4ALL_DB_POOL_MAX": "20",
         "CHAT4ALL_LOG_LEVEL": "warning",
+        "CHAT4ALL_SANDBOX": "false",  # the loopback platform: measure Chat4All, not a stand-in for the platforms
     }
     proc = subprocess.Popen([sys.executable, "-m", "entrypoints.cli", "up"], env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -115,6 +115,7 @@ def start_stack(spec: StackSpec, processes: dict[str, int]) -> tuple[subprocess.
         "CHAT4ALL_DB_POOL_MAX": "20",
         "CHAT4ALL_LOG_LEVEL": "warning",
         "CHAT4ALL_WORKER_PROCESSES": json.dumps(processes),
+        "CHAT4ALL_SANDBOX": "false",  # the loopback platform: measure Chat4All, not a stand-in for the platforms
     }
     if spec.partitions is not None:
         env["CHAT4ALL_KAFKA_PARTITIONS"] = str(spec.partitions)
