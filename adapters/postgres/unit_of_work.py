@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -96,6 +97,8 @@ class _Session:
         self.in_transaction = False
         self.deferred: list[tuple[Query, Params]] = []
         self.clashes: dict[str, Callable[[], Exception]] = {}
+        self.saved_histories: list[tuple[Delivery, int]] = []
+        """History lengths saved in this transaction, remembered once it commits."""
 
     @property
     def connection(self) -> AsyncConnection[Any]:
@@ -180,11 +183,13 @@ class _Session:
         conn = self.connection
         deferred, self.deferred = self.deferred, []
         clashes, self.clashes = self.clashes, {}
+        saved, self.saved_histories = self.saved_histories, []
         with _translated_errors():
             if not outbox and not deferred:
                 if self.in_transaction:
                     await conn.execute("COMMIT")
                 self.in_transaction = False
+                _remember_saved(saved)
                 return
             try:
                 async with conn.pipeline():
@@ -203,10 +208,12 @@ class _Session:
                     raise
                 raise clash() from e
             self.in_transaction = False
+            _remember_saved(saved)
 
     async def rollback(self) -> None:
         self.deferred.clear()
         self.clashes.clear()
+        self.saved_histories.clear()
         if self.in_transaction:
             self.in_transaction = False
             with _translated_errors():
@@ -522,6 +529,8 @@ WITH d AS (
                 %(updated_ats)s::timestamptz[], %(errors)s::text[])
          AS x(message_id, recipient_key, channel, status, updated_at, error)
     WHERE d.message_id = x.message_id AND d.recipient_key = x.recipient_key AND d.channel = x.channel
+      -- a new history entry without a new status (a hand-over) writes no new row version
+      AND (d.status, d.updated_at, d.error) IS DISTINCT FROM (x.status, x.updated_at, x.error)
 )
 INSERT INTO delivery_events (message_id, recipient_key, channel, position, status, at, detail)
 SELECT y.message_id, y.recipient_key, y.channel, y.position, y.status, y.at, y.detail
@@ -560,8 +569,24 @@ ORDER BY d.seq, d.position
 )
 
 
+# How many history entries of each Delivery object the database holds: save_progress sends only
+# the entries after them (a delivery's history is append-only), instead of the whole history.
+_STORED_HISTORY: weakref.WeakKeyDictionary[Delivery, int] = weakref.WeakKeyDictionary()
+
+
+def _remember_saved(saved: Sequence[tuple[Delivery, int]]) -> None:
+    for dl, stored in saved:
+        _STORED_HISTORY[dl] = stored
+
+
 def _delivery(row: DictRow) -> Delivery:
     statuses, ats, details = row["statuses"] or [], row["ats"] or [], row["details"] or []
+    dl = _loaded_delivery(row, statuses, ats, details)
+    _STORED_HISTORY[dl] = len(dl.history)
+    return dl
+
+
+def _loaded_delivery(row: DictRow, statuses: list[str], ats: list[datetime], details: list[str | None]) -> Delivery:
     return Delivery(
         message_id=row["message_id"],
         recipient=Participant.from_key(row["recipient_key"]),
@@ -603,6 +628,7 @@ def _event_records(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
         }
         for dl in deliveries
         for i, h in enumerate(dl.history)
+        if i >= _STORED_HISTORY.get(dl, 0)
     ]
 
 
@@ -705,6 +731,7 @@ class PostgresMessageRepository(_Repo):
                 "events": Jsonb(_event_records(latest)),
             },
         )
+        self._db.saved_histories.extend((dl, len(dl.history)) for dl in latest)  # remembered at commit
 
     async def in_ranges(self, ranges: Mapping[ConversationId, tuple[int, int]]) -> Sequence[Message]:
         if not ranges:
@@ -1130,6 +1157,7 @@ class PostgresUnitOfWork:
         self._db.in_transaction = False
         self._db.deferred.clear()
         self._db.clashes.clear()
+        self._db.saved_histories.clear()
         self._outbox.pending.clear()
         if conn is None:
             return

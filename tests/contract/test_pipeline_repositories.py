@@ -781,3 +781,36 @@ async def test_early_receipts_are_kept_once_taken_once_and_purged_when_stale(uow
     assert list(taken) == [delivered, read]  # oldest first; each once; only this channel's
     assert (list(again), purged, list(gone)) == ([], 1, [])
     assert list(whatsapp) == [failed]
+
+
+async def test_a_delivery_saved_again_and_again_keeps_its_whole_history_once(uow_factory: Backend) -> None:
+    conv = group()
+    m = message(conv, 1)
+    await store(uow_factory, conversations=[conv], messages=[(m, [delivery(m, BOB, Channel.TELEGRAM)])])
+    key = (m.id, BOB.key, Channel.TELEGRAM)
+
+    async with uow_factory() as uow:
+        [dl] = await uow.messages.lock_deliveries([key])
+        dl.record_handoff("42:1", at=minutes(2))  # a new entry, the same status
+        await uow.messages.save_progress([dl])
+        await uow.commit()
+        dl.advance(DeliveryStatus.DELIVERED, at=minutes(3))  # the same object, saved again
+        await uow.messages.save_progress([dl])
+        await uow.commit()
+    async with uow_factory() as uow:
+        [dl] = await uow.messages.lock_deliveries([key])
+        dl.advance(DeliveryStatus.READ, at=minutes(4))
+        await uow.messages.save_progress([dl])
+        await uow.rollback()  # not kept: the next save sends this entry again
+        await uow.messages.save_progress([dl])
+        await uow.commit()
+    async with uow_factory() as uow:
+        [stored] = await uow.messages.lock_deliveries([key])
+
+    assert [(h.status, h.at) for h in stored.history] == [
+        (DeliveryStatus.SENT, m.created_at),
+        (DeliveryStatus.SENT, minutes(2)),
+        (DeliveryStatus.DELIVERED, minutes(3)),
+        (DeliveryStatus.READ, minutes(4)),
+    ]
+    assert (stored.status, stored.updated_at) == (DeliveryStatus.READ, minutes(4))
