@@ -1044,13 +1044,15 @@ class PostgresSendLedger(_Repo):
         if not recipient_keys:
             return []
         lower = [s.value for s in DeliveryStatus if RANK[s] < RANK[below]]
-        rows = await self._db.rows(
+        # The channel as a literal (an enum value, never input), so that the planner can use the
+        # partial index of Messenger's claims in a generic plan too.
+        query = sql.SQL(
             "SELECT s.message_id, s.recipient_key FROM channel_sends s"
             " JOIN deliveries d USING (message_id, recipient_key, channel)"
-            " WHERE s.channel = %(channel)s AND s.recipient_key = ANY(%(recipients)s) AND s.claimed_at <= %(up_to)s"
-            " AND d.status = ANY(%(lower)s) ORDER BY s.claimed_at, s.message_id",
-            {"channel": channel.value, "recipients": list(recipient_keys), "up_to": up_to, "lower": lower},
-        )
+            " WHERE s.channel = {channel} AND s.recipient_key = ANY(%(recipients)s) AND s.claimed_at <= %(up_to)s"
+            " AND d.status = ANY(%(lower)s) ORDER BY s.claimed_at, s.message_id"
+        ).format(channel=sql.Literal(channel.value))
+        rows = await self._db.rows(query, {"recipients": list(recipient_keys), "up_to": up_to, "lower": lower})
         return [(MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows]
 
 

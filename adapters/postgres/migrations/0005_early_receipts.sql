@@ -13,6 +13,7 @@ CREATE TABLE early_receipts (
 CREATE INDEX early_receipts_received ON early_receipts (received_at);
 
 -- Watermarks cover sends still in flight too (the platform may report a read before the ledger
--- has the send's answer): the index no longer skips unfinished claims.
+-- has the send's answer), and only Messenger sends watermarks: the index covers every Messenger
+-- claim and nothing else, so the other channels' sends pay nothing for it.
 DROP INDEX channel_sends_recipient;
-CREATE INDEX channel_sends_recipient ON channel_sends (channel, recipient_key, claimed_at);
+CREATE INDEX channel_sends_watermarks ON channel_sends (recipient_key, claimed_at) WHERE channel = 'messenger';
