@@ -168,54 +168,54 @@ def routing_targets(events: Iterable[Mapping[str, Any]]) -> dict[ConversationId,
 
 
 async def _jobs_for(
-    uow: UnitOfWork, messages: Sequence[Message], deliveries: Sequence[Delivery], *, at: datetime
+    uow: UnitOfWork, messages: Sequence[Message], keys: Sequence[DeliveryKey], *, at: datetime
 ) -> list[DeliveryJob]:
-    """A job per platform delivery still to hand over.
+    """A job per platform delivery in ``keys`` (deliveries still SENT) whose message is in ``messages``.
 
     Deliveries whose recipient has no address on the channel any more become FAILED, in ``uow``
     (with their status events): the caller commits.
     """
     by_id = {m.id: m for m in messages}
-    platform = [
-        dl
-        for dl in deliveries
-        if dl.channel.is_platform and dl.status is DeliveryStatus.SENT and dl.message_id in by_id
-    ]
-    user_ids = list({dl.recipient.user_id for dl in platform if dl.recipient.user_id is not None})
+    platform = [k for k in keys if k[2].is_platform and k[0] in by_id]
+    recipients = {k: Participant.from_key(k[1]) for k in platform}
+    user_ids = list({p.user_id for p in recipients.values() if p.user_id is not None})
     addresses: dict[tuple[UserId, Channel], ChannelAddress] = {
         (i.user_id, i.channel): i.address for i in await uow.identities.list_for_users(user_ids)
     }
     jobs: list[DeliveryJob] = []
-    failed: list[Delivery] = []
-    for dl in platform:
-        m = by_id[dl.message_id]
-        r = dl.recipient
+    unreachable: list[DeliveryKey] = []
+    for key in platform:
+        m, r, channel = by_id[key[0]], recipients[key], key[2]
         if r.kind is ParticipantKind.CONTACT:
             address = r.address
         else:
             assert r.user_id is not None
-            address = addresses.get((r.user_id, dl.channel))
-        if address is None or address.channel is not dl.channel:
-            if dl.advance(DeliveryStatus.FAILED, at=at, error=f"the recipient has no {dl.channel.value} identity"):
-                failed.append(dl)
+            address = addresses.get((r.user_id, channel))
+        if address is None or address.channel is not channel:
+            unreachable.append(key)
             continue
         jobs.append(
             DeliveryJob(
                 message_id=m.id,
                 conversation_id=m.conversation_id,
                 seq=m.seq,
-                recipient=r.key,
-                channel=dl.channel,
+                recipient=key[1],
+                channel=channel,
                 to=address,
                 sender=m.sender.key,
                 payload=payload_of(m.content),
                 created_at=m.created_at,
             )
         )
-    if failed:
+    if unreachable:
+        failed = [
+            dl
+            for dl in await uow.messages.lock_deliveries(unreachable)
+            if dl.advance(DeliveryStatus.FAILED, at=at, error=f"the recipient has no {dl.channel.value} identity")
+        ]
         await uow.messages.save_progress(failed)
         for dl in failed:
-            await emit_status(uow.outbox, _conversation_of(messages, dl.message_id), [dl])
+            await emit_status(uow.outbox, by_id[dl.message_id].conversation_id, [dl])
     return jobs
 
 
@@ -248,16 +248,11 @@ async def route_conversations(d: PipelineDeps, targets: Mapping[ConversationId, 
         advanced: dict[ConversationId, int] = {}
         for m in messages:  # each conversation's messages come in seq order
             advanced[m.conversation_id] = m.seq
-        deliveries = await uow.messages.deliveries([m.id for m in messages])
-        jobs = await _jobs_for(uow, messages, deliveries, at=now)
+        jobs = await _jobs_for(uow, messages, await uow.messages.unsent_of([m.id for m in messages]), at=now)
         await uow.routing.advance(advanced, at=now)
         await d.publisher.publish([j.to_event() for j in jobs])
         await uow.commit()
     return Routed(len(messages), len(jobs), frozenset(m.id for m in messages))
-
-
-def _conversation_of(messages: Sequence[Message], message_id: MessageId) -> ConversationId:
-    return next(m.conversation_id for m in messages if m.id == message_id)
 
 
 async def route_events(d: PipelineDeps, events: Iterable[Mapping[str, Any]]) -> Routed:
@@ -505,7 +500,7 @@ async def _missing_before(
         if not waiting:
             return []
         messages = list((await uow.messages.get_many(list({dl.message_id for dl in waiting}))).values())
-        missing = await _jobs_for(uow, messages, waiting, at=at)
+        missing = await _jobs_for(uow, messages, [dl.key for dl in waiting], at=at)
         await uow.commit()
     return sorted(missing, key=lambda j: j.seq)
 
@@ -800,7 +795,7 @@ async def sweep(
             if dl.message_id not in routed.message_ids
         ]
         messages = list((await uow.messages.get_many(list({dl.message_id for dl in stuck}))).values())
-        jobs = await _jobs_for(uow, messages, stuck, at=d.clock.now())
+        jobs = await _jobs_for(uow, messages, [dl.key for dl in stuck], at=d.clock.now())
         await uow.commit()
     if jobs:
         await d.publisher.publish([j.to_event() for j in jobs])

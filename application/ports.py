@@ -258,6 +258,10 @@ class MessageRepository(Protocol):
         """The deliveries of these messages, with their history."""
 
     @abstractmethod
+    async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
+        """The platform deliveries of these messages still SENT, by message then as planned (no history read)."""
+
+    @abstractmethod
     async def pending_for(
         self, conversation_id: ConversationId, recipient: Participant, *, up_to_seq: int
     ) -> Sequence[Delivery]:

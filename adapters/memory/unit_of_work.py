@@ -211,6 +211,14 @@ class InMemoryMessageRepository(_Repo):
             chosen = [m for m in visible if before is None or m.seq < before][-query.limit :]
         return copy.deepcopy(chosen)
 
+    async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
+        return [
+            dl.key
+            for mid in message_ids
+            for dl in self.s.deliveries.get(mid, [])
+            if dl.channel.is_platform and dl.status is DeliveryStatus.SENT
+        ]
+
     async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
         return [copy.deepcopy(dl) for mid in message_ids for dl in self.s.deliveries.get(mid, [])]
 

@@ -153,6 +153,27 @@ class _Session:
                 for cur in cursors:
                     await cur.close()
 
+    async def lock_then_read(self, lock: Query, read: Query, params: Params) -> list[DictRow]:
+        """Lock rows, then read them, in one round trip.
+
+        The read is a statement of its own, so its snapshot is taken once the locks are held: it
+        sees what was committed while the lock waited (a locking read alone would re-check its own
+        rows but not the rows its subqueries join).
+        """
+        conn = self.connection
+        with _translated_errors():
+            async with conn.pipeline():
+                if not self.in_transaction:
+                    await conn.execute("BEGIN")
+                    self.in_transaction = True
+                await conn.execute(lock, params)
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute(read, params)
+            try:
+                return await cur.fetchall()
+            finally:
+                await cur.close()
+
     async def execute(self, query: Query, params: Params | None = None) -> int:
         """Run a statement; return the number of rows it touched."""
         count: int = await self._run(dict_row, query, params, fetch=False)
@@ -694,6 +715,19 @@ class PostgresMessageRepository(_Repo):
         found = [_message(r) for r in await self._db.rows(statement, params)]
         return found if forward else found[::-1]
 
+    async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
+        if not message_ids:
+            return []
+        rows = await self._db.rows(
+            "SELECT message_id, recipient_key, channel FROM deliveries"
+            " WHERE message_id = ANY(%s) AND channel <> 'internal' AND status = 'SENT'"
+            " ORDER BY message_id, position",
+            (list(message_ids),),
+        )
+        order = {mid: i for i, mid in enumerate(message_ids)}
+        keys = [(MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])) for r in rows]
+        return sorted(keys, key=lambda k: order[k[0]])  # stable: planned order within a message
+
     async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
         if not message_ids:
             return []
@@ -712,9 +746,7 @@ class PostgresMessageRepository(_Repo):
         # against deadlocks): a concurrent reader of the same rows waits, then no longer sees
         # them once they are READ. The history is read afterwards, in a statement of its own, so
         # it includes anything committed while we waited.
-        params = (conversation_id, recipient.key, up_to_seq)
-        await self._db.execute(_LOCK_UNREAD, params)
-        rows = await self._db.rows(_READ_UNREAD, params)
+        rows = await self._db.lock_then_read(_LOCK_UNREAD, _READ_UNREAD, (conversation_id, recipient.key, up_to_seq))
         return [_delivery(r) for r in rows]
 
     async def save_progress(self, deliveries: Sequence[Delivery]) -> None:
@@ -751,11 +783,10 @@ class PostgresMessageRepository(_Repo):
     async def lock_deliveries(self, keys: Sequence[DeliveryKey]) -> Sequence[Delivery]:
         if not keys:
             return []
-        params = _key_arrays(keys)
         # Locked first, in a stable order (against deadlocks), then read with their history in a
         # statement of its own, so that the history includes what was committed while we waited.
-        await self._db.execute(_LOCK_KEYS, params)
-        return [_delivery(r) for r in await self._db.rows(_READ_KEYS, params)]
+        rows = await self._db.lock_then_read(_LOCK_KEYS, _READ_KEYS, _key_arrays(keys))
+        return [_delivery(r) for r in rows]
 
     async def unsent_before(
         self, threads: Mapping[tuple[ConversationId, str, Channel], int], *, limit: int

@@ -16,7 +16,7 @@ from domain.deliveries import Delivery, DeliveryStatus, StatusChange
 from domain.ids import ConversationId, FileId, MessageId, UserId
 from domain.messages import FileContent, Message, TextContent, plan_deliveries
 from domain.users import ChannelIdentity
-from tests.builders import T0, a_conversation, a_message
+from tests.builders import T0, a_conversation, a_message, a_message_id, a_user_id
 from tests.contract.backends import Backend, store
 
 pytestmark = pytest.mark.contract
@@ -374,3 +374,31 @@ async def test_pending_for_is_the_recipients_unread_deliveries_up_to_a_position(
     assert [len(d.history) for d in pending] == [1, 1, 1, 1, 2]
     assert [(d.message_id, d.channel) for d in first] == [(m1.id, Channel.INTERNAL), (m1.id, Channel.TELEGRAM)]
     assert list(nobody) == []
+
+
+async def test_unsent_of_names_the_platform_deliveries_still_sent_in_planned_order(uow_factory: Backend) -> None:
+    alice, bob = a_user_id(), a_user_id()
+    contact = Participant.contact(ChannelAddress.parse("telegram:42"))
+    conv = a_conversation(creator=alice, others=[Participant.user(bob), contact])
+    first, second = a_message(conv, seq=1), a_message(conv, seq=2)
+    deliveries = {
+        m.id: [
+            Delivery.accepted(message_id=m.id, recipient=Participant.user(bob), channel=Channel.INTERNAL, at=T0),
+            Delivery.accepted(message_id=m.id, recipient=Participant.user(bob), channel=Channel.WHATSAPP, at=T0),
+            Delivery.accepted(message_id=m.id, recipient=contact, channel=Channel.TELEGRAM, at=T0),
+        ]
+        for m in (first, second)
+    }
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries[m.id]) for m in (second, first)])
+    async with uow_factory() as uow:
+        [handed] = await uow.messages.lock_deliveries([deliveries[first.id][2].key])
+        handed.advance(DeliveryStatus.DELIVERED, at=T0)
+        await uow.messages.save_progress([handed])
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        unsent = await uow.messages.unsent_of([second.id, first.id, a_message_id()])
+        none = await uow.messages.unsent_of([])
+
+    assert list(unsent) == [deliveries[second.id][1].key, deliveries[second.id][2].key, deliveries[first.id][1].key]
+    assert list(none) == []
