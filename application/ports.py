@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 from uuid import UUID
@@ -15,8 +15,9 @@ from application.cursors import encode_conversation_cursor
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus
-from domain.ids import ClientId, ConversationId, MessageId, UserId
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Message
+from domain.uploads import UploadSession
 from domain.users import ApiClient, ChannelIdentity, User
 
 
@@ -501,6 +502,34 @@ class SendLookups(Protocol):
         """The existing messages among ``message_ids``, the conversations and their members' channels."""
 
 
+class UploadRepository(Protocol):
+    """Upload sessions and the chunks each has received."""
+
+    @abstractmethod
+    async def add(self, session: UploadSession) -> None:
+        """Store a new upload session."""
+
+    @abstractmethod
+    async def get(self, file_id: FileId, *, lock: bool = False) -> UploadSession | None:
+        """The session with its received chunks; with ``lock``, held until the unit of work ends."""
+
+    @abstractmethod
+    async def add_chunk(self, file_id: FileId, index: int, *, at: datetime) -> bool:
+        """Record that chunk ``index`` is stored; False when it was already (concurrent resends are safe)."""
+
+    @abstractmethod
+    async def save(self, session: UploadSession) -> None:
+        """Persist the session's status, digest, failure and blob."""
+
+    @abstractmethod
+    async def blob_of(self, sha256: str) -> str | None:
+        """The blob of a completed file with this content, if any: identical files share it."""
+
+    @abstractmethod
+    async def expired(self, *, at: datetime, limit: int) -> Sequence[UploadSession]:
+        """Sessions still uploading whose ``expires_at`` is past ``at``, oldest first."""
+
+
 class UnitOfWork(Protocol):
     """One atomic transaction over every repository; rolls back unless committed."""
 
@@ -516,6 +545,7 @@ class UnitOfWork(Protocol):
     lookups: SendLookups
     bindings: AddressBindings
     early_receipts: EarlyReceipts
+    uploads: UploadRepository
 
     @abstractmethod
     async def __aenter__(self) -> Self:
@@ -534,6 +564,89 @@ class UnitOfWork(Protocol):
     @abstractmethod
     async def rollback(self) -> None:
         """Discard every change made since the transaction began."""
+
+
+# --- file storage ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class StoredPart:
+    """A part of a multipart upload the store holds: its index (0-based), the store's tag and its size."""
+
+    index: int
+    etag: str
+    size: int
+
+
+class PartLengthMismatch(Exception):
+    """A part's stream did not have the announced number of bytes; nothing of it was kept."""
+
+    def __init__(self, *, expected: int, received: int) -> None:
+        super().__init__(f"expected {expected} bytes, received {received}")
+        self.expected = expected
+        self.received = received
+
+
+class ObjectStore(Protocol):
+    """Where files' bytes live (S3/MinIO, or a directory): objects assembled from numbered parts.
+
+    Memory use is bounded by one part (or a read buffer), whatever the object's size: parts and
+    reads are streams.
+    """
+
+    min_part_size: int
+    """The smallest part the store accepts, except the last one (S3: 5 MiB)."""
+
+    @abstractmethod
+    async def start_upload(self, key: str) -> str:
+        """Open a multipart upload of object ``key``; return its upload id."""
+
+    @abstractmethod
+    async def put_part(self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int) -> StoredPart:
+        """Store part ``index`` (0-based) from ``data``, which must yield exactly ``size`` bytes.
+
+        Sending a part again replaces it.
+
+        Raises:
+            PartLengthMismatch: ``data`` yielded more or fewer bytes (nothing is kept).
+            KeyError: there is no such upload (aborted, completed or never started).
+        """
+
+    @abstractmethod
+    async def list_parts(self, key: str, upload_id: str) -> Sequence[StoredPart]:
+        """The parts the store holds for this upload, by index.
+
+        Raises:
+            KeyError: there is no such upload.
+        """
+
+    @abstractmethod
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
+        """Assemble ``parts`` (in index order) into object ``key``; the upload then no longer exists."""
+
+    @abstractmethod
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts; unknown uploads are ignored."""
+
+    @abstractmethod
+    def read(self, key: str) -> AsyncIterator[bytes]:
+        """The object's bytes, streamed in blocks.
+
+        Raises:
+            KeyError: there is no such object (when iteration starts).
+        """
+
+    @abstractmethod
+    async def size(self, key: str) -> int | None:
+        """The object's size in bytes, or None when there is no such object."""
+
+    @abstractmethod
+    async def delete(self, key: str) -> None:
+        """Delete the object; a missing object is not an error."""
+
+    @abstractmethod
+    async def download_url(self, key: str, *, filename: str, content_type: str, expires_in: timedelta) -> str:
+        """A URL that serves the object as ``filename`` until ``expires_in`` from now, and is refused after."""
 
 
 # --- channels ------------------------------------------------------------------------

@@ -64,6 +64,10 @@ class UploadSession:
     received: set[int] = attrs.field(factory=set)
     sha256: str | None = None
     failure: str | None = None
+    store_upload_id: str | None = None
+    """The object store's id for the open multipart upload."""
+    blob_key: str | None = None
+    """Where the completed bytes are; files with identical content share one blob."""
 
     @classmethod
     def initiate(

@@ -35,13 +35,15 @@ from application.ports import (
     SendLedger,
     SendLookups,
     UnitOfWork,
+    UploadRepository,
     UserRepository,
 )
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus
-from domain.ids import ClientId, ConversationId, MessageId, UserId
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Message
+from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
 
 
@@ -62,6 +64,7 @@ class _State:
     sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
     bindings: dict[ChannelAddress, tuple[ConversationId, datetime]] = attrs.Factory(dict)
     early_receipts: dict[tuple[Channel, str, DeliveryStatus], tuple[EarlyReceipt, datetime]] = attrs.Factory(dict)
+    uploads: dict[FileId, UploadSession] = attrs.Factory(dict)
 
 
 class InMemoryStore:
@@ -432,6 +435,34 @@ class InMemoryEarlyReceipts(_Repo):
         return len(old)
 
 
+class InMemoryUploadRepository(_Repo):
+    async def add(self, session: UploadSession) -> None:
+        self.s.uploads[session.id] = copy.deepcopy(session)
+
+    async def get(self, file_id: FileId, *, lock: bool = False) -> UploadSession | None:
+        return copy.deepcopy(self.s.uploads.get(file_id))
+
+    async def add_chunk(self, file_id: FileId, index: int, *, at: datetime) -> bool:
+        received = self.s.uploads[file_id].received
+        if index in received:
+            return False
+        received.add(index)
+        return True
+
+    async def save(self, session: UploadSession) -> None:
+        stored = self.s.uploads[session.id]
+        for field in ("status", "sha256", "failure", "blob_key", "store_upload_id"):
+            setattr(stored, field, getattr(session, field))
+
+    async def blob_of(self, sha256: str) -> str | None:
+        done = [u for u in self.s.uploads.values() if u.status is UploadStatus.COMPLETED and u.sha256 == sha256]
+        return min(done, key=lambda u: u.created_at).blob_key if done else None
+
+    async def expired(self, *, at: datetime, limit: int) -> Sequence[UploadSession]:
+        due = [u for u in self.s.uploads.values() if u.status is UploadStatus.UPLOADING and u.expires_at <= at]
+        return [copy.deepcopy(u) for u in sorted(due, key=lambda u: u.expires_at)[:limit]]
+
+
 class InMemoryAddressBindings(_Repo):
     async def bind(self, bindings: Mapping[ChannelAddress, ConversationId], *, at: datetime) -> None:
         for address, conversation_id in bindings.items():
@@ -464,6 +495,7 @@ class InMemoryUnitOfWork:
         self.lookups: SendLookups = InMemorySendLookups(self)
         self.bindings: AddressBindings = InMemoryAddressBindings(self)
         self.early_receipts: EarlyReceipts = InMemoryEarlyReceipts(self)
+        self.uploads: UploadRepository = InMemoryUploadRepository(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

@@ -41,6 +41,7 @@ from application.ports import (
     SendContext,
     SendLedger,
     SendLookups,
+    UploadRepository,
     UserRepository,
 )
 from domain.channels import Channel, ChannelAddress
@@ -48,6 +49,7 @@ from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus, StatusChange
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Content, FileContent, Message, TextContent
+from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
 
 R = TypeVar("R")
@@ -1128,6 +1130,96 @@ class PostgresEarlyReceipts(_Repo):
         )
 
 
+_UPLOAD = """
+SELECT u.*, ARRAY(SELECT c.index FROM upload_chunks c WHERE c.upload_id = u.id) AS received
+FROM uploads u
+"""
+
+
+def _upload(row: DictRow) -> UploadSession:
+    return UploadSession(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        filename=row["filename"],
+        size=row["size"],
+        content_type=row["content_type"],
+        declared_sha256=row["declared_sha256"],
+        chunk_size=row["chunk_size"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        status=UploadStatus(row["status"]),
+        received=set(row["received"]),
+        sha256=row["sha256"],
+        failure=row["failure"],
+        store_upload_id=row["store_upload_id"],
+        blob_key=row["blob_key"],
+    )
+
+
+class PostgresUploadRepository(_Repo):
+    async def add(self, session: UploadSession) -> None:
+        u = session
+        await self._db.execute(
+            "INSERT INTO uploads (id, owner_id, filename, size, content_type, declared_sha256, chunk_size,"
+            " created_at, expires_at, status, sha256, failure, store_upload_id, blob_key)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                u.id,
+                u.owner_id,
+                u.filename,
+                u.size,
+                u.content_type,
+                u.declared_sha256,
+                u.chunk_size,
+                u.created_at,
+                u.expires_at,
+                u.status.value,
+                u.sha256,
+                u.failure,
+                u.store_upload_id,
+                u.blob_key,
+            ),
+        )
+
+    async def get(self, file_id: FileId, *, lock: bool = False) -> UploadSession | None:
+        if lock:
+            rows = await self._db.lock_then_read(
+                "SELECT 1 FROM uploads WHERE id = %(id)s FOR UPDATE", _UPLOAD + " WHERE u.id = %(id)s", {"id": file_id}
+            )
+        else:
+            rows = await self._db.rows(_UPLOAD + " WHERE u.id = %s", (file_id,))
+        return _upload(rows[0]) if rows else None
+
+    async def add_chunk(self, file_id: FileId, index: int, *, at: datetime) -> bool:
+        added = await self._db.execute(
+            "INSERT INTO upload_chunks (upload_id, index, received_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (file_id, index, at),
+        )
+        return added == 1
+
+    async def save(self, session: UploadSession) -> None:
+        u = session
+        await self._db.execute(
+            "UPDATE uploads SET status = %s, sha256 = %s, failure = %s, store_upload_id = %s, blob_key = %s"
+            " WHERE id = %s",
+            (u.status.value, u.sha256, u.failure, u.store_upload_id, u.blob_key, u.id),
+        )
+
+    async def blob_of(self, sha256: str) -> str | None:
+        row = await self._db.row(
+            "SELECT blob_key FROM uploads WHERE status = 'completed' AND sha256 = %s ORDER BY created_at LIMIT 1",
+            (sha256,),
+        )
+        return None if row is None else str(row["blob_key"])
+
+    async def expired(self, *, at: datetime, limit: int) -> Sequence[UploadSession]:
+        rows = await self._db.rows(
+            _UPLOAD + " WHERE u.status = 'uploading' AND u.expires_at <= %s ORDER BY u.expires_at LIMIT %s",
+            (at, limit),
+        )
+        return [_upload(r) for r in rows]
+
+
 class PostgresAddressBindings(_Repo):
     async def bind(self, bindings: Mapping[ChannelAddress, ConversationId], *, at: datetime) -> None:
         if not bindings:
@@ -1173,6 +1265,7 @@ class PostgresUnitOfWork:
         self.lookups: SendLookups = PostgresSendLookups(self._db)
         self.bindings: AddressBindings = PostgresAddressBindings(self._db)
         self.early_receipts: EarlyReceipts = PostgresEarlyReceipts(self._db)
+        self.uploads: UploadRepository = PostgresUploadRepository(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:
