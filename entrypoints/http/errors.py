@@ -19,7 +19,7 @@ from application.errors import (
     Unavailable,
 )
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
-from domain.uploads import UploadTooLarge
+from domain.uploads import MissingChunks, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ PROBLEM_BASE = "https://chat4all.dev/problems/"
 # Most specific first: the first matching class wins.
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (UploadTooLarge, 413, "too-large"),
+    (MissingChunks, 409, "missing-chunks"),
     (BusinessRuleViolation, 422, "invalid"),
     (InvalidTransition, 409, "conflict"),
     (DomainError, 422, "invalid"),
