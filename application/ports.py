@@ -622,7 +622,12 @@ class ObjectStore(Protocol):
 
     @abstractmethod
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
-        """Assemble ``parts`` (in index order) into object ``key``; the upload then no longer exists."""
+        """Assemble ``parts`` (in index order) into object ``key``; the upload then no longer exists.
+
+        Raises:
+            KeyError: there is no such upload.
+            ValueError: a part is not (or no longer) the one stored.
+        """
 
     @abstractmethod
     async def abort_upload(self, key: str, upload_id: str) -> None:

@@ -45,6 +45,8 @@ class InMemoryObjectStore:
 
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
         held = self._upload(key, upload_id)
+        if any(p.index not in held for p in parts):
+            raise ValueError("a part to assemble is not stored")
         self.objects[key] = b"".join(held[p.index] for p in sorted(parts, key=lambda p: p.index))
         del self.uploads[upload_id], self._keys[upload_id]
 

@@ -1,0 +1,314 @@
+"""The filesystem store on its own: safe paths, atomic files, restarts and signed download URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from adapters.storage import BLOB_ROUTE, FilesystemObjectStore, blob_key, blob_token
+from application.ports import PartLengthMismatch
+
+SECRET = b"k" * 32
+KEY = "files/3f1c/relatório.pdf"
+
+
+def a_store(root: Path, *, secret: bytes = SECRET, block_size: int = 4096) -> FilesystemObjectStore:
+    return FilesystemObjectStore(root, secret=secret, public_base_url="https://chat.example/", block_size=block_size)
+
+
+async def stream(data: bytes, chunk: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), chunk):
+        yield data[start : start + chunk]
+
+
+async def read_all(store: FilesystemObjectStore, key: str) -> bytes:
+    return b"".join([block async for block in store.read(key)])
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+# --- keys and paths --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["../escape", "files/../../escape", "..", "/etc/passwd", "files/a\0b", ""])
+async def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
+    sut = a_store(tmp_path)
+
+    with pytest.raises(ValueError, match="unsafe object key"):
+        await sut.start_upload(key)
+    with pytest.raises(ValueError, match="unsafe object key"):
+        await sut.size(key)
+    with pytest.raises(ValueError, match="unsafe object key"):
+        await sut.delete(key)
+    with pytest.raises(ValueError, match="unsafe object key"):
+        await anext(sut.read(key))
+    with pytest.raises(ValueError, match="unsafe object key"):
+        await sut.download_url(key, filename="x", content_type="text/plain", expires_in=timedelta(minutes=1))
+    assert files_under(tmp_path) == []
+
+
+async def test_a_key_with_slashes_names_one_file_inside_the_objects_directory(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    part = await sut.put_part(KEY, upload_id, 0, stream(b"%PDF"), 4)
+    await sut.complete_upload(KEY, upload_id, [part])
+
+    path = sut.local_path(KEY)
+    assert path.read_bytes() == b"%PDF"
+    assert path.parent.parent == tmp_path / "objects"
+    assert files_under(tmp_path) == [str(path.relative_to(tmp_path))]  # and the upload is cleaned up
+
+
+async def test_an_upload_id_that_is_a_path_is_no_upload(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.put_part(KEY, upload_id, 0, stream(b"kept"), 4)
+    before = files_under(tmp_path)
+
+    with pytest.raises(KeyError):
+        await sut.put_part(KEY, f"../uploads/{upload_id}", 1, stream(b"x"), 1)
+    with pytest.raises(KeyError):
+        await sut.list_parts(KEY, "../objects")
+    await sut.abort_upload(KEY, "..")  # ignored: it must not remove the store's directories
+    await sut.abort_upload(KEY, f"../uploads/{upload_id}")
+
+    assert files_under(tmp_path) == before
+
+
+async def test_an_upload_of_another_key_is_no_upload(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+
+    with pytest.raises(KeyError):
+        await sut.put_part("files/other", upload_id, 0, stream(b"x"), 1)
+    await sut.abort_upload("files/other", upload_id)  # ignored
+
+    assert await sut.list_parts(KEY, upload_id) == []
+
+
+# --- atomic files ----------------------------------------------------------------------
+
+
+async def test_a_resent_part_replaces_the_old_file_instead_of_rewriting_it(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.put_part(KEY, upload_id, 0, stream(b"old" * 5000), 15000)
+    part_file = tmp_path / "uploads" / upload_id / "0.part"
+
+    with part_file.open("rb") as reader_of_the_old_part:
+        await sut.put_part(KEY, upload_id, 0, stream(b"new" * 5000), 15000)
+        # A reader that had the old part open still reads all of it: the new one is another file.
+        assert reader_of_the_old_part.read() == b"old" * 5000
+
+    assert part_file.read_bytes() == b"new" * 5000
+    assert sorted(p.name for p in part_file.parent.iterdir()) == ["0.part", "meta.json"]
+
+
+async def test_a_resend_that_breaks_midway_keeps_the_previous_part(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    kept = await sut.put_part(KEY, upload_id, 0, stream(b"a" * 20_000), 20_000)
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"b" * 12_000  # several blocks reach the temp file first
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await sut.put_part(KEY, upload_id, 0, broken(), 20_000)
+
+    assert await sut.list_parts(KEY, upload_id) == [kept]
+    assert (tmp_path / "uploads" / upload_id / "0.part").read_bytes() == b"a" * 20_000
+    assert temp_files(tmp_path) == []
+
+
+async def test_a_part_cancelled_midway_leaves_no_file_and_the_upload_open(tmp_path: Path) -> None:
+    sut = a_store(tmp_path, block_size=4096)
+    upload_id = await sut.start_upload(KEY)
+    stalled = asyncio.Event()
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield b"s" * 10_000  # written (a block at a time) before the stall
+        stalled.set()
+        await asyncio.Event().wait()  # the client stops sending
+        yield b""
+
+    sending = asyncio.create_task(sut.put_part(KEY, upload_id, 0, stalling(), 20_000))
+    await stalled.wait()
+    sending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sending
+
+    assert files_under(tmp_path) == [f"uploads/{upload_id}/meta.json"]
+    assert (await sut.put_part(KEY, upload_id, 0, stream(b"t" * 20_000), 20_000)).size == 20_000
+
+
+@pytest.mark.parametrize("sent", [10_000, 30_000], ids=["short", "long"])
+async def test_a_part_of_the_wrong_length_leaves_no_file_behind(tmp_path: Path, sent: int) -> None:
+    sut = a_store(tmp_path, block_size=4096)
+    upload_id = await sut.start_upload(KEY)
+
+    with pytest.raises(PartLengthMismatch):
+        await sut.put_part(KEY, upload_id, 3, stream(b"x" * sent), 20_000)
+
+    assert files_under(tmp_path) == [f"uploads/{upload_id}/meta.json"]
+
+
+async def test_completing_with_a_part_replaced_since_it_was_listed_is_refused(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.put_part(KEY, upload_id, 0, stream(b"first"), 5)
+    listed = await sut.list_parts(KEY, upload_id)
+    await sut.put_part(KEY, upload_id, 0, stream(b"again"), 5)
+
+    with pytest.raises(ValueError, match="replaced"):
+        await sut.complete_upload(KEY, upload_id, listed)
+
+    assert await sut.size(KEY) is None
+    assert temp_files(tmp_path) == []
+    await sut.complete_upload(KEY, upload_id, await sut.list_parts(KEY, upload_id))  # the upload is still there
+    assert await read_all(sut, KEY) == b"again"
+
+
+async def test_reading_stops_cleanly_when_the_reader_does(tmp_path: Path) -> None:
+    sut = a_store(tmp_path, block_size=4096)
+    upload_id = await sut.start_upload(KEY)
+    await sut.complete_upload(KEY, upload_id, [await sut.put_part(KEY, upload_id, 0, stream(b"z" * 50_000), 50_000)])
+
+    blocks = sut.read(KEY)
+    assert await anext(blocks) == b"z" * 4096
+    await blocks.aclose()  # closes the file; nothing is left open or half-read
+
+    assert await read_all(sut, KEY) == b"z" * 50_000
+
+
+# --- restarts --------------------------------------------------------------------------
+
+
+async def test_uploads_and_objects_survive_a_restart(tmp_path: Path) -> None:
+    before = a_store(tmp_path)
+    upload_id = await before.start_upload(KEY)
+    await before.put_part(KEY, upload_id, 1, stream(b"world"), 5)
+    await before.put_part(KEY, upload_id, 0, stream(b"hello "), 6)
+    listed = await before.list_parts(KEY, upload_id)
+
+    after = a_store(tmp_path)
+    assert await after.list_parts(KEY, upload_id) == listed
+    await after.complete_upload(KEY, upload_id, listed)
+    url = await after.download_url(KEY, filename="r.pdf", content_type="application/pdf", expires_in=timedelta(hours=1))
+
+    again = a_store(tmp_path)
+    assert await read_all(again, KEY) == b"hello world"
+    assert await again.size(KEY) == 11
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert again.verify_download(
+        KEY, int(query["expires"]), "r.pdf", "application/pdf", query["sig"], now=datetime.now(UTC)
+    )
+
+
+# --- download URLs ---------------------------------------------------------------------
+
+
+async def a_download(sut: FilesystemObjectStore, expires_in: timedelta = timedelta(hours=1)) -> dict[str, str]:
+    url = await sut.download_url(
+        KEY, filename="relatório final.pdf", content_type="application/pdf", expires_in=expires_in
+    )
+    parts = urlsplit(url)
+    assert f"{parts.scheme}://{parts.netloc}" == "https://chat.example"
+    assert parts.path.startswith(BLOB_ROUTE)
+    return {"key": blob_key(parts.path.removeprefix(BLOB_ROUTE)), **dict(parse_qsl(parts.query))}
+
+
+def verify(sut: FilesystemObjectStore, url: dict[str, str], *, now: datetime | None = None) -> bool:
+    return sut.verify_download(
+        url["key"],
+        int(url["expires"]),
+        url["filename"],
+        url["content_type"],
+        url["sig"],
+        now=now or datetime.now(UTC),
+    )
+
+
+async def test_a_download_url_names_the_object_and_the_file(tmp_path: Path) -> None:
+    url = await a_download(a_store(tmp_path))
+
+    assert (url["key"], url["filename"], url["content_type"]) == (KEY, "relatório final.pdf", "application/pdf")
+    assert verify(a_store(tmp_path), url)
+
+
+async def test_a_download_url_is_refused_once_it_expires(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    url = await a_download(sut, expires_in=timedelta(minutes=5))
+    expires = datetime.fromtimestamp(int(url["expires"]), UTC)
+
+    assert expires - datetime.now(UTC) > timedelta(minutes=4)
+    assert verify(sut, url, now=expires)
+    assert not verify(sut, url, now=expires + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("key", "files/3f1c/other.pdf"),
+        ("filename", "relatório final.exe"),
+        ("content_type", "text/html"),
+        ("expires", "9999999999"),
+        ("sig", "0" * 64),
+        ("sig", "é" * 64),
+        ("sig", ""),
+    ],
+)
+async def test_a_tampered_download_url_is_refused(tmp_path: Path, field: str, value: str) -> None:
+    sut = a_store(tmp_path)
+    url = await a_download(sut)
+
+    assert verify(sut, url)
+    assert not verify(sut, {**url, field: value})
+
+
+async def test_a_download_url_signed_with_another_secret_is_refused(tmp_path: Path) -> None:
+    url = await a_download(a_store(tmp_path, secret=b"o" * 32))
+
+    assert not verify(a_store(tmp_path), url)
+
+
+@pytest.mark.parametrize("key", [KEY, "a", "files/ü/ñ?#&=%2F"])
+def test_a_blob_token_is_one_path_segment_that_names_its_key(key: str) -> None:
+    token = blob_token(key)
+
+    assert not {"/", "=", "?", "#", "%"} & set(token)
+    assert blob_key(token) == key
+
+
+# "_w" decodes to 0xff (not UTF-8); "YR" is "YQ" (the token of "a") with its unused bits set.
+@pytest.mark.parametrize("token", ["not base64!", "YQ==", "a/b", "_w", "YR"])
+def test_a_token_that_names_no_key_is_refused(token: str) -> None:
+    with pytest.raises(ValueError, match="not a blob token"):
+        blob_key(token)
+
+
+def test_a_short_secret_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        a_store(tmp_path, secret=b"short")
+
+
+async def test_aborting_removes_the_upload_and_its_parts(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.put_part(KEY, upload_id, 0, stream(b"x" * 9000), 9000)
+
+    await sut.abort_upload(KEY, upload_id)
+
+    assert os.listdir(tmp_path / "uploads") == []
