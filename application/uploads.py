@@ -21,7 +21,7 @@ from application.errors import Conflict, NotFound
 from application.ports import Clock, IdGenerator, ObjectStore, PartLengthMismatch, UnitOfWork
 from domain.errors import BusinessRuleViolation, InvalidTransition
 from domain.ids import FileId, UserId
-from domain.uploads import DEFAULT_MAX_SIZE, ChecksumMismatch, MissingChunks, UploadSession, UploadStatus
+from domain.uploads import DEFAULT_MAX_SIZE, BadChunk, ChecksumMismatch, MissingChunks, UploadSession, UploadStatus
 
 
 @attrs.frozen
@@ -172,7 +172,7 @@ async def put_chunk(
     try:
         await d.store.put_part(blob_key(file_id), session.store_upload_id, index, data, length)
     except PartLengthMismatch as exc:
-        raise BusinessRuleViolation(f"chunk {index}: {exc}", field="body") from exc
+        raise BadChunk(f"chunk {index}: {exc}", field="body") from exc
     except KeyError:
         raise InvalidTransition("the upload takes no more chunks") from None
     async with d.uow() as uow:

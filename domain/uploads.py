@@ -128,7 +128,7 @@ class UploadSession:
             BusinessRuleViolation: ``index`` is outside the file.
         """
         if not 0 <= index < self.total_chunks:
-            raise BusinessRuleViolation(f"chunk index is between 0 and {self.total_chunks - 1}", field="index")
+            raise BadChunk(f"chunk index is between 0 and {self.total_chunks - 1}", field="index")
         if index == self.total_chunks - 1:
             return self.size - self.chunk_size * (self.total_chunks - 1)
         return self.chunk_size
@@ -153,7 +153,7 @@ class UploadSession:
             raise InvalidTransition(f"upload is {self.status.value}; it takes no more chunks")
         expected = self.expected_length(index)
         if length != expected:
-            raise BusinessRuleViolation(f"chunk {index} must be {expected} bytes, got {length}", field="body")
+            raise BadChunk(f"chunk {index} must be {expected} bytes, got {length}", field="body")
         if index in self.received:
             return False
         self.received.add(index)
@@ -212,6 +212,10 @@ class UploadSession:
             raise InvalidTransition(f"upload is {self.status.value}; it cannot become {to.value}")
         if not check_only:
             self.status = to
+
+
+class BadChunk(BusinessRuleViolation):
+    """A chunk that cannot be part of the file: an index outside it, or the wrong length."""
 
 
 class UploadTooLarge(BusinessRuleViolation):

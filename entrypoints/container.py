@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -9,17 +11,21 @@ from typing import Any
 
 import argon2
 from dependency_injector import containers, providers
+from miniopy_async.api import Minio
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres.pool import open_pool
 from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.security import Argon2PasswordHasher, JwtTokenIssuer, TokenSettings
+from adapters.storage.filesystem import FilesystemObjectStore
+from adapters.storage.s3 import S3ObjectStore, close_client, ensure_bucket
 from adapters.system import SystemClock, UuidGenerator
 from application.bus import MessageBus
 from application.handlers import Deps
 from application.handlers import Settings as CoreSettings
 from application.inbound import InboundDeps
-from application.ports import Clock, IdGenerator, PasswordHasher, UnitOfWork
+from application.ports import Clock, IdGenerator, ObjectStore, PasswordHasher, UnitOfWork
+from application.uploads import FileDeps, FileSettings
 from domain.channels import Channel
 from entrypoints.channels import inbox_owners
 from entrypoints.settings import Settings
@@ -74,6 +80,52 @@ def _inbound(uow: Callable[[], UnitOfWork], clock: Clock, owners: dict[Channel, 
     return InboundDeps(uow=uow, clock=clock, inbox_owners=owners)
 
 
+async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]:
+    """The filesystem store (embedded default: files under the data dir), or S3/MinIO."""
+    assert settings is not None, "container_for() sets the settings"
+    if settings.storage == "s3":
+        if not (settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key):
+            raise SystemExit("CHAT4ALL_STORAGE=s3 needs CHAT4ALL_S3_ENDPOINT, _ACCESS_KEY and _SECRET_KEY")
+        client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key.get_secret_value(),
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+        await ensure_bucket(client, settings.s3_bucket)
+        try:
+            yield S3ObjectStore(client, settings.s3_bucket)
+        finally:
+            await close_client(client)
+        return
+    assert settings.jwt_secret is not None
+    yield FilesystemObjectStore(
+        settings.files_dir or settings.data_dir / "files",
+        secret=files_url_key(settings.jwt_secret.get_secret_value()),
+        public_base_url=http_base_url(settings),
+    )
+
+
+def files_url_key(jwt_secret: str) -> bytes:
+    """The key that signs the filesystem store's download URLs: derived from, and not equal to, the JWT key."""
+    return hmac.new(jwt_secret.encode(), b"chat4all/file-download-urls/v1", hashlib.sha256).digest()
+
+
+def http_base_url(settings: Settings) -> str:
+    """Where clients reach this HTTP API (CHAT4ALL_PUBLIC_URL, else the listen address)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else settings.host  # noqa: S104 - comparing
+    return f"http://{host}:{settings.http_port}"
+
+
+def _files(
+    uow: Callable[[], UnitOfWork], clock: Clock, ids: IdGenerator, store: ObjectStore, max_size: int
+) -> FileDeps:
+    return FileDeps(uow=uow, clock=clock, ids=ids, store=store, settings=FileSettings(max_size=max_size))
+
+
 class Container(containers.DeclarativeContainer):
     """Every provider a runtime needs; tests override ``uow`` and ``readiness``."""
 
@@ -93,6 +145,11 @@ class Container(containers.DeclarativeContainer):
     uow = providers.Singleton(_postgres_uow, pool=pool)
     readiness = providers.Singleton(_postgres_readiness, pool=pool)
     inbox_owners: providers.Object[dict[Channel, str]] = providers.Object({})
+    app_settings: providers.Object[Settings | None] = providers.Object(None)
+    object_store = providers.Resource(_object_store, settings=app_settings)
+    files = providers.Singleton(
+        _files, uow=uow, clock=clock, ids=ids, store=object_store, max_size=config.max_file_size
+    )
     inbound = providers.Singleton(_inbound, uow=uow, clock=clock, owners=inbox_owners)
     bus = providers.Singleton(
         _bus,
@@ -118,6 +175,7 @@ def container_for(settings: Settings) -> Container:
     values["jwt_secret"] = secret
     c.config.from_dict(values)
     c.inbox_owners.override(inbox_owners(settings))
+    c.app_settings.override(settings)
     return c
 
 

@@ -37,6 +37,22 @@ class Settings(BaseSettings):
     db_pool_max: int = 10
     group_max: int = Field(default=100, ge=3, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, description="cap on request bodies outside the file routes")
+    max_file_size: int = Field(default=2 * 1024**3, ge=1, description="largest file an upload may declare (413 above)")
+    public_url: str | None = Field(
+        default=None, description="the HTTP API's URL as clients reach it (download links); unset: the listen address"
+    )
+    storage: str = Field(
+        default="filesystem",
+        pattern="^(filesystem|s3)$",
+        description="where files go: `filesystem` or `s3` (MinIO, S3)",
+    )
+    files_dir: Path | None = Field(default=None, description="the filesystem store's root; unset: <data dir>/files")
+    s3_endpoint: str | None = Field(default=None, description="S3/MinIO endpoint, host:port")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "chat4all"
+    s3_region: str | None = None
+    s3_secure: bool = Field(default=True, description="HTTPS to the S3 endpoint")
     argon2_profile: str = Field(default="rfc9106-low-memory", description="'rfc9106-low-memory' or 'test' (fast)")
     log_level: str = "info"
 

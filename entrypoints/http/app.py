@@ -33,6 +33,7 @@ from entrypoints.http.controllers import (
     UsersController,
 )
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
+from entrypoints.http.files import FilesController, blob
 from entrypoints.http.metrics import request_metrics
 from entrypoints.http.tokens import CachedToken
 from entrypoints.http.webhooks import webhook, webhook_handshake
@@ -97,6 +98,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         app.state.readiness = await resolve(container.readiness)
         app.state.inbound = await resolve(container.inbound)
         app.state.webhooks = webhooks_for(settings)
+        app.state.files = await resolve(container.files)
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, so full collections under load walk only request garbage (tens of ms less at p99).
         gc.collect()
@@ -129,6 +131,8 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             UsersController,
             ConversationsController,
             MessagesController,
+            FilesController,
+            blob,
             webhook_handshake,
             webhook,
             live,

@@ -19,7 +19,7 @@ from application.errors import (
     Unavailable,
 )
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
-from domain.uploads import MissingChunks, UploadTooLarge
+from domain.uploads import BadChunk, MissingChunks, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ PROBLEM_BASE = "https://chat4all.dev/problems/"
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (UploadTooLarge, 413, "too-large"),
     (MissingChunks, 409, "missing-chunks"),
+    (BadChunk, 400, "bad-chunk"),
     (BusinessRuleViolation, 422, "invalid"),
     (InvalidTransition, 409, "conflict"),
     (DomainError, 422, "invalid"),

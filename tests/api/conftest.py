@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from adapters.memory import InMemoryStore
+from adapters.memory.objects import InMemoryObjectStore
 from entrypoints.container import container_for
 from entrypoints.http.app import create_app
 from entrypoints.settings import Settings
@@ -28,6 +29,7 @@ def build_app(store: InMemoryStore, **overrides: Any) -> Litestar:
     container.pool.override(providers.Object(None))
     container.uow.override(providers.Object(store.uow))
     container.readiness.override(providers.Object(_ready))
+    container.object_store.override(providers.Object(InMemoryObjectStore()))
     return create_app(container, settings)
 
 

@@ -1,0 +1,134 @@
+"""Files over HTTP on the in-memory adapters: a resumable upload from initiate to download, and its refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from litestar.testing import AsyncTestClient
+
+from adapters.memory import InMemoryStore
+from adapters.storage.filesystem import FilesystemObjectStore
+from domain.uploads import UploadSession
+from tests.api.conftest import Api, build_app
+
+pytestmark = pytest.mark.unit
+
+CHUNK = UploadSession.MIN_CHUNK
+
+
+def content(size: int) -> bytes:
+    block = hashlib.sha256(b"chat4all").digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def initiate(api: Api, who: dict[str, Any], data: bytes, **extra: Any) -> Any:
+    return await api.client.post(
+        "/v1/files/initiate",
+        json={"filename": "photo.jpg", "size": len(data), "content_type": "image/jpeg", "chunk_size": CHUNK, **extra},
+        headers=who["headers"],
+    )
+
+
+async def test_a_resumable_upload_from_initiate_to_download(api: Api) -> None:
+    ana = await api.user("ana")
+    data = content(CHUNK * 2 + 100)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    started = await initiate(api, ana, data, checksum=digest)
+    assert started.status_code == 201, started.text
+    body = started.json()
+    file_id, url = body["file_id"], body["upload_url"]
+    assert (body["total_chunks"], body["chunk_size"]) == (3, CHUNK)
+
+    parts = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    for i in (2, 0, 0):
+        r = await api.client.put(url.format(index=i), content=parts[i], headers=ana["headers"])
+        assert r.status_code == 200, r.text
+    halfway = (await api.client.get(f"/v1/files/{file_id}", headers=ana["headers"])).json()
+    early = await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=ana["headers"])
+    await api.client.put(url.format(index=1), content=parts[1], headers=ana["headers"])
+    done = await api.client.post("/v1/files/complete", json={"file_id": file_id}, headers=ana["headers"])
+    link = await api.client.get(f"/v1/files/{file_id}/download", headers=ana["headers"])
+
+    assert (halfway["status"], halfway["received_chunks"], halfway["missing_chunks"]) == ("uploading", 2, [1])
+    assert early.status_code == 409
+    assert early.json()["errors"] == [{"field": "chunks", "message": "1 chunk(s) missing: 1"}]
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["checksum"]) == ("completed", digest)
+    assert link.status_code == 200
+    assert {k: link.json()[k] for k in ("filename", "size", "content_type", "checksum")} == {
+        "filename": "photo.jpg",
+        "size": len(data),
+        "content_type": "image/jpeg",
+        "checksum": digest,
+    }
+
+
+async def test_refusals_are_problems_and_change_nothing(api: Api) -> None:
+    ana, bob = await api.user("ana"), await api.user("bob")
+    data = content(CHUNK * 2)
+    file_id = (await initiate(api, ana, data)).json()["file_id"]
+    chunk = f"/v1/files/{file_id}/chunks"
+
+    too_big = await api.client.post(
+        "/v1/files/initiate", json={"filename": "a.bin", "size": 3 * 1024**3}, headers=ana["headers"]
+    )
+    wrong_length = await api.client.put(f"{chunk}/0", content=data[: CHUNK - 1], headers=ana["headers"])
+    out_of_range = await api.client.put(f"{chunk}/7", content=data[:CHUNK], headers=ana["headers"])
+    not_owner = await api.client.put(f"{chunk}/0", content=data[:CHUNK], headers=bob["headers"])
+    not_owner_status = await api.client.get(f"/v1/files/{file_id}", headers=bob["headers"])
+    unauthenticated = await api.client.put(f"{chunk}/0", content=data[:CHUNK])
+    bad_name = await initiate(api, ana, data, filename="../../etc/passwd")
+
+    codes = [r.status_code for r in (too_big, wrong_length, out_of_range, not_owner, not_owner_status, unauthenticated)]
+    assert codes == [413, 400, 400, 404, 404, 401]
+    assert bad_name.status_code == 422
+    assert all(r.headers["content-type"].startswith("application/problem+json") for r in (too_big, wrong_length))
+    status = (await api.client.get(f"/v1/files/{file_id}", headers=ana["headers"])).json()
+    assert status["received_chunks"] == 0
+
+
+async def test_an_aborted_upload_takes_no_more_chunks(api: Api) -> None:
+    ana = await api.user("ana")
+    data = content(CHUNK)
+    file_id = (await initiate(api, ana, data)).json()["file_id"]
+
+    aborted = await api.client.delete(f"/v1/files/{file_id}", headers=ana["headers"])
+    late = await api.client.put(f"/v1/files/{file_id}/chunks/0", content=data, headers=ana["headers"])
+
+    assert aborted.status_code == 204
+    assert late.status_code == 409
+    assert (await api.client.get(f"/v1/files/{file_id}", headers=ana["headers"])).json()["status"] == "aborted"
+
+
+async def test_the_filesystem_stores_signed_link_serves_the_file_and_refuses_tampering(
+    store: InMemoryStore, tmp_path: Path
+) -> None:
+    app = build_app(store)
+    objects = FilesystemObjectStore(tmp_path / "files", secret=b"s" * 32, public_base_url="http://testserver.local")
+    async with AsyncTestClient(app) as client:
+        app.state.files = attrs.evolve(app.state.files, store=objects)
+        api = Api(client)
+        ana = await api.user("ana")
+        data = content(CHUNK + 5)
+        file_id = (await initiate(api, ana, data)).json()["file_id"]
+        await client.put(f"/v1/files/{file_id}/chunks/0", content=data[:CHUNK], headers=ana["headers"])
+        await client.put(f"/v1/files/{file_id}/chunks/1", content=data[CHUNK:], headers=ana["headers"])
+        assert (await client.post(f"/v1/files/{file_id}/complete", json={}, headers=ana["headers"])).status_code == 200
+        link = (await client.get(f"/v1/files/{file_id}/download", headers=ana["headers"])).json()["download_url"]
+        path = link.removeprefix("http://testserver.local")
+
+        served = await client.get(path)  # no bearer token: the signature is the permission
+        renamed = await client.get(path.replace("filename=photo.jpg", "filename=evil.exe"))
+        forged = await client.get(path[:-4] + "0000")
+        expired = await client.get(re.sub(r"expires=\d+", "expires=1000", path))
+
+    assert served.status_code == 200
+    assert served.content == data
+    assert 'filename="photo.jpg"' in served.headers["content-disposition"]
+    assert served.headers["content-type"].startswith("image/jpeg")
+    assert [r.status_code for r in (renamed, forged, expired)] == [403, 403, 403]
