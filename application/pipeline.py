@@ -697,25 +697,29 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
     if not receipts:
         return 0
     async with d.uow() as uow:
-        receipts = await _covered(uow, receipts)
-        keys = await _deliveries_named(uow, receipts, at=d.clock.now())
-        wanted = list({k: None for k in keys if k is not None})
-        deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries(wanted)}
-        changed: dict[DeliveryKey, Delivery] = {}
-        for wanted_key, r in zip(keys, receipts, strict=True):
-            dl = deliveries.get(wanted_key) if wanted_key is not None else None
-            if dl is not None and dl.channel is r.channel and dl.advance(r.status, at=r.at, error=r.error):
-                changed[dl.key] = dl
-        if not changed:
-            await uow.commit()  # the early receipts
-            return 0
-        await uow.messages.save_progress(list(changed.values()))
-        conversations = await uow.messages.conversations_of(list({k[0] for k in changed}))
-        for dl in changed.values():
-            conversation_id = conversations.get(dl.message_id)
-            if conversation_id is not None:
-                await emit_status(uow.outbox, conversation_id, [dl])
-        await uow.commit()
+        changed = await _apply(uow, receipts, at=d.clock.now())
+        await uow.commit()  # the changes, or only the early receipts kept
+    return changed
+
+
+async def _apply(uow: UnitOfWork, given: Sequence[Receipt | Watermark], *, at: datetime) -> int:
+    receipts = await _covered(uow, given)
+    keys = await _deliveries_named(uow, receipts, at=at)
+    wanted = list({k: None for k in keys if k is not None})
+    deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries(wanted)}
+    changed: dict[DeliveryKey, Delivery] = {}
+    for wanted_key, r in zip(keys, receipts, strict=True):
+        dl = deliveries.get(wanted_key) if wanted_key is not None else None
+        if dl is not None and dl.channel is r.channel and dl.advance(r.status, at=r.at, error=r.error):
+            changed[dl.key] = dl
+    if not changed:
+        return 0
+    await uow.messages.save_progress(list(changed.values()))
+    conversations = await uow.messages.conversations_of(list({k[0] for k in changed}))
+    for dl in changed.values():
+        conversation_id = conversations.get(dl.message_id)
+        if conversation_id is not None:
+            await emit_status(uow.outbox, conversation_id, [dl])
     return len(changed)
 
 
@@ -763,6 +767,18 @@ async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark]) -> 
 # --- the sweeper ---------------------------------------------------------------------
 
 
+async def _apply_known_early_receipts(d: PipelineDeps, *, limit: int) -> int:
+    """Apply kept receipts whose send is recorded now (a keep that raced the record); return how many moved."""
+    async with d.uow() as uow:
+        taken = await uow.early_receipts.take_known(limit=limit)
+        if not taken:
+            return 0
+        receipts = [Receipt(e.channel, e.status, e.at, delivery=key, error=e.error) for e, key in taken]
+        changed = await _apply(uow, receipts, at=d.clock.now())
+        await uow.commit()  # taken and applied together: nothing is lost in between
+    return changed
+
+
 @attrs.frozen
 class Swept:
     """What one sweep re-drove."""
@@ -786,6 +802,7 @@ async def sweep(
         # Early receipts that never met their send were for messages someone else sent.
         await uow.early_receipts.purge(received_before=cutoff - window, limit=limit)
         await uow.commit()
+    await _apply_known_early_receipts(d, limit=limit)
     routed = await route_conversations(d, behind) if behind else Routed(0, 0)
     async with d.uow() as uow:
         # Messages routed just now already had their jobs published.

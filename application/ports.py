@@ -437,6 +437,13 @@ class EarlyReceipts(Protocol):
         """Remove and return the kept receipts of these platform ids, oldest receipt first."""
 
     @abstractmethod
+    async def take_known(self, *, limit: int) -> Sequence[tuple[EarlyReceipt, DeliveryKey]]:
+        """Remove and return at most ``limit`` kept receipts the ledger can now match, each with its delivery.
+
+        Catches what raced: a receipt kept just as its send was recorded (neither saw the other).
+        """
+
+    @abstractmethod
     async def purge(self, *, received_before: datetime, limit: int) -> int:
         """Forget at most ``limit`` receipts kept since before ``received_before`` (for messages not ours)."""
 

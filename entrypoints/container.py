@@ -11,14 +11,12 @@ from typing import Any
 
 import argon2
 from dependency_injector import containers, providers
-from miniopy_async.api import Minio
 from psycopg_pool import AsyncConnectionPool
 
 from adapters.postgres.pool import open_pool
 from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.security import Argon2PasswordHasher, JwtTokenIssuer, TokenSettings
 from adapters.storage.filesystem import FilesystemObjectStore
-from adapters.storage.s3 import S3ObjectStore, close_client, ensure_bucket
 from adapters.system import SystemClock, UuidGenerator
 from application.bus import MessageBus
 from application.handlers import Deps
@@ -84,6 +82,11 @@ async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]
     """The filesystem store (embedded default: files under the data dir), or S3/MinIO."""
     assert settings is not None, "container_for() sets the settings"
     if settings.storage == "s3":
+        # Imported here: the S3 client (aiohttp) costs every runtime's start-up half a second otherwise.
+        from miniopy_async.api import Minio
+
+        from adapters.storage.s3 import S3ObjectStore, close_client, ensure_bucket
+
         if not (settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key):
             raise SystemExit("CHAT4ALL_STORAGE=s3 needs CHAT4ALL_S3_ENDPOINT, _ACCESS_KEY and _SECRET_KEY")
         client = Minio(

@@ -428,6 +428,12 @@ class InMemoryEarlyReceipts(_Repo):
         found = [self.s.early_receipts.pop(k)[0] for k in keys]
         return sorted(found, key=lambda r: (r.at, RANK[r.status]))
 
+    async def take_known(self, *, limit: int) -> Sequence[tuple[EarlyReceipt, DeliveryKey]]:
+        ledger = {(key[2], pid): key for key, (pid, _) in self.s.sends.items() if pid is not None}
+        known = [k for k in self.s.early_receipts if (k[0], k[1]) in ledger][:limit]
+        taken = [(self.s.early_receipts.pop(k)[0], ledger[(k[0], k[1])]) for k in known]
+        return sorted(taken, key=lambda t: (t[0].at, RANK[t[0].status]))
+
     async def purge(self, *, received_before: datetime, limit: int) -> int:
         old = [k for k, (_, at) in self.s.early_receipts.items() if at < received_before][:limit]
         for k in old:

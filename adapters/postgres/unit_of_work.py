@@ -1122,6 +1122,26 @@ class PostgresEarlyReceipts(_Repo):
         ]
         return sorted(found, key=lambda r: (r.at, RANK[r.status]))
 
+    async def take_known(self, *, limit: int) -> Sequence[tuple[EarlyReceipt, DeliveryKey]]:
+        rows = await self._db.rows(
+            "DELETE FROM early_receipts e USING channel_sends s"
+            " WHERE e.ctid IN (SELECT e2.ctid FROM early_receipts e2 JOIN channel_sends s2"
+            " ON s2.channel = e2.channel AND s2.platform_message_id = e2.platform_message_id LIMIT %s)"
+            " AND s.channel = e.channel AND s.platform_message_id = e.platform_message_id"
+            " RETURNING e.channel, e.platform_message_id, e.status, e.at, e.error, s.message_id, s.recipient_key",
+            (limit,),
+        )
+        taken = [
+            (
+                EarlyReceipt(
+                    Channel(r["channel"]), r["platform_message_id"], DeliveryStatus(r["status"]), r["at"], r["error"]
+                ),
+                (MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])),
+            )
+            for r in rows
+        ]
+        return sorted(taken, key=lambda t: (t[0].at, RANK[t[0].status]))
+
     async def purge(self, *, received_before: datetime, limit: int) -> int:
         return await self._db.execute(
             "DELETE FROM early_receipts WHERE ctid IN"

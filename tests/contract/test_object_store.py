@@ -16,15 +16,8 @@ import pytest
 from miniopy_async.api import Minio
 
 from adapters.memory.objects import InMemoryObjectStore
-from adapters.storage import (
-    BLOB_ROUTE,
-    FilesystemObjectStore,
-    S3ObjectStore,
-    blob_key,
-    close_client,
-    content_disposition,
-    ensure_bucket,
-)
+from adapters.storage.filesystem import BLOB_ROUTE, FilesystemObjectStore, blob_key
+from adapters.storage.s3 import S3ObjectStore, close_client, content_disposition, ensure_bucket
 from application.ports import ObjectStore, PartLengthMismatch, StoredPart
 
 pytestmark = [

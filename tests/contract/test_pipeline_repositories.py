@@ -814,3 +814,30 @@ async def test_a_delivery_saved_again_and_again_keeps_its_whole_history_once(uow
         (DeliveryStatus.READ, minutes(4)),
     ]
     assert (stored.status, stored.updated_at) == (DeliveryStatus.READ, minutes(4))
+
+
+async def test_take_known_removes_the_kept_receipts_the_ledger_matches_now(
+    uow_factory: Backend, platform_deliveries: list[Delivery]
+) -> None:
+    wa, tg, _, _ = (dl.key for dl in platform_deliveries)
+    matched = EarlyReceipt(Channel.WHATSAPP, "wamid.1", DeliveryStatus.READ, minutes(2))
+    earlier = EarlyReceipt(Channel.WHATSAPP, "wamid.1", DeliveryStatus.DELIVERED, minutes(1))
+    other_channel = EarlyReceipt(Channel.TELEGRAM, "wamid.1", DeliveryStatus.READ, minutes(1))
+    unknown = EarlyReceipt(Channel.WHATSAPP, "wamid.9", DeliveryStatus.READ, minutes(1))
+    async with uow_factory() as uow:
+        await uow.early_receipts.keep([matched, earlier, other_channel, unknown], at=T0)
+        await uow.sends.record([(wa, "wamid.1"), (tg, "42:1")], at=T0)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        taken = await uow.early_receipts.take_known(limit=10)
+        again = await uow.early_receipts.take_known(limit=10)
+        await uow.commit()
+    async with uow_factory() as uow:
+        left = await uow.early_receipts.take(Channel.TELEGRAM, ["wamid.1"])
+        still_unknown = await uow.early_receipts.take(Channel.WHATSAPP, ["wamid.9"])
+
+    assert list(taken) == [(earlier, wa), (matched, wa)]  # oldest first
+    assert list(again) == []
+    assert list(left) == [other_channel]  # telegram's "wamid.1" is no send of ours
+    assert list(still_unknown) == [unknown]

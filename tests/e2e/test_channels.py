@@ -57,6 +57,7 @@ def sandbox_stack(launch_stack: Any) -> Iterator[Any]:
     assert inbox.status_code == 201, inbox.text
     yield stack
     stack.sandbox.http.close()
+    stack.stop()  # not left running (and eating CPU) under the rest of the session's tests
 
 
 @pytest.fixture

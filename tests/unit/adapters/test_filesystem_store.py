@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from adapters.storage import BLOB_ROUTE, FilesystemObjectStore, blob_key, blob_token
+from adapters.storage.filesystem import BLOB_ROUTE, FilesystemObjectStore, blob_key, blob_token
 from application.ports import PartLengthMismatch
 
 SECRET = b"k" * 32

@@ -28,7 +28,7 @@ from application.pipeline import (
     routing_targets,
     sweep,
 )
-from application.ports import ChannelError
+from application.ports import ChannelError, EarlyReceipt
 from domain.channels import Channel
 from domain.deliveries import DeliveryStatus
 from domain.ids import ConversationId
@@ -608,3 +608,20 @@ async def test_a_receipt_that_outruns_the_senders_record_is_applied_when_the_rec
     (event,) = [e for e in app.events(topics.STATUS) if e["channel"] == "telegram"]
     assert event["status"] == "READ"
     assert await apply_receipts(deps, [early]) == 0  # a late copy changes nothing
+
+
+async def test_a_receipt_kept_just_as_its_send_was_recorded_is_applied_by_the_sweeper(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher, clock: FakeClock
+) -> None:
+    platform_id = await handed_over(app, pair, deps, log)
+    # The race: the status worker missed the ledger entry, the channel worker missed the kept receipt.
+    async with app.store.uow() as uow:
+        await uow.early_receipts.keep(
+            [EarlyReceipt(Channel.TELEGRAM, platform_id, DeliveryStatus.DELIVERED, clock.advance())], at=clock.now()
+        )
+        await uow.commit()
+
+    await sweep(deps, deadline=timedelta(minutes=5))
+
+    assert statuses(app) == [DeliveryStatus.DELIVERED]
+    assert app.store.state.early_receipts == {}
