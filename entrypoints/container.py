@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -79,8 +81,14 @@ def _inbound(uow: Callable[[], UnitOfWork], clock: Clock, owners: dict[Channel, 
 
 
 async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]:
-    """The filesystem store (embedded default: files under the data dir), or S3/MinIO."""
     assert settings is not None, "container_for() sets the settings"
+    async with object_store_for(settings) as store:
+        yield store
+
+
+@asynccontextmanager
+async def object_store_for(settings: Settings) -> AsyncIterator[ObjectStore]:
+    """The filesystem store (embedded default: files under the data dir), or S3/MinIO, for every runtime alike."""
     if settings.storage == "s3":
         # Imported here: the S3 client (aiohttp) costs every runtime's start-up half a second otherwise.
         from miniopy_async.api import Minio
@@ -102,10 +110,12 @@ async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]
         finally:
             await close_client(client)
         return
-    assert settings.jwt_secret is not None
+    # Links are made by the HTTP runtime, which always has the JWT key; a worker without it signs
+    # with a key of its own (it makes no links).
+    jwt = settings.jwt_secret
     yield FilesystemObjectStore(
         settings.files_dir or settings.data_dir / "files",
-        secret=files_url_key(settings.jwt_secret.get_secret_value()),
+        secret=files_url_key(jwt.get_secret_value()) if jwt is not None else secrets.token_bytes(32),
         public_base_url=http_base_url(settings),
     )
 

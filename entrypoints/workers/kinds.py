@@ -14,6 +14,7 @@ from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
+from adapters.system import UuidGenerator
 from application import topics
 from application.inbound import Inbound, InboundDeps, receive
 from application.pipeline import (
@@ -32,8 +33,10 @@ from application.pipeline import (
     sweep,
 )
 from application.ports import ChannelConnector, ChannelError
+from application.uploads import FileDeps, expire_abandoned
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
+from entrypoints.container import object_store_for
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
@@ -91,19 +94,24 @@ async def run_status(w: Worker) -> None:
 
 
 async def run_sweeper(w: Worker) -> None:
-    """Re-drive what is stuck past the deadline, every interval."""
+    """Re-drive what is stuck past the deadline, and expire abandoned uploads (the janitor), every interval."""
     s = w.settings
     deadline = timedelta(seconds=s.sweep_deadline_s)
     metrics.sweeper_started()
-    while await w.sleep(s.sweep_interval_s):
-        try:
-            swept = await sweep(w.deps, deadline=deadline)
-        except TRANSIENT as exc:
-            log.warning("sweeper: %s; trying again next round", exc)
-            continue
-        metrics.swept(swept)
-        if swept.conversations or swept.jobs:
-            log.warning("sweeper re-drove %d conversations and %d jobs", swept.conversations, swept.jobs)
+    async with object_store_for(s) as store:
+        files = FileDeps(uow=w.deps.uow, clock=w.deps.clock, ids=UuidGenerator(), store=store)
+        while await w.sleep(s.sweep_interval_s):
+            try:
+                swept = await sweep(w.deps, deadline=deadline)
+                expired = await expire_abandoned(files)
+            except TRANSIENT as exc:
+                log.warning("sweeper: %s; trying again next round", exc)
+                continue
+            metrics.swept(swept)
+            if swept.conversations or swept.jobs:
+                log.warning("sweeper re-drove %d conversations and %d jobs", swept.conversations, swept.jobs)
+            if expired:
+                log.info("sweeper expired %d abandoned uploads and dropped their chunks", expired)
 
 
 async def run_channels(w: Worker) -> None:
