@@ -14,7 +14,6 @@ from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
-from adapters.system import UuidGenerator
 from application import topics
 from application.inbound import Inbound, InboundDeps, receive
 from application.pipeline import (
@@ -33,10 +32,8 @@ from application.pipeline import (
     sweep,
 )
 from application.ports import ChannelConnector, ChannelError
-from application.uploads import FileDeps, expire_abandoned
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
-from entrypoints.container import object_store_for
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
@@ -95,6 +92,11 @@ async def run_status(w: Worker) -> None:
 
 async def run_sweeper(w: Worker) -> None:
     """Re-drive what is stuck past the deadline, and expire abandoned uploads (the janitor), every interval."""
+    # Imported here, not by every worker kind: the composition root costs a second of start-up.
+    from adapters.system import UuidGenerator
+    from application.uploads import FileDeps, expire_abandoned
+    from entrypoints.container import object_store_for
+
     s = w.settings
     deadline = timedelta(seconds=s.sweep_deadline_s)
     metrics.sweeper_started()
