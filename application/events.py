@@ -19,6 +19,8 @@ def payload_of(content: Content) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "file", "file_id": str(content.file_id)}
     if content.caption is not None:
         out["caption"] = content.caption
+    if content.file is not None:
+        out |= {"filename": content.file.filename, "size": content.file.size, "content_type": content.file.content_type}
     return out
 
 

@@ -32,7 +32,8 @@ from domain.conversations import Conversation, Participant, ParticipantKind
 from domain.deliveries import Delivery, DeliveryStatus, is_final, overall_status
 from domain.errors import BusinessRuleViolation, check_json_value
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
-from domain.messages import Content, FileContent, Message, TextContent, plan_deliveries
+from domain.messages import Content, FileContent, FileInfo, Message, TextContent, plan_deliveries
+from domain.uploads import UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User, is_username, validate_password, validate_username
 
 MESSAGES_TOPIC = topics.MESSAGES
@@ -379,6 +380,8 @@ class _Planned:
     send: _Send
     conversation: Conversation
     recipients: tuple[Participant, ...]
+    content: Content
+    """The send's content, a file's described (filename, size, content type)."""
 
 
 SendAnswer = v.Accepted | ApplicationError | BusinessRuleViolation
@@ -414,10 +417,25 @@ async def _plan(uow: UnitOfWork, index: int, s: _Send, conv: Conversation | None
     if not conv.has_member(s.sender):
         raise Forbidden("you are not a member of this conversation")
     await _check_from(uow, s.cmd)
-    if isinstance(s.content, FileContent):
-        raise BusinessRuleViolation("no completed upload has this file_id", field="payload.file_id")
+    content = await _shared_file(uow, s.content, s.sender) if isinstance(s.content, FileContent) else s.content
     to = None if s.cmd.to is None else [await _resolve_member(uow, ref, field="to") for ref in s.cmd.to]
-    return _Planned(index, s, conv, Message.resolve_recipients(conv, s.sender, to))
+    return _Planned(index, s, conv, Message.resolve_recipients(conv, s.sender, to), content)
+
+
+async def _shared_file(uow: UnitOfWork, content: FileContent, sender: Participant) -> FileContent:
+    """The file content with what the message says about the file, if the sender may share it.
+
+    A sender shares a completed upload of its own, or one it can read because a message it sees
+    carries it (forwarding).
+    """
+    upload = await uow.uploads.get(content.file_id)
+    if (
+        upload is None
+        or upload.status is not UploadStatus.COMPLETED
+        or not (upload.owner_id == sender.user_id or await uow.messages.shares_file(content.file_id, sender))
+    ):
+        raise BusinessRuleViolation("no completed upload you can share has this file_id", field="payload.file_id")
+    return attrs.evolve(content, file=FileInfo(upload.filename, upload.size, upload.content_type))
 
 
 async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int, SendAnswer]:
@@ -474,7 +492,7 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
                         message_id=p.send.message_id,
                         conversation=p.conversation,
                         sender=p.send.sender,
-                        content=p.send.content,
+                        content=p.content,
                         recipients=p.recipients,
                         channels=p.send.channels,
                         metadata=p.send.cmd.metadata,

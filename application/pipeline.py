@@ -23,6 +23,7 @@ from uuid import UUID
 import attrs
 
 from application import topics
+from application.attachments import Attachments
 from application.events import emit_status, payload_of
 from application.ports import (
     ChannelConnector,
@@ -370,6 +371,8 @@ class ChannelDeps:
     """Most earlier, missing deliveries one batch re-builds (see ``_missing_before``)."""
     claim_lease: timedelta = timedelta(seconds=60)
     """How long an unfinished claim of a platform that cannot be asked (no lookup) blocks a re-send."""
+    attachments: Attachments | None = None
+    """How file messages go out (an attachment or a link); without it they fail."""
 
 
 async def _send_in_order(
@@ -414,14 +417,27 @@ async def _settle_unknown(d: ChannelDeps, job: DeliveryJob, claim: SendClaim, no
     return JobResult(job, Outcome.DEFERRED)
 
 
+async def _outbound(d: ChannelDeps, job: DeliveryJob) -> OutboundMessage:
+    message = job.outbound()
+    if message.payload.get("type") != "file":
+        return message
+    if d.attachments is None:
+        raise ChannelError("this worker cannot send files", permanent=True)
+    return await d.attachments.prepare(message, d.connector.capabilities)
+
+
 async def _send_one(d: ChannelDeps, job: DeliveryJob) -> JobResult:
     attempts = 0
+    try:
+        outbound = await _outbound(d, job)
+    except ChannelError as exc:
+        return JobResult(job, Outcome.FAILED, error=exc.reason, claimed=True)
     while True:
         if not d.breaker.allow():
             return JobResult(job, Outcome.DEFERRED, attempts=attempts, claimed=True)
         attempts += 1
         try:
-            platform_id = await d.connector.send(job.outbound())
+            platform_id = await d.connector.send(outbound)
         except ChannelError as exc:
             if exc.permanent:
                 d.breaker.succeeded()  # the platform answered: it is up

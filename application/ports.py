@@ -12,6 +12,7 @@ from uuid import UUID
 import attrs
 
 from application.cursors import encode_conversation_cursor
+from application.errors import Unavailable
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus
@@ -257,6 +258,10 @@ class MessageRepository(Protocol):
     @abstractmethod
     async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
         """The deliveries of these messages, with their history."""
+
+    @abstractmethod
+    async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
+        """Whether a message the viewer sent or receives, in a conversation it is a member of, carries the file."""
 
     @abstractmethod
     async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
@@ -594,15 +599,29 @@ class PartLengthMismatch(Exception):
         self.received = received
 
 
+class StorageUnavailable(Unavailable):
+    """The object store could not be reached or failed (S3 down or answering 5xx, a disk error): retry later.
+
+    Every ``ObjectStore`` call may raise it. Its message is for clients; ``reason`` (and the cause)
+    says what failed, for the logs.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("file storage is unavailable; try again later")
+        self.reason = reason
+
+
 class ObjectStore(Protocol):
     """Where files' bytes live (S3/MinIO, or a directory): objects assembled from numbered parts.
 
     Memory use is bounded by one part (or a read buffer), whatever the object's size: parts and
-    reads are streams.
+    reads are streams. Any call may raise ``StorageUnavailable`` when the store is down or failing.
     """
 
     min_part_size: int
     """The smallest part the store accepts, except the last one (S3: 5 MiB)."""
+    supports_direct: bool
+    """Clients can send parts to the store themselves, through ``part_upload_urls`` (S3: presigned PUTs)."""
 
     @abstractmethod
     async def start_upload(self, key: str) -> str:
@@ -617,6 +636,20 @@ class ObjectStore(Protocol):
         Raises:
             PartLengthMismatch: ``data`` yielded more or fewer bytes (nothing is kept).
             KeyError: there is no such upload (aborted, completed or never started).
+        """
+
+    @abstractmethod
+    async def part_upload_urls(
+        self, key: str, upload_id: str, indexes: Sequence[int], *, expires_in: timedelta
+    ) -> list[str]:
+        """One URL per index, in order, that a client PUTs part ``index``'s bytes to until ``expires_in`` from now.
+
+        The store answers each PUT with the part's ETag (the one ``list_parts`` then reports); a part
+        sent again replaces the earlier one. Only for stores with ``supports_direct``.
+
+        Raises:
+            NotImplementedError: the store does not take parts from clients (``supports_direct`` is False).
+            ValueError: ``expires_in`` is outside what the store signs (S3: 1 second to 7 days).
         """
 
     @abstractmethod
@@ -673,8 +706,25 @@ class ChannelCapabilities:
     lookup: bool = False
     """The platform can say whether it already has a message (``ChannelConnector.find_sent``)."""
     files: bool = True
+    """The platform takes files as attachments (else a file goes as a text with a link)."""
     max_attachment_bytes: int = 100 * 1024 * 1024
+    attachment_types: tuple[str, ...] = ()
+    """The content types (``image/png``) or families (``image/``) it takes as attachments; empty: any."""
     max_text_length: int = 4096
+    """In characters, or in UTF-8 bytes on platforms that count bytes (a text within it in bytes always fits)."""
+
+    def attaches(self, content_type: str, size: int) -> bool:
+        """Whether a file of this type and size goes as an attachment, rather than as a link."""
+        return (
+            self.files
+            and size <= self.max_attachment_bytes
+            and (
+                not self.attachment_types
+                or any(
+                    content_type == t or (t.endswith("/") and content_type.startswith(t)) for t in self.attachment_types
+                )
+            )
+        )
 
 
 @attrs.frozen
@@ -687,7 +737,11 @@ class OutboundMessage:
     to: ChannelAddress
     sender: str
     payload: Mapping[str, Any]
-    """``{"type": "text", "text"}`` or ``{"type": "file", ...}``."""
+    """``{"type": "text", "text"}``, or ``{"type": "file", "url", "filename", "size", "content_type", "caption"?}``.
+
+    A connector is only handed a file the platform takes as an attachment (``capabilities.attaches``),
+    with a short-lived ``url`` to fetch it from; other files reach it as texts carrying a link.
+    """
 
 
 class ChannelError(Exception):

@@ -7,18 +7,25 @@ size) and recorded as a row of its own. Completion assembles the parts, hashes t
 one streaming pass, and either makes it downloadable or fails it for good (a checksum mismatch
 leaves nothing behind). Identical content is stored once: a completed file whose digest is
 already stored shares that blob and drops its own copy.
+
+A direct upload (``initiate_direct``, on stores that allow it) hands the client presigned part URLs
+instead: the bytes go to the store, the API never sees them, so its chunks are what the store lists,
+and completion takes the ETags the store gave the client for each part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
+from application.digests import RunningDigests, fed
 from application.errors import Conflict, NotFound
-from application.ports import Clock, IdGenerator, ObjectStore, PartLengthMismatch, UnitOfWork
+from application.ports import Clock, IdGenerator, ObjectStore, PartLengthMismatch, StorageUnavailable, UnitOfWork
+from domain.conversations import Participant
 from domain.errors import BusinessRuleViolation, InvalidTransition
 from domain.ids import FileId, UserId
 from domain.uploads import DEFAULT_MAX_SIZE, BadChunk, ChecksumMismatch, MissingChunks, UploadSession, UploadStatus
@@ -30,6 +37,8 @@ class FileSettings:
     session_ttl: timedelta = timedelta(hours=24)
     """How long an unfinished upload stays open."""
     download_ttl: timedelta = timedelta(hours=1)
+    part_url_ttl: timedelta = timedelta(hours=1)
+    """How long a direct upload's part URLs work (never past the upload's own expiry; fresh ones on request)."""
 
 
 @attrs.frozen
@@ -39,6 +48,8 @@ class FileDeps:
     ids: IdGenerator
     store: ObjectStore
     settings: FileSettings = FileSettings()
+    digests: RunningDigests = attrs.field(factory=RunningDigests)
+    """This process's running digests of uploads arriving in order (see ``application/digests.py``)."""
 
 
 @attrs.frozen
@@ -63,6 +74,29 @@ class ChunkReceipt:
     index: int
     received: int
     total_chunks: int
+
+
+@attrs.frozen
+class PartUrl:
+    index: int
+    url: str
+
+
+@attrs.frozen
+class PartUrls:
+    """Where a direct upload's client PUTs chunks, until ``expires_at``."""
+
+    file_id: FileId
+    parts: list[PartUrl]
+    expires_at: datetime
+
+
+@attrs.frozen
+class DirectUpload:
+    """A direct upload just opened, with a URL for every chunk."""
+
+    file: FileView
+    parts: PartUrls
 
 
 @attrs.frozen
@@ -113,6 +147,58 @@ async def initiate(
         UploadTooLarge: over the size limit (413).
         BusinessRuleViolation: a name, size, chunk size or checksum is out of bounds.
     """
+    session = await _open(
+        d, owner, filename=filename, size=size, content_type=content_type, checksum=checksum, chunk_size=chunk_size
+    )
+    await _add(d, session)
+    return view_of(session)
+
+
+async def initiate_direct(
+    d: FileDeps,
+    owner: UserId,
+    *,
+    filename: str,
+    size: int,
+    content_type: str,
+    checksum: str | None = None,
+    chunk_size: int | None = None,
+) -> DirectUpload:
+    """Open an upload whose chunks the client sends to the store itself, with a part URL for every chunk.
+
+    Raises:
+        UploadTooLarge: over the size limit (413).
+        BusinessRuleViolation: the store takes no parts from clients (``direct``: nothing is opened), or a
+            name, size, chunk size or checksum is out of bounds.
+    """
+    if not d.store.supports_direct:
+        raise BusinessRuleViolation("this file storage does not take direct uploads", field="direct")
+    session = await _open(
+        d,
+        owner,
+        filename=filename,
+        size=size,
+        content_type=content_type,
+        checksum=checksum,
+        chunk_size=chunk_size,
+        direct=True,
+    )
+    urls = await _part_urls(d, session, range(session.total_chunks))
+    await _add(d, session)
+    return DirectUpload(file=view_of(session), parts=urls)
+
+
+async def _open(
+    d: FileDeps,
+    owner: UserId,
+    *,
+    filename: str,
+    size: int,
+    content_type: str,
+    checksum: str | None,
+    chunk_size: int | None,
+    direct: bool = False,
+) -> UploadSession:
     now = d.clock.now()
     session = UploadSession.initiate(
         id=FileId(d.ids.new()),
@@ -125,16 +211,60 @@ async def initiate(
         at=now,
         expires_at=now + d.settings.session_ttl,
         max_size=d.settings.max_size,
+        direct=direct,
     )
     if session.total_chunks > 1 and session.chunk_size < d.store.min_part_size:
         raise BusinessRuleViolation(
             f"chunk_size is at least {d.store.min_part_size} bytes with this store", field="chunk_size"
         )
     session.store_upload_id = await d.store.start_upload(blob_key(session.id))
+    return session
+
+
+async def _add(d: FileDeps, session: UploadSession) -> None:
     async with d.uow() as uow:
         await uow.uploads.add(session)
         await uow.commit()
-    return view_of(session)
+
+
+async def _part_urls(d: FileDeps, session: UploadSession, indexes: Sequence[int]) -> PartUrls:
+    """Presigned part URLs that expire with ``part_url_ttl``, or with the upload if that comes first."""
+    now = d.clock.now()
+    seconds = int(min(d.settings.part_url_ttl, session.expires_at - now).total_seconds())
+    ttl = timedelta(seconds=max(seconds, 1))
+    assert session.store_upload_id is not None
+    urls = await d.store.part_upload_urls(blob_key(session.id), session.store_upload_id, indexes, expires_in=ttl)
+    return PartUrls(
+        file_id=session.id,
+        parts=[PartUrl(index=i, url=url) for i, url in zip(indexes, urls, strict=True)],
+        expires_at=now + ttl,
+    )
+
+
+async def part_urls(d: FileDeps, owner: UserId, file_id: FileId, indexes: Sequence[int] | None = None) -> PartUrls:
+    """Fresh part URLs for a direct upload (to resume one whose URLs expired): for ``indexes``, else the missing chunks.
+
+    Raises:
+        NotFound: no such upload of the caller's.
+        BusinessRuleViolation: not a direct upload (422), or an index outside the file (400).
+        InvalidTransition: the upload is over (completed, failed, aborted, expired).
+    """
+    async with d.uow() as uow:
+        session = await _owned(uow, file_id, owner)
+    now = d.clock.now()
+    if indexes is None and session.direct and session.status is UploadStatus.UPLOADING:
+        await _note_stored_parts(d, session)
+    return await _part_urls(d, session, session.part_indexes(indexes, at=now))
+
+
+async def _note_stored_parts(d: FileDeps, session: UploadSession) -> None:
+    """A direct upload's chunks are the parts the store holds (the API never saw them)."""
+    assert session.store_upload_id is not None
+    try:
+        parts = await d.store.list_parts(blob_key(session.id), session.store_upload_id)
+    except KeyError:
+        return  # aborted or completed meanwhile: the recorded state says what it is
+    session.receive_stored_parts({p.index: p.size for p in parts})
 
 
 async def _owned(uow: UnitOfWork, file_id: FileId, owner: UserId, *, lock: bool = False) -> UploadSession:
@@ -145,10 +275,14 @@ async def _owned(uow: UnitOfWork, file_id: FileId, owner: UserId, *, lock: bool 
 
 
 async def status(d: FileDeps, owner: UserId, file_id: FileId) -> FileView:
-    """The upload's progress: which chunks arrived and which are missing (what a client resumes from)."""
+    """The upload's progress: which chunks arrived and which are missing (what a client resumes from).
+
+    A direct upload's chunks are the parts the store holds at the chunk's size, asked of the store.
+    """
     async with d.uow() as uow:
         session = await _owned(uow, file_id, owner)
-    session.expire(at=d.clock.now())
+    if not session.expire(at=d.clock.now()) and session.direct and session.status is UploadStatus.UPLOADING:
+        await _note_stored_parts(d, session)
     return view_of(session)
 
 
@@ -169,12 +303,17 @@ async def put_chunk(
     probe = attrs.evolve(session, received=set())
     probe.receive_chunk(index, length, at=now)
     assert session.store_upload_id is not None
+    digest = d.digests.for_chunk(file_id, index)  # the next chunk in order: hashed on its way to the store
     try:
-        await d.store.put_part(blob_key(file_id), session.store_upload_id, index, data, length)
+        part = await d.store.put_part(
+            blob_key(file_id), session.store_upload_id, index, data if digest is None else fed(data, digest), length
+        )
     except PartLengthMismatch as exc:
         raise BadChunk(f"chunk {index}: {exc}", field="body") from exc
     except KeyError:
         raise InvalidTransition("the upload takes no more chunks") from None
+    if digest is not None:
+        d.digests.advance(file_id, index, digest, part)
     async with d.uow() as uow:
         await uow.uploads.add_chunk(file_id, index, at=now)
         await uow.commit()
@@ -190,15 +329,27 @@ async def _sha256_of(store: ObjectStore, key: str) -> str:
     return digest.hexdigest()
 
 
-async def complete(d: FileDeps, owner: UserId, file_id: FileId, checksum: str | None = None) -> FileView:
+async def complete(
+    d: FileDeps,
+    owner: UserId,
+    file_id: FileId,
+    checksum: str | None = None,
+    parts: Sequence[tuple[int, str]] | None = None,
+) -> FileView:
     """Assemble the chunks, check the whole file's SHA-256 and make it downloadable.
 
+    A direct upload names its ``parts``: (index, ETag) for every chunk, the ETags the store answered
+    the client's PUTs with; the store's parts must be those, each of the chunk's exact size.
     Repeating a successful completion answers the same. Identical content already stored is
-    shared, and this upload's copy dropped.
+    shared, and this upload's copy dropped. A completion that failed after the store assembled
+    the parts (the store or the database went away) can be repeated: the assembled object is hashed.
 
     Raises:
         NotFound: no such upload of the caller's.
         MissingChunks: chunks are missing (409; the upload stays open).
+        PartsMismatch: a direct upload's stored parts are not the ones named, or not the chunk's size (409).
+        BusinessRuleViolation: ``parts`` missing for a direct upload, given for another, or not naming every
+            chunk once (422).
         ChecksumMismatch: the digest is not the declared one (422; the upload is failed for good).
         InvalidTransition: the upload was aborted, failed or expired.
     """
@@ -213,14 +364,29 @@ async def complete(d: FileDeps, owner: UserId, file_id: FileId, checksum: str | 
             raise InvalidTransition("upload is expired")
         if session.status is not UploadStatus.UPLOADING:
             raise InvalidTransition(f"upload is {session.status.value}")
-        if session.missing_chunks:
+        if not session.direct and parts is None and session.missing_chunks:
             raise MissingChunks(session.missing_chunks)
         own = blob_key(file_id)
         assert session.store_upload_id is not None
-        parts = await d.store.list_parts(own, session.store_upload_id)
-        await d.store.complete_upload(own, session.store_upload_id, parts)
+        streamed = None  # the digest computed as the chunks arrived, if they came here in order
+        try:
+            stored = await d.store.list_parts(own, session.store_upload_id)
+        except KeyError:
+            # No upload in the store: an earlier completion assembled it, then failed before its commit.
+            if await d.store.size(own) != session.size:
+                raise InvalidTransition("the upload's chunks are no longer stored") from None
+            session.mark_assembled()
+        else:
+            if session.direct or parts is not None:
+                session.match_direct_parts({p.index: (p.etag, p.size) for p in stored}, parts, at=now)
+            chunks = [p for p in stored if p.index < session.total_chunks]
+            await d.store.complete_upload(own, session.store_upload_id, chunks)
+            streamed = d.digests.finish(file_id, chunks)
+        if session.direct:  # its chunks recorded, as the API records those it receives itself
+            for index in range(session.total_chunks):
+                await uow.uploads.add_chunk(file_id, index, at=now)
         session.store_upload_id = None
-        sha256 = await _sha256_of(d.store, own)
+        sha256 = streamed or await _sha256_of(d.store, own)  # else one streaming pass over the object
         try:
             session.complete(sha256=sha256, checksum=checksum, at=now)
         except ChecksumMismatch:
@@ -233,7 +399,10 @@ async def complete(d: FileDeps, owner: UserId, file_id: FileId, checksum: str | 
         await uow.uploads.save(session)
         await uow.commit()
     if shared is not None:
-        await d.store.delete(own)  # the content is stored already
+        # The content is stored already. The completion is committed: a store failing now leaves
+        # an unreferenced copy behind rather than failing the request.
+        with contextlib.suppress(StorageUnavailable):
+            await d.store.delete(own)
     return view_of(session)
 
 
@@ -251,22 +420,28 @@ async def abort(d: FileDeps, owner: UserId, file_id: FileId) -> None:
         if session.status is UploadStatus.UPLOADING:
             session.abort()
             upload_id, session.store_upload_id = session.store_upload_id, None
-            await uow.uploads.save(session)
-            await uow.commit()
+            # The store first: when it is unavailable the upload stays open, and an abort can be repeated.
             if upload_id is not None:
                 await d.store.abort_upload(blob_key(file_id), upload_id)
+            await uow.uploads.save(session)
+            await uow.commit()
 
 
 async def download(d: FileDeps, viewer: UserId, file_id: FileId) -> DownloadLink:
-    """An expiring link to a completed file, for its owner.
+    """An expiring link to a completed file, for its owner and whoever sees a message carrying it.
 
-    Members of conversations whose messages carry the file join when file messages do.
+    The readers are the senders and recipients of the file's messages who are still members of
+    those messages' conversations. Anyone else is told the file does not exist.
 
     Raises:
         NotFound: no such file the caller may read, or it is not completed.
     """
     async with d.uow() as uow:
-        session = await _owned(uow, file_id, viewer)
+        session = await uow.uploads.get(file_id)
+        if session is None or (
+            session.owner_id != viewer and not await uow.messages.shares_file(file_id, Participant.user(viewer))
+        ):
+            raise NotFound("no such file")
     if session.status is not UploadStatus.COMPLETED or session.blob_key is None or session.sha256 is None:
         raise NotFound("the file is not complete")
     expires_at = d.clock.now() + d.settings.download_ttl

@@ -41,18 +41,33 @@ class TextContent:
 
 
 @attrs.frozen
+class FileInfo:
+    """What a message says about the file it shares (copied from the completed upload when it is sent)."""
+
+    filename: str
+    size: int
+    content_type: str
+
+
+@attrs.frozen
 class FileContent:
-    """A message that shares a completed upload, with an optional caption."""
+    """A message that shares a completed upload, with an optional caption.
+
+    ``file`` is None only while a send is checked: an accepted file message always carries it.
+    """
 
     MAX_CAPTION: ClassVar[int] = 1024
     type: ClassVar[ContentType] = ContentType.FILE
 
     file_id: FileId
     caption: str | None = None
+    file: FileInfo | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.caption is not None and len(self.caption) > self.MAX_CAPTION:
             raise BusinessRuleViolation(f"a caption has at most {self.MAX_CAPTION} characters", field="payload.caption")
+        if self.caption is not None:
+            check_json_value(self.caption, field="payload.caption")
 
 
 Content = TextContent | FileContent

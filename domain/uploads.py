@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import ClassVar, Final
@@ -33,6 +36,42 @@ _NEXT: Final = {
 
 DEFAULT_MAX_SIZE: Final = 2 * 1024**3
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024**2
+
+
+def _etag(tag: str) -> str:
+    """An ETag without its quotes (HTTP headers quote it, S3's part listings do not)."""
+    return tag.strip().strip('"')
+
+
+_BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def safe_filename(given: str) -> str:
+    """The name a file is stored, shown and served under: the last path segment, NFC, without controls.
+
+    A browser may send a whole path (``C:/fakepath/a.pdf``, with either slash): only its last segment
+    is the name. Control characters and the invisible direction marks that make ``evil<U+202E>fdp.exe``
+    read as ``evilexe.pdf`` are dropped, and ``.`` or ``..`` is no name at all (an empty result).
+    """
+    name = unicodedata.normalize("NFC", given).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c not in _BIDI_CONTROLS and unicodedata.category(c) not in ("Cc", "Zl", "Zp"))
+    name = name.strip()
+    return "" if name in (".", "..") else name
+
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+
+
+def media_type(given: str) -> str:
+    """A content type as it may go into a header: ``type/subtype`` (RFC 6838), lower-cased, without parameters.
+
+    Raises:
+        BusinessRuleViolation: it is not one.
+    """
+    essence = given.split(";", 1)[0].strip().lower()
+    if not _MEDIA_TYPE.fullmatch(essence):
+        raise BusinessRuleViolation("content_type is a media type such as 'application/pdf'", field="content_type")
+    return essence
 
 
 def _sha256_hex(checksum: str) -> str:
@@ -68,6 +107,8 @@ class UploadSession:
     """The object store's id for the open multipart upload."""
     blob_key: str | None = None
     """Where the completed bytes are; files with identical content share one blob."""
+    direct: bool = False
+    """The client sends the chunks to the object store itself (presigned part URLs), not through the API."""
 
     @classmethod
     def initiate(
@@ -83,18 +124,20 @@ class UploadSession:
         at: datetime,
         expires_at: datetime,
         max_size: int = DEFAULT_MAX_SIZE,
+        direct: bool = False,
     ) -> UploadSession:
         """Open an upload.
 
         Raises:
             BusinessRuleViolation: a size, chunk size, name or checksum is out of bounds.
         """
-        name = filename.strip()
-        if not name or len(name) > cls.MAX_FILENAME or any(c in name for c in "/\\\x00\r\n"):
+        name = safe_filename(filename)
+        if not name or len(name) > cls.MAX_FILENAME:
             raise BusinessRuleViolation(
-                f"a filename has 1-{cls.MAX_FILENAME} characters and no '/', '\\', NUL or line breaks",
+                f"a filename has 1-{cls.MAX_FILENAME} characters besides path, control and direction characters",
                 field="filename",
             )
+        content_type = media_type(content_type)
         if size < 1:
             raise BusinessRuleViolation("size is at least 1 byte", field="size")
         if size > max_size:
@@ -114,6 +157,7 @@ class UploadSession:
             chunk_size=chunk,
             created_at=at,
             expires_at=expires_at,
+            direct=direct,
         )
 
     @property
@@ -151,6 +195,8 @@ class UploadSession:
         self._expire_if_due(at)
         if self.status is not UploadStatus.UPLOADING:
             raise InvalidTransition(f"upload is {self.status.value}; it takes no more chunks")
+        if self.direct:
+            raise InvalidTransition("a direct upload's chunks go to the presigned part URLs")
         expected = self.expected_length(index)
         if length != expected:
             raise BadChunk(f"chunk {index} must be {expected} bytes, got {length}", field="body")
@@ -158,6 +204,87 @@ class UploadSession:
             return False
         self.received.add(index)
         return True
+
+    # --- direct uploads: the chunks are parts the client sent to the store, which the API never sees ---
+
+    def part_indexes(self, requested: Sequence[int] | None, *, at: datetime) -> list[int]:
+        """The chunks of a direct upload to hand part URLs for: ``requested``, else the missing ones.
+
+        Raises:
+            BusinessRuleViolation: not a direct upload (``direct``), or an index outside the file (``index``).
+            InvalidTransition: the upload is no longer open.
+        """
+        self._open_direct(at)
+        if requested is None:
+            return self.missing_chunks
+        for index in requested:
+            self.expected_length(index)
+        return sorted(set(requested))
+
+    def receive_stored_parts(self, sizes: Mapping[int, int]) -> None:
+        """A direct upload's chunks are the parts the store holds (index -> size) of the chunk's exact size.
+
+        A part of another size counts as missing: it has to be sent again. Other uploads are left as they are.
+        """
+        if self.direct and self.status is UploadStatus.UPLOADING:
+            self.received = {
+                i for i, size in sizes.items() if 0 <= i < self.total_chunks and size == self.expected_length(i)
+            }
+
+    def match_direct_parts(
+        self, stored: Mapping[int, tuple[str, int]], claimed: Sequence[tuple[int, str]] | None, *, at: datetime
+    ) -> None:
+        """Take the parts the store holds (index -> (ETag, size)) as the chunks, if they are the ones the client sent.
+
+        ``claimed`` is the client's (index, ETag) for every chunk, as the store answered each part's upload;
+        a part the store holds in another version, or at another size than the chunk's, is refused, so what
+        is assembled is exactly what the client sent and exactly ``size`` bytes long.
+
+        Raises:
+            BusinessRuleViolation: not a direct upload, or ``claimed`` is absent or does not name every chunk once.
+            MissingChunks: chunks the store does not hold (the upload stays open).
+            PartsMismatch: parts whose ETag or size is not the chunk's (the upload stays open: send them again).
+            InvalidTransition: the upload is no longer open.
+        """
+        if claimed is not None and not self.direct:
+            raise BusinessRuleViolation("only a direct upload completes with its parts", field="parts")
+        self._open_direct(at)
+        if claimed is None:
+            raise BusinessRuleViolation("a direct upload completes with its parts' ETags", field="parts")
+        named: dict[int, str] = {}
+        for index, etag in claimed:
+            if not 0 <= index < self.total_chunks or index in named:
+                raise BusinessRuleViolation(
+                    f"parts names each chunk from 0 to {self.total_chunks - 1} once (index {index})", field="parts"
+                )
+            named[index] = _etag(etag)
+        missing = [i for i in range(self.total_chunks) if i not in stored]
+        if missing:
+            raise MissingChunks(missing)
+        unnamed = [i for i in range(self.total_chunks) if i not in named]
+        if unnamed:
+            shown = ", ".join(map(str, unnamed[:20])) + (" ..." if len(unnamed) > 20 else "")
+            raise BusinessRuleViolation(f"parts does not name chunk(s) {shown}", field="parts")
+        differing = [
+            i
+            for i in range(self.total_chunks)
+            if _etag(stored[i][0]) != named[i] or stored[i][1] != self.expected_length(i)
+        ]
+        if differing:
+            raise PartsMismatch(differing)
+        self.received = set(range(self.total_chunks))
+
+    def mark_assembled(self) -> None:
+        """Every chunk is in: the store assembled them already (a completion that failed after doing so)."""
+        self._move(UploadStatus.UPLOADING, check_only=True)
+        self.received = set(range(self.total_chunks))
+
+    def _open_direct(self, at: datetime) -> None:
+        self._expire_if_due(at)
+        if not self.direct:
+            raise BusinessRuleViolation("this is not a direct upload", field="direct")
+        if self.status is not UploadStatus.UPLOADING:
+            raise InvalidTransition(f"upload is {self.status.value}")
 
     def complete(self, *, sha256: str, checksum: str | None, at: datetime) -> None:
         """Finish the upload once every chunk is in and the whole-file SHA-256 matches.
@@ -232,6 +359,18 @@ class MissingChunks(BusinessRuleViolation):
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
         super().__init__(f"{len(missing)} chunk(s) missing: {shown}", field="chunks")
         self.missing = missing
+
+
+class PartsMismatch(BusinessRuleViolation):
+    """A direct upload's stored parts are not the ones the client sent (another ETag) or not the chunk's size."""
+
+    def __init__(self, parts: list[int]) -> None:
+        shown = ", ".join(map(str, parts[:20])) + (" ..." if len(parts) > 20 else "")
+        super().__init__(
+            f"{len(parts)} part(s) differ from the stored ones (ETag or size); send them again: {shown}",
+            field="parts",
+        )
+        self.parts = parts
 
 
 class ChecksumMismatch(BusinessRuleViolation):

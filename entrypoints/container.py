@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -18,7 +14,6 @@ from psycopg_pool import AsyncConnectionPool
 from adapters.postgres.pool import open_pool
 from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.security import Argon2PasswordHasher, JwtTokenIssuer, TokenSettings
-from adapters.storage.filesystem import FilesystemObjectStore
 from adapters.system import SystemClock, UuidGenerator
 from application.bus import MessageBus
 from application.handlers import Deps
@@ -29,6 +24,7 @@ from application.uploads import FileDeps, FileSettings
 from domain.channels import Channel
 from entrypoints.channels import inbox_owners
 from entrypoints.settings import Settings
+from entrypoints.storage import object_store_for
 
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -84,53 +80,6 @@ async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]
     assert settings is not None, "container_for() sets the settings"
     async with object_store_for(settings) as store:
         yield store
-
-
-@asynccontextmanager
-async def object_store_for(settings: Settings) -> AsyncIterator[ObjectStore]:
-    """The filesystem store (embedded default: files under the data dir), or S3/MinIO, for every runtime alike."""
-    if settings.storage == "s3":
-        # Imported here: the S3 client (aiohttp) costs every runtime's start-up half a second otherwise.
-        from miniopy_async.api import Minio
-
-        from adapters.storage.s3 import S3ObjectStore, close_client, ensure_bucket
-
-        if not (settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key):
-            raise SystemExit("CHAT4ALL_STORAGE=s3 needs CHAT4ALL_S3_ENDPOINT, _ACCESS_KEY and _SECRET_KEY")
-        client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-        await ensure_bucket(client, settings.s3_bucket)
-        try:
-            yield S3ObjectStore(client, settings.s3_bucket)
-        finally:
-            await close_client(client)
-        return
-    # Links are made by the HTTP runtime, which always has the JWT key; a worker without it signs
-    # with a key of its own (it makes no links).
-    jwt = settings.jwt_secret
-    yield FilesystemObjectStore(
-        settings.files_dir or settings.data_dir / "files",
-        secret=files_url_key(jwt.get_secret_value()) if jwt is not None else secrets.token_bytes(32),
-        public_base_url=http_base_url(settings),
-    )
-
-
-def files_url_key(jwt_secret: str) -> bytes:
-    """The key that signs the filesystem store's download URLs: derived from, and not equal to, the JWT key."""
-    return hmac.new(jwt_secret.encode(), b"chat4all/file-download-urls/v1", hashlib.sha256).digest()
-
-
-def http_base_url(settings: Settings) -> str:
-    """Where clients reach this HTTP API (CHAT4ALL_PUBLIC_URL, else the listen address)."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else settings.host  # noqa: S104 - comparing
-    return f"http://{host}:{settings.http_port}"
 
 
 def _files(

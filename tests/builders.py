@@ -23,7 +23,15 @@ from application import views as v
 from application.bus import MessageBus
 from application.errors import Unavailable
 from application.handlers import Deps, Settings
-from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, Event, OutboundMessage, PasswordHasher
+from application.ports import (
+    ChannelCapabilities,
+    ChannelError,
+    DeliveryKey,
+    Event,
+    OutboundMessage,
+    PasswordHasher,
+    StorageUnavailable,
+)
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import Delivery
@@ -286,3 +294,27 @@ def a_chat4all(
         settings=settings or Settings(),
     )
     return Chat4All(store=store, clock=clock, bus=MessageBus(deps))
+
+
+class StoreOutage:
+    """An object store whose calls named in ``down`` fail with StorageUnavailable, as S3 or a disk that is down."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.down: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.down:
+            return getattr(self.store, name)
+        if name == "read":
+
+            async def failing_read(*_args: Any, **_kwargs: Any) -> Any:
+                raise StorageUnavailable(f"{name}: connection refused")
+                yield b""  # an async generator, as the real one
+
+            return failing_read
+
+        async def failing(*_args: Any, **_kwargs: Any) -> Any:
+            raise StorageUnavailable(f"{name}: connection refused")
+
+        return failing

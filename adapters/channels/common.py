@@ -1,9 +1,10 @@
-"""What every platform connector does the same way: check the text to send, post JSON, read the answer."""
+"""What every platform connector does the same way: check the text or file to send, post JSON, read the answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import httpx
 
 from application.ports import ChannelError, OutboundMessage
@@ -16,12 +17,43 @@ def text_to_send(message: OutboundMessage, name: str, limit: int, *, in_bytes: b
     """
     payload = message.payload
     if payload.get("type") != "text":
-        raise ChannelError(f"{name}: only text messages can be sent yet", permanent=True)
+        raise ChannelError(f"{name}: a {payload.get('type')!r} message is not a text", permanent=True)
     text = payload.get("text")
     if not isinstance(text, str) or not text or len(text.encode() if in_bytes else text) > limit:
         unit = "UTF-8 bytes" if in_bytes else "characters"
         raise ChannelError(f"{name}: a text is 1 to {limit} {unit}", permanent=True)
     return text
+
+
+@attrs.frozen
+class FileToSend:
+    """A file message as a connector gets it: a short-lived link to fetch the file from, and its description."""
+
+    url: str
+    filename: str
+    size: int
+    content_type: str
+    caption: str | None
+
+
+def file_to_send(message: OutboundMessage, name: str) -> FileToSend | None:
+    """The file the message carries, None for a text, or a permanent ``ChannelError`` for a malformed one."""
+    payload = message.payload
+    if payload.get("type") != "file":
+        return None
+    url, filename, size = payload.get("url"), payload.get("filename"), payload.get("size")
+    content_type, caption = payload.get("content_type"), payload.get("caption")
+    if not (
+        isinstance(url, str)
+        and url.startswith(("http://", "https://"))
+        and isinstance(filename, str)
+        and filename
+        and isinstance(size, int)
+        and isinstance(content_type, str)
+        and (caption is None or isinstance(caption, str))
+    ):
+        raise ChannelError(f"{name}: a file message needs a url, filename, size and content type", permanent=True)
+    return FileToSend(url, filename, size, content_type, caption or None)
 
 
 async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any], *, what: str) -> httpx.Response:

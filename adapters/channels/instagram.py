@@ -32,6 +32,7 @@ CAPABILITIES = ChannelCapabilities(
     lookup=False,
     files=True,
     max_attachment_bytes=25 * 1024 * 1024,  # audio and video up to 25 MB (images 8 MB)
+    attachment_types=("image/", "video/", "audio/"),  # other files go as a link
     max_text_length=1000,  # in UTF-8 bytes, which the connector counts
 )
 

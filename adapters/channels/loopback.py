@@ -97,6 +97,7 @@ class LoopbackConnector:
                 "to": str(message.to),
                 "conversation_id": str(message.conversation_id),
                 "seq": message.seq,
+                "type": message.payload.get("type"),
                 "at": self._now().isoformat(),
             }
             os.write(self._log_fd, (json.dumps(line) + "\n").encode())

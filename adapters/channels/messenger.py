@@ -44,8 +44,8 @@ class MessengerConnector(MetaSendConnector):
     _account_kind = "page id"
     _recipient_kind = "a page-scoped id (PSID)"
 
-    def _body(self, recipient: str, text: str) -> dict[str, Any]:
-        return {"recipient": {"id": recipient}, "messaging_type": "RESPONSE", "message": {"text": text}}
+    def _body(self, recipient: str, content: dict[str, Any]) -> dict[str, Any]:
+        return {"recipient": {"id": recipient}, "messaging_type": "RESPONSE", "message": content}
 
 
 class MessengerWebhook(MetaMessagingWebhook):

@@ -1,8 +1,9 @@
 """Meta's Send API, shared by Messenger and Instagram: ``POST <base>/<version>/<id>/messages``.
 
 Shapes (``../shared/design/channels.md`` 3.3 and 3.4): the body names the recipient by its
-scoped id, ``{"recipient": {"id": "<PSID or IGSID>"}, "message": {"text": "..."}}`` (Messenger
-adds ``messaging_type``); success is ``{"recipient_id": "...", "message_id": "..."}``, failure a
+scoped id, ``{"recipient": {"id": "<PSID or IGSID>"}, "message": {"text": "..."}}`` or
+``"message": {"attachment": {"type": "image|video|audio|file", "payload": {"url", "is_reusable"}}}``
+(Messenger adds ``messaging_type``); success is ``{"recipient_id": "...", "message_id": "..."}``, failure a
 Graph error ``{"error": {"message": "...", "type": "OAuthException", "code": N,
 "error_subcode": M, "is_transient": bool, "fbtrace_id": "..."}}``.
 
@@ -33,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.common import FileToSend, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
@@ -45,6 +46,9 @@ TRANSIENT_CODES = frozenset({2, 1200})
 PERMANENT_CODES = frozenset({10, 100, 190, 551, *range(200, 300)})
 """Graph error codes of a send that cannot succeed if repeated (outside the window, unknown
 recipient, unavailable person, missing permission, invalid token)."""
+
+IMAGE_BY_URL_BYTES = 8 * 1024 * 1024
+"""Images sent by URL are at most 8 MB; a larger one goes as a plain file."""
 
 _ACCOUNT_ID = re.compile(r"[0-9A-Za-z_]+")  # numeric ids, or "me" for the token's own account
 _SCOPED_ID = re.compile(r"[0-9]{1,64}")  # PSIDs and IGSIDs are numeric strings
@@ -90,16 +94,19 @@ class MetaSendConnector:
     async def send(self, message: OutboundMessage) -> str:
         name = self.channel.value
         limit = self.capabilities.max_text_length
-        text = text_to_send(message, name, limit, in_bytes=self._text_limit_in_bytes)
         recipient = message.to.external_id
         if not _SCOPED_ID.fullmatch(recipient):
             # The Send API only knows the scoped id the platform gave us in a webhook, never a handle.
             raise ChannelError(f"{name}: {recipient!r} is not {self._recipient_kind}", permanent=True)
-        answer = await self._post(self._body(recipient, text))
-        message_id = answer.get("message_id")
-        if not isinstance(message_id, str) or not message_id:
-            raise ChannelError(f"{name}: the answer carried no message_id")
-        return message_id  # the "mid" that delivery and read webhooks name
+        if (file := file_to_send(message, name)) is None:
+            text = text_to_send(message, name, limit, in_bytes=self._text_limit_in_bytes)
+            return await self._send(recipient, {"text": text})
+        if file.caption:
+            # An attachment carries no caption: it goes just before, as a text. Should the attachment
+            # then fail, the retry sends the caption again (at least once, never lost).
+            await self._send(recipient, {"text": _within(file.caption, limit, in_bytes=self._text_limit_in_bytes)})
+        attachment = {"type": _attachment_type(file), "payload": {"url": file.url, "is_reusable": False}}
+        return await self._send(recipient, {"attachment": attachment})
 
     async def find_sent(self, delivery: DeliveryKey) -> str | None:
         return None  # the Send API cannot look a message up
@@ -107,8 +114,15 @@ class MetaSendConnector:
     async def close(self) -> None:
         await self._client.aclose()
 
-    def _body(self, recipient: str, text: str) -> dict[str, Any]:
-        return {"recipient": {"id": recipient}, "message": {"text": text}}
+    async def _send(self, recipient: str, content: dict[str, Any]) -> str:
+        answer = await self._post(self._body(recipient, content))
+        message_id = answer.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            raise ChannelError(f"{self.channel.value}: the answer carried no message_id")
+        return message_id  # the "mid" that delivery and read webhooks name
+
+    def _body(self, recipient: str, content: dict[str, Any]) -> dict[str, Any]:
+        return {"recipient": {"id": recipient}, "message": content}
 
     async def _post(self, body: dict[str, Any]) -> Mapping[str, Any]:
         name = self.channel.value
@@ -138,3 +152,20 @@ class MetaSendConnector:
         if code in PERMANENT_CODES or 400 <= status < 500:
             return ChannelError(reason, permanent=True)
         return ChannelError(reason)
+
+
+def _attachment_type(file: FileToSend) -> str:
+    """The Send API's attachment type for a file: image, video, audio, or file."""
+    family = file.content_type.partition("/")[0]
+    if family == "image":
+        return "image" if file.size <= IMAGE_BY_URL_BYTES else "file"
+    return family if family in ("video", "audio") else "file"
+
+
+def _within(text: str, limit: int, *, in_bytes: bool) -> str:
+    """``text`` cut to ``limit`` characters (or UTF-8 bytes), ending in an ellipsis when cut."""
+    if len(text.encode() if in_bytes else text) <= limit:
+        return text
+    if not in_bytes:
+        return text[: limit - 1] + "…"
+    return text.encode()[: limit - 3].decode(errors="ignore") + "…"

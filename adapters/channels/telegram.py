@@ -1,4 +1,4 @@
-"""Telegram Bot API: ``sendMessage`` to a chat, with the platform's answers mapped to our outcomes.
+"""Telegram Bot API: ``sendMessage`` and ``sendDocument`` to a chat, with the platform's answers mapped to our outcomes.
 
 Shapes (``../shared/design/channels.md`` 3.2): requests go to ``<base>/bot<token>/<method>``;
 success is ``{"ok": true, "result": {...}}``, failure ``{"ok": false, "error_code": N,
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+import secrets
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.common import FileToSend, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.meta_webhook import address, from_epoch, json_body
 from application.inbound import Inbound, InboundMessage
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
@@ -57,8 +58,12 @@ class TelegramConnector:
         )
 
     async def send(self, message: OutboundMessage) -> str:
-        text = text_to_send(message, "telegram", self.capabilities.max_text_length)
-        result = await self._call("sendMessage", {"chat_id": message.to.external_id, "text": text})
+        chat = message.to.external_id
+        if (file := file_to_send(message, "telegram")) is not None:
+            result = await self._send_document(chat, file)
+        else:
+            text = text_to_send(message, "telegram", self.capabilities.max_text_length)
+            result = await self._call("sendMessage", {"chat_id": chat, "text": text})
         message_id = result.get("message_id") if isinstance(result, dict) else None
         if message_id is None:
             raise ChannelError("telegram: the answer carried no message_id")
@@ -72,7 +77,52 @@ class TelegramConnector:
         await self._client.aclose()
 
     async def _call(self, method: str, body: dict[str, Any]) -> Any:
-        response = await post_json(self._client, f"/{method}", body, what=f"telegram: {method}")
+        return self._result(await post_json(self._client, f"/{method}", body, what=f"telegram: {method}"))
+
+    async def _send_document(self, chat: str, file: FileToSend) -> Any:
+        """``sendDocument`` as a multipart upload, the file's bytes streamed from its link to Telegram.
+
+        Telegram fetches a document by URL only up to 20 MB and only as PDF or ZIP; an upload takes
+        any file up to 50 MB. A block at a time is held, whatever the file's size.
+        """
+        boundary = secrets.token_hex(16)
+        fields = {"chat_id": chat} | ({"caption": file.caption} if file.caption else {})
+        head = b"".join(_form_field(boundary, name, value) for name, value in fields.items())
+        head += _file_part_header(boundary, "document", file.filename, file.content_type)
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        try:
+            async with self._client.stream("GET", file.url) as source:
+                if source.status_code != 200:
+                    raise ChannelError(
+                        f"telegram: the file's link answered HTTP {source.status_code}",
+                        permanent=source.status_code in (403, 404, 410),
+                    )
+
+                async def body() -> AsyncIterator[bytes]:
+                    yield head
+                    passed = 0
+                    async for block in source.aiter_bytes():
+                        passed += len(block)
+                        yield block
+                    if passed != file.size:
+                        raise ChannelError(f"telegram: the file's link served {passed} of {file.size} bytes")
+                    yield tail
+
+                response = await self._client.post(
+                    "/sendDocument",
+                    content=body(),
+                    headers={
+                        "content-type": f"multipart/form-data; boundary={boundary}",
+                        "content-length": str(len(head) + file.size + len(tail)),
+                    },
+                )
+        except httpx.TimeoutException as e:
+            raise ChannelError("telegram: sendDocument timed out") from e
+        except httpx.HTTPError as e:
+            raise ChannelError(f"telegram: sendDocument failed: {type(e).__name__}") from e
+        return self._result(response)
+
+    def _result(self, response: httpx.Response) -> Any:
         answer = json_object(response)
         if answer is None:
             # Not the Bot API speaking (a proxy's error page): retry unless the request was refused.
@@ -88,6 +138,19 @@ class TelegramConnector:
         if isinstance(code, int) and 400 <= code < 500:
             raise ChannelError(reason, permanent=True)
         raise ChannelError(reason)
+
+
+def _form_field(boundary: str, name: str, value: str) -> bytes:
+    return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def _file_part_header(boundary: str, name: str, filename: str, content_type: str) -> bytes:
+    # Quotes and line breaks cannot be escaped in a multipart header: they are replaced.
+    safe = "".join("_" if c in '"\\\r\n' else c for c in filename)
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n"
+    ).encode()
 
 
 # --- inbound: updates, by webhook or by getUpdates ---------------------------------------------

@@ -47,7 +47,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.channels.common import json_object, post_json, text_to_send
+from adapters.channels.common import file_to_send, json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from adapters.channels.meta_webhook import MetaWebhook, address, from_epoch, json_body, objects
 from application.inbound import Inbound, InboundMessage
@@ -129,16 +129,20 @@ class WhatsAppConnector:
         )
 
     async def send(self, message: OutboundMessage) -> str:
-        text = text_to_send(message, "whatsapp", self.capabilities.max_text_length)
         if message.to.channel is not Channel.WHATSAPP:
             raise ChannelError(f"whatsapp: cannot send to a {message.to.channel.value} address", permanent=True)
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
             "to": message.to.external_id.removeprefix("+"),  # E.164 digits, as the platform writes them
-            "type": "text",
-            "text": {"preview_url": False, "body": text},
         }
+        if (file := file_to_send(message, "whatsapp")) is not None:
+            # Every file goes as a document: any type up to 100 MB, shown with its name and caption.
+            document = {"link": file.url, "filename": file.filename}
+            body |= {"type": "document", "document": document | ({"caption": file.caption} if file.caption else {})}
+        else:
+            text = text_to_send(message, "whatsapp", self.capabilities.max_text_length)
+            body |= {"type": "text", "text": {"preview_url": False, "body": text}}
         with contextlib.suppress(ValueError):  # too long to carry: the wamid alone will match the receipts
             body["biz_opaque_callback_data"] = callback_data(message.delivery)
         answer = await self._post(body)

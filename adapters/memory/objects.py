@@ -12,10 +12,15 @@ from application.ports import PartLengthMismatch, StoredPart
 
 
 class InMemoryObjectStore:
-    """Objects and unfinished uploads in dicts; download URLs are opaque ``memory://`` links."""
+    """Objects and unfinished uploads in dicts; download URLs are opaque ``memory://`` links.
 
-    def __init__(self, *, min_part_size: int = 1, block_size: int = 64 * 1024) -> None:
+    With ``direct``, it also hands out part upload URLs (``memory://parts/...``, which nothing serves:
+    a test plays the client with ``put_part``), like a store that takes parts from clients.
+    """
+
+    def __init__(self, *, min_part_size: int = 1, block_size: int = 64 * 1024, direct: bool = False) -> None:
         self.min_part_size = min_part_size
+        self.supports_direct = direct
         self._block = block_size
         self.objects: dict[str, bytes] = {}
         self.uploads: dict[str, dict[int, bytes]] = {}  # upload id -> parts
@@ -38,6 +43,15 @@ class InMemoryObjectStore:
             raise PartLengthMismatch(expected=size, received=len(received))
         parts[index] = bytes(received)
         return StoredPart(index, hashlib.md5(received).hexdigest(), size)  # noqa: S324 - an ETag, as S3's
+
+    async def part_upload_urls(
+        self, key: str, upload_id: str, indexes: Sequence[int], *, expires_in: timedelta
+    ) -> list[str]:
+        if not self.supports_direct:
+            raise NotImplementedError("this store takes no parts from clients")
+        self._upload(key, upload_id)
+        seconds = int(expires_in.total_seconds())
+        return [f"memory://parts/{upload_id}/{i}?key={quote(key)}&expires_in={seconds}" for i in indexes]
 
     async def list_parts(self, key: str, upload_id: str) -> Sequence[StoredPart]:
         parts = self._upload(key, upload_id)

@@ -42,7 +42,7 @@ from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
-from domain.messages import Message
+from domain.messages import FileContent, Message
 from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
 
@@ -213,6 +213,16 @@ class InMemoryMessageRepository(_Repo):
             before = query.before_seq
             chosen = [m for m in visible if before is None or m.seq < before][-query.limit :]
         return copy.deepcopy(chosen)
+
+    async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
+        return any(
+            isinstance(m.content, FileContent)
+            and m.content.file_id == file_id
+            and (m.sender == viewer or viewer in m.recipients)
+            and (conv := self.s.conversations.get(m.conversation_id)) is not None
+            and conv.has_member(viewer)
+            for m in self.s.messages.values()
+        )
 
     async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
         return [

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, LiteralString, Self, TypeVar
 from uuid import UUID
 
+import attrs
 import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.abc import Params
@@ -48,7 +49,7 @@ from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus, StatusChange
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
-from domain.messages import Content, FileContent, Message, TextContent
+from domain.messages import Content, FileContent, FileInfo, Message, TextContent
 from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
 
@@ -460,13 +461,17 @@ class PostgresConversationRepository(_Repo):
 def _content_doc(content: Content) -> dict[str, Any]:
     if isinstance(content, TextContent):
         return {"type": "text", "text": content.text}
-    return {"type": "file", "file_id": str(content.file_id), "caption": content.caption}
+    doc: dict[str, Any] = {"type": "file", "file_id": str(content.file_id), "caption": content.caption}
+    if content.file is not None:
+        doc["file"] = attrs.asdict(content.file)
+    return doc
 
 
 def _content(doc: Mapping[str, Any]) -> Content:
     if doc["type"] == "text":
         return TextContent(doc["text"])
-    return FileContent(FileId(UUID(doc["file_id"])), doc.get("caption"))
+    file = doc.get("file")
+    return FileContent(FileId(UUID(doc["file_id"])), doc.get("caption"), FileInfo(**file) if file else None)
 
 
 _MESSAGE = """
@@ -716,6 +721,16 @@ class PostgresMessageRepository(_Repo):
         )
         found = [_message(r) for r in await self._db.rows(statement, params)]
         return found if forward else found[::-1]
+
+    async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
+        row = await self._db.row(
+            "SELECT EXISTS (SELECT 1 FROM messages m"
+            " JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.member_key = %(v)s"
+            " WHERE m.content->>'type' = 'file' AND m.content->>'file_id' = %(f)s"
+            " AND (m.sender_key = %(v)s OR %(v)s = ANY(m.recipient_keys))) AS shared",
+            {"f": str(file_id), "v": viewer.key},
+        )
+        return bool(row and row["shared"])
 
     async def unsent_of(self, message_ids: Sequence[MessageId]) -> Sequence[DeliveryKey]:
         if not message_ids:
@@ -1173,6 +1188,7 @@ def _upload(row: DictRow) -> UploadSession:
         failure=row["failure"],
         store_upload_id=row["store_upload_id"],
         blob_key=row["blob_key"],
+        direct=row["direct"],
     )
 
 
@@ -1181,8 +1197,8 @@ class PostgresUploadRepository(_Repo):
         u = session
         await self._db.execute(
             "INSERT INTO uploads (id, owner_id, filename, size, content_type, declared_sha256, chunk_size,"
-            " created_at, expires_at, status, sha256, failure, store_upload_id, blob_key)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " created_at, expires_at, status, sha256, failure, store_upload_id, blob_key, direct)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 u.id,
                 u.owner_id,
@@ -1198,6 +1214,7 @@ class PostgresUploadRepository(_Repo):
                 u.failure,
                 u.store_upload_id,
                 u.blob_key,
+                u.direct,
             ),
         )
 

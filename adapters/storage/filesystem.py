@@ -18,6 +18,10 @@ a block per stream whatever the size of the file. Parts are not fsynced (a crash
 received just before it; ``list_parts`` then says which, and the client resends them); a completed
 object is, with its directory, before it is moved in place.
 
+A disk that fails (``ENOSPC``, ``EIO``, a permission or a directory gone) raises
+``StorageUnavailable``; the expected absences stay ``KeyError`` (no such upload or object) or
+``None`` (``size``). Clients cannot send parts here themselves (``supports_direct`` is False).
+
 Download URLs point at the HTTP API's blob route, ``<public_base_url>/v1/files/blobs/<token>``,
 signed with HMAC-SHA256 over the key, expiry, filename and content type; the route checks them
 with ``verify_download`` and streams ``read`` (or sends ``local_path``).
@@ -39,13 +43,13 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncGenerator, AsyncIterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO, Final
 from urllib.parse import urlencode
 
-from application.ports import PartLengthMismatch, StoredPart
+from application.ports import PartLengthMismatch, StorageUnavailable, StoredPart
 
 BLOB_ROUTE: Final = "/v1/files/blobs/"
 """Where the HTTP API serves this store's objects: ``BLOB_ROUTE + <token>``."""
@@ -69,6 +73,15 @@ def check_key(key: str) -> str:
     if not key or "\0" in key or key.startswith("/") or ".." in key.split("/"):
         raise ValueError(f"unsafe object key: {key!r}")
     return key
+
+
+@contextlib.contextmanager
+def _disk_errors() -> Iterator[None]:
+    """Any OSError that escapes a store call (the expected absences are caught before) is the disk failing."""
+    try:
+        yield
+    except OSError as e:
+        raise StorageUnavailable(f"file storage failed: {e}") from e
 
 
 def blob_token(key: str) -> str:
@@ -108,6 +121,7 @@ class FilesystemObjectStore:
         if block_size < 1:
             raise ValueError("block_size must be positive")
         self.min_part_size = min_part_size
+        self.supports_direct = False
         self._uploads = root / "uploads"
         self._objects = root / "objects"
         self._secret = secret
@@ -121,7 +135,8 @@ class FilesystemObjectStore:
     async def start_upload(self, key: str) -> str:
         check_key(key)
         upload_id = secrets.token_hex(16)
-        await asyncio.to_thread(self._create_upload, upload_id, key)
+        with _disk_errors():
+            await asyncio.to_thread(self._create_upload, upload_id, key)
         return upload_id
 
     async def put_part(self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int) -> StoredPart:
@@ -129,51 +144,68 @@ class FilesystemObjectStore:
             raise ValueError(f"a part index is 0 or more, not {index}")
         upload = self._upload_dir(upload_id)
         target = upload / f"{index}.part"
-        tmp, out = await asyncio.to_thread(self._open_temp_part, upload, key, index)
+        # Only the disk's errors are the store's: a client's stream that breaks raises its own.
+        with _disk_errors():
+            tmp, out = await asyncio.to_thread(self._open_temp_part, upload, key, index)
         try:
             received = await self._receive(out, data, size)
             if received != size:
                 raise PartLengthMismatch(expected=size, received=received)
-            await asyncio.to_thread(_finish_part, out, tmp, target)
+            with _disk_errors():
+                await asyncio.to_thread(_finish_part, out, tmp, target)
         except BaseException:
-            await asyncio.to_thread(_discard, out, tmp)
+            with _disk_errors():
+                await asyncio.to_thread(_discard, out, tmp)
             raise
-        return await asyncio.to_thread(_stored_part, index, target)
+        with _disk_errors():
+            return await asyncio.to_thread(_stored_part, index, target)
+
+    async def part_upload_urls(
+        self, key: str, upload_id: str, indexes: Sequence[int], *, expires_in: timedelta
+    ) -> list[str]:
+        raise NotImplementedError("the filesystem store takes parts through the API only")
 
     async def list_parts(self, key: str, upload_id: str) -> Sequence[StoredPart]:
-        return await asyncio.to_thread(self._list_parts, key, self._upload_dir(upload_id))
+        with _disk_errors():
+            return await asyncio.to_thread(self._list_parts, key, self._upload_dir(upload_id))
 
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
         check_key(key)
-        await asyncio.to_thread(self._complete, key, self._upload_dir(upload_id), parts)
+        with _disk_errors():
+            await asyncio.to_thread(self._complete, key, self._upload_dir(upload_id), parts)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         if _UPLOAD_ID.fullmatch(upload_id):
-            await asyncio.to_thread(self._abort, key, self._uploads / upload_id)
+            with _disk_errors():
+                await asyncio.to_thread(self._abort, key, self._uploads / upload_id)
 
     # --- objects -----------------------------------------------------------------------
 
     async def read(self, key: str) -> AsyncGenerator[bytes, None]:  # closable: a reader may stop early
         path = self.local_path(key)
-        try:
-            source = _ThreadFile(await asyncio.to_thread(path.open, "rb", buffering=0))
-        except FileNotFoundError:
-            raise KeyError(key) from None
-        try:
-            while block := await asyncio.to_thread(source.read, self._block):
-                yield block
-        finally:
-            await asyncio.to_thread(source.close)
+        with _disk_errors():
+            try:
+                source = _ThreadFile(await asyncio.to_thread(path.open, "rb", buffering=0))
+            except FileNotFoundError:
+                raise KeyError(key) from None
+            try:
+                while block := await asyncio.to_thread(source.read, self._block):
+                    yield block
+            finally:
+                await asyncio.to_thread(source.close)
 
     async def size(self, key: str) -> int | None:
-        try:
-            return (await asyncio.to_thread(self.local_path(key).stat)).st_size
-        except FileNotFoundError:
-            return None
+        path = self.local_path(key)
+        with _disk_errors():
+            try:
+                return (await asyncio.to_thread(path.stat)).st_size
+            except FileNotFoundError:
+                return None
 
     async def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            await asyncio.to_thread(self.local_path(key).unlink)
+        path = self.local_path(key)
+        with _disk_errors(), contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(path.unlink)
 
     def local_path(self, key: str) -> Path:
         """Where object ``key`` is (or would be) kept: for a server that sends the file itself.
@@ -264,13 +296,15 @@ class FilesystemObjectStore:
                 pending_bytes += len(chunk)
                 if pending_bytes >= self._block:
                     if writing is not None:
-                        await writing
+                        with _disk_errors():
+                            await writing
                     writing = asyncio.create_task(asyncio.to_thread(out.write, pending))
                     pending, pending_bytes = [], 0
-            if writing is not None:
-                await writing
-            if pending:
-                await asyncio.to_thread(out.write, pending)
+            with _disk_errors():
+                if writing is not None:
+                    await writing
+                if pending:
+                    await asyncio.to_thread(out.write, pending)
             return received
         finally:
             if writing is not None and not writing.done():

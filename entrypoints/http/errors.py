@@ -18,8 +18,9 @@ from application.errors import (
     NotFound,
     Unavailable,
 )
+from application.ports import StorageUnavailable
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
-from domain.uploads import BadChunk, MissingChunks, UploadTooLarge
+from domain.uploads import BadChunk, MissingChunks, PartsMismatch, UploadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ PROBLEM_BASE = "https://chat4all.dev/problems/"
 ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (UploadTooLarge, 413, "too-large"),
     (MissingChunks, 409, "missing-chunks"),
+    (PartsMismatch, 409, "parts-mismatch"),
     (BadChunk, 400, "bad-chunk"),
     (BusinessRuleViolation, 422, "invalid"),
     (InvalidTransition, 409, "conflict"),
@@ -38,6 +40,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (Conflict, 409, "conflict"),
     (AuthenticationFailed, 401, "unauthorized"),
+    (StorageUnavailable, 503, "storage-unavailable"),
     (Unavailable, 503, "unavailable"),
     (ApplicationError, 400, "bad-request"),
 ]
@@ -80,6 +83,8 @@ def app_error(exc: Exception) -> ProblemDetailsException:
     for cls, status, slug in ERROR_TABLE:
         if isinstance(exc, cls):
             headers = {"Retry-After": "5"} if status == 503 else None
+            if isinstance(exc, StorageUnavailable):
+                log.warning("file storage unavailable: %s", getattr(exc, "reason", exc))
             if status == 401:
                 headers = {"WWW-Authenticate": "Bearer"}
             field = getattr(exc, "field", None)

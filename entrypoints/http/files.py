@@ -29,11 +29,26 @@ class InitiateIn(msgspec.Struct, forbid_unknown_fields=True):
     checksum: str | None = None
     chunk_size: int | None = None
     conversation_id: UUID | None = None
+    direct: bool = False
+    """Send the chunks to the object store directly, through presigned part URLs (stores that allow it)."""
+
+
+class PartTagIn(msgspec.Struct, forbid_unknown_fields=True):
+    index: int
+    etag: str
+    """The ETag the store answered the part's PUT with (quoted or not)."""
 
 
 class CompleteIn(msgspec.Struct, forbid_unknown_fields=True):
     file_id: UUID | None = None
     checksum: str | None = None
+    parts: list[PartTagIn] | None = None
+    """A direct upload's parts: every chunk's index and ETag."""
+
+
+class PartUrlOut(msgspec.Struct):
+    index: int
+    url: str
 
 
 class FileOut(msgspec.Struct):
@@ -50,12 +65,21 @@ class FileOut(msgspec.Struct):
     expires_at: datetime
 
 
-class InitiatedOut(msgspec.Struct):
+class InitiatedOut(msgspec.Struct, omit_defaults=True):
     file_id: UUID
     chunk_size: int
     total_chunks: int
     upload_url: str
     expires_at: datetime
+    parts: list[PartUrlOut] | None = None
+    """A direct upload's part URLs, one per chunk: PUT the chunk's bytes there."""
+    parts_expires_at: datetime | None = None
+
+
+class PartUrlsOut(msgspec.Struct):
+    file_id: UUID
+    parts: list[PartUrlOut]
+    parts_expires_at: datetime
 
 
 class ChunkOut(msgspec.Struct):
@@ -77,6 +101,14 @@ def _out(v: FileView) -> FileOut:
     return FileOut(**{f: getattr(v, f) for f in FileOut.__struct_fields__})
 
 
+def _part_urls(urls: uploads.PartUrls) -> list[PartUrlOut]:
+    return [PartUrlOut(index=p.index, url=p.url) for p in urls.parts]
+
+
+def _tags(data: CompleteIn) -> list[tuple[int, str]] | None:
+    return None if data.parts is None else [(p.index, p.etag) for p in data.parts]
+
+
 def _files(state: State) -> FileDeps:
     deps: FileDeps = state.files
     return deps
@@ -89,8 +121,13 @@ class FilesController(Controller):
 
     @post("/initiate", status_code=HTTP_201_CREATED, operation_id="initiateUpload")
     async def initiate(self, request: AuthedRequest, data: JSONBody[InitiateIn], state: State) -> InitiatedOut:
-        """Open a resumable upload; chunks then go to ``upload_url`` (``{index}`` from 0)."""
-        v = await uploads.initiate(
+        """Open a resumable upload; chunks then go to ``upload_url`` (``{index}`` from 0).
+
+        With ``direct`` (object storage that allows it; else 422), chunks go to the presigned ``parts``
+        URLs instead, and completion names every part's ETag.
+        """
+        open_upload = uploads.initiate_direct if data.direct else uploads.initiate
+        opened = await open_upload(
             _files(state),
             request.user,
             filename=data.filename,
@@ -99,13 +136,17 @@ class FilesController(Controller):
             checksum=data.checksum,
             chunk_size=data.chunk_size,
         )
-        return InitiatedOut(
+        v = opened.file if isinstance(opened, uploads.DirectUpload) else opened
+        out = InitiatedOut(
             file_id=v.file_id,
             chunk_size=v.chunk_size,
             total_chunks=v.total_chunks,
             upload_url=f"/v1/files/{v.file_id}/chunks/{{index}}",
             expires_at=v.expires_at,
         )
+        if isinstance(opened, uploads.DirectUpload):
+            out.parts, out.parts_expires_at = _part_urls(opened.parts), opened.parts.expires_at
+        return out
 
     @put(
         "/{file_id:uuid}/chunks/{index:int}",
@@ -126,19 +167,33 @@ class FilesController(Controller):
         """The upload's state: the chunks received and those still missing."""
         return _out(await uploads.status(_files(state), request.user, FileId(file_id)))
 
+    @get("/{file_id:uuid}/parts", operation_id="getPartUrls")
+    async def part_urls(
+        self,
+        request: AuthedRequest,
+        file_id: FromPath[UUID],
+        state: State,
+        indexes: FromQuery[list[int] | None] = None,
+    ) -> PartUrlsOut:
+        """Fresh part URLs for a direct upload (``?indexes=0&indexes=3``; without: the chunks still missing)."""
+        urls = await uploads.part_urls(_files(state), request.user, FileId(file_id), indexes)
+        return PartUrlsOut(file_id=urls.file_id, parts=_part_urls(urls), parts_expires_at=urls.expires_at)
+
     @post("/{file_id:uuid}/complete", status_code=HTTP_200_OK, operation_id="completeUpload")
     async def complete(
         self, request: AuthedRequest, file_id: FromPath[UUID], data: JSONBody[CompleteIn], state: State
     ) -> FileOut:
         """Finish: every chunk present and the SHA-256 matching, or 409 naming the missing chunks / 422."""
-        return _out(await uploads.complete(_files(state), request.user, FileId(file_id), data.checksum))
+        return _out(await uploads.complete(_files(state), request.user, FileId(file_id), data.checksum, _tags(data)))
 
     @post("/complete", status_code=HTTP_200_OK, operation_id="completeUploadById")
     async def complete_by_body(self, request: AuthedRequest, data: JSONBody[CompleteIn], state: State) -> FileOut:
         """The same, with the file id in the body."""
         if data.file_id is None:
             raise problem(400, "file_id is required", errors=[{"field": "file_id", "message": "required"}])
-        return _out(await uploads.complete(_files(state), request.user, FileId(data.file_id), data.checksum))
+        return _out(
+            await uploads.complete(_files(state), request.user, FileId(data.file_id), data.checksum, _tags(data))
+        )
 
     @get("/{file_id:uuid}/download", operation_id="downloadFile")
     async def download(self, request: AuthedRequest, file_id: FromPath[UUID], state: State) -> DownloadOut:

@@ -192,6 +192,8 @@ class Message:
     at: float
     document_url: str | None = None
     file_name: str | None = None
+    file_size: int | None = None
+    """The bytes of a file uploaded with the send (Telegram's multipart ``sendDocument``)."""
     callback_data: str | None = None
     """WhatsApp's ``biz_opaque_callback_data``, echoed in the message's status webhooks."""
 
@@ -213,6 +215,8 @@ class Message:
             item["document_url"] = self.document_url
         if self.file_name is not None:
             item["file_name"] = self.file_name
+        if self.file_size is not None:
+            item["file_size"] = self.file_size
         return item
 
 
@@ -299,7 +303,15 @@ class TelegramBot:
             content["caption"] = caption
         result = self._new_message(chat, outbound=True, content=content)
         name = document.get("file_name")
-        record = self._record(result, outbound=True, type_="document", text=caption or None, url=url, name=name)
+        record = self._record(
+            result,
+            outbound=True,
+            type_="document",
+            text=caption or None,
+            url=url,
+            name=name,
+            size=document.get("file_size"),
+        )
         return result, record
 
     def get_me(self) -> dict[str, Any]:
@@ -425,6 +437,7 @@ class TelegramBot:
         text: str | None,
         url: str | None = None,
         name: Any = None,
+        size: Any = None,
     ) -> Message:
         chat = message["chat"]["id"]
         return Message(
@@ -437,6 +450,7 @@ class TelegramBot:
             at=float(message["date"]),
             document_url=url,
             file_name=name if isinstance(name, str) else None,
+            file_size=size if isinstance(size, int) else None,
         )
 
     def _replied(self, chat: int, reply_to: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
 from application import topics
+from application.attachments import Attachments
 from application.inbound import Inbound, InboundDeps, receive
 from application.pipeline import (
     ChannelDeps,
@@ -31,9 +32,10 @@ from application.pipeline import (
     route_events,
     sweep,
 )
-from application.ports import ChannelConnector, ChannelError
+from application.ports import ChannelConnector, ChannelError, ObjectStore
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
+from entrypoints.storage import object_store_for
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
@@ -95,7 +97,6 @@ async def run_sweeper(w: Worker) -> None:
     # Imported here, not by every worker kind: the composition root costs a second of start-up.
     from adapters.system import UuidGenerator
     from application.uploads import FileDeps, expire_abandoned
-    from entrypoints.container import object_store_for
 
     s = w.settings
     deadline = timedelta(seconds=s.sweep_deadline_s)
@@ -119,7 +120,10 @@ async def run_sweeper(w: Worker) -> None:
 async def run_channels(w: Worker) -> None:
     """One consumer group per channel, each with its connector, circuit breaker and retries."""
     channels = [Channel(c) for c in w.settings.channels]
-    await asyncio.gather(*(_run_channel(w, ch) for ch in channels))
+    if w.settings.storage == "filesystem" and w.settings.jwt_secret is None:
+        log.warning("channels: no CHAT4ALL_JWT_SECRET: the file links this worker sends will not verify")
+    async with object_store_for(w.settings) as store:  # file messages go out as links to the store
+        await asyncio.gather(*(_run_channel(w, ch, store) for ch in channels))
 
 
 def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
@@ -149,7 +153,7 @@ def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
     )
 
 
-async def _run_channel(w: Worker, channel: Channel) -> None:
+async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
     s = w.settings
     connector = connector_for(w, channel)
     log.info("%s: sending through %s", channel.value, type(connector).__name__)
@@ -160,6 +164,7 @@ async def _run_channel(w: Worker, channel: Channel) -> None:
             w.deps.clock, threshold=s.breaker_threshold, reset_after=timedelta(seconds=s.breaker_reset_s)
         ),
         retry=RetryPolicy(max_attempts=s.delivery_attempts),
+        attachments=Attachments(uow=w.deps.uow, store=store, clock=w.deps.clock),
     )
     consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
     metrics.channel_started(channel)

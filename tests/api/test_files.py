@@ -82,14 +82,77 @@ async def test_refusals_are_problems_and_change_nothing(api: Api) -> None:
     not_owner = await api.client.put(f"{chunk}/0", content=data[:CHUNK], headers=bob["headers"])
     not_owner_status = await api.client.get(f"/v1/files/{file_id}", headers=bob["headers"])
     unauthenticated = await api.client.put(f"{chunk}/0", content=data[:CHUNK])
-    bad_name = await initiate(api, ana, data, filename="../../etc/passwd")
+    bad_name = await initiate(api, ana, data, filename="../..")
+    bad_type = await initiate(api, ana, data, content_type="text/html\r\nSet-Cookie: a=b")
 
     codes = [r.status_code for r in (too_big, wrong_length, out_of_range, not_owner, not_owner_status, unauthenticated)]
     assert codes == [413, 400, 400, 404, 404, 401]
-    assert bad_name.status_code == 422
+    assert [bad_name.status_code, bad_type.status_code] == [422, 422]
+    assert [bad_name.json()["errors"][0]["field"], bad_type.json()["errors"][0]["field"]] == [
+        "filename",
+        "content_type",
+    ]
     assert all(r.headers["content-type"].startswith("application/problem+json") for r in (too_big, wrong_length))
     status = (await api.client.get(f"/v1/files/{file_id}", headers=ana["headers"])).json()
     assert status["received_chunks"] == 0
+
+
+async def uploaded(api: Api, who: dict[str, Any], data: bytes) -> str:
+    started = (await initiate(api, who, data)).json()
+    await api.client.put(started["upload_url"].format(index=0), content=data, headers=who["headers"])
+    done = await api.client.post(f"/v1/files/{started['file_id']}/complete", json={}, headers=who["headers"])
+    assert done.status_code == 200, done.text
+    return str(started["file_id"])
+
+
+async def test_a_file_message_shows_the_file_in_history_and_its_readers_download_it(api: Api) -> None:
+    ana, bob, eve = await api.user("ana"), await api.user("bob"), await api.user("eve")
+    conv = (await api.conversation(ana, "bob"))["conversation_id"]
+    data = content(CHUNK)
+    file_id = await uploaded(api, ana, data)
+
+    sent = await api.client.post(
+        "/v1/messages",
+        json={"conversation_id": conv, "payload": {"type": "file", "file_id": file_id, "caption": "a photo"}},
+        headers=ana["headers"],
+    )
+    history = await api.client.get(f"/v1/conversations/{conv}/messages", headers=bob["headers"])
+    by_bob = await api.client.get(f"/v1/files/{file_id}/download", headers=bob["headers"])
+    by_eve = await api.client.get(f"/v1/files/{file_id}/download", headers=eve["headers"])
+    eve_forwards = await api.client.post(
+        "/v1/messages",
+        json={
+            "conversation_id": (await api.conversation(eve, "ana"))["conversation_id"],
+            "payload": {"type": "file", "file_id": file_id},
+        },
+        headers=eve["headers"],
+    )
+
+    assert sent.status_code == 202, sent.text
+    [message] = history.json()["items"]
+    assert message["payload"] == {
+        "type": "file",
+        "file_id": file_id,
+        "caption": "a photo",
+        "filename": "photo.jpg",
+        "size": len(data),
+        "content_type": "image/jpeg",
+    }
+    assert by_bob.status_code == 200
+    assert by_bob.json()["size"] == len(data)
+    assert by_eve.status_code == 404
+    assert eve_forwards.status_code == 422
+    assert eve_forwards.json()["errors"][0]["field"] == "payload.file_id"
+
+
+async def test_a_path_for_a_filename_keeps_only_its_last_segment(api: Api) -> None:
+    ana = await api.user("ana")
+
+    started = await initiate(api, ana, content(CHUNK), filename="../../etc/passwd")
+    seen = await api.client.get(f"/v1/files/{started.json()['file_id']}", headers=ana["headers"])
+
+    assert started.status_code == 201
+    assert seen.json()["filename"] == "passwd"
 
 
 async def test_an_aborted_upload_takes_no_more_chunks(api: Api) -> None:

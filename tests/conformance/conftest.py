@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -26,8 +27,10 @@ from adapters.channels.meta_webhook import SIGNATURE_HEADER, signature
 from adapters.channels.telegram import SECRET_HEADER, TelegramConnector
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.memory import InMemoryStore
+from adapters.storage.filesystem import FilesystemObjectStore
 from adapters.system import SystemClock
 from application import topics
+from application.attachments import Attachments
 from application.pipeline import (
     ChannelDeps,
     CircuitBreaker,
@@ -176,6 +179,27 @@ class Chat4AllApi:
         assert r.status_code == 202, r.text
         return str(r.json()["message_id"])
 
+    async def upload(self, who: Mapping[str, str], data: bytes, filename: str, content_type: str) -> str:
+        """Upload ``data`` as one chunk; the completed file's id."""
+        started = await self.http.post(
+            "/v1/files/initiate",
+            json={"filename": filename, "size": len(data), "content_type": content_type},
+            headers=who,
+        )
+        assert started.status_code == 201, started.text
+        file_id = str(started.json()["file_id"])
+        put = await self.http.put(f"/v1/files/{file_id}/chunks/0", content=data, headers=who)
+        assert put.status_code == 200, put.text
+        done = await self.http.post(f"/v1/files/{file_id}/complete", json={}, headers=who)
+        assert done.status_code == 200, done.text
+        return file_id
+
+    async def send_file(self, who: Mapping[str, str], conversation_id: str, file_id: str, caption: str) -> str:
+        body = {"conversation_id": conversation_id, "payload": {"type": "file", "file_id": file_id, "caption": caption}}
+        r = await self.http.post("/v1/messages", json=body, headers=who)
+        assert r.status_code == 202, r.text
+        return str(r.json()["message_id"])
+
     async def status(self, who: Mapping[str, str], message_id: str) -> dict[str, Any]:
         r = await self.http.get(f"/v1/messages/{message_id}/status", headers=who)
         assert r.status_code == 200, r.text
@@ -246,6 +270,7 @@ class Pipeline:
 
     deps: PipelineDeps
     log: FakePublisher
+    objects: FilesystemObjectStore
 
     def take(self, topic: str) -> list[Mapping[str, Any]]:
         """Consume the events on ``topic`` published so far."""
@@ -267,7 +292,11 @@ class Pipeline:
         """A channel worker's collaborators; its breaker opens on the first failure and lets a probe through at once."""
         breaker = CircuitBreaker(self.deps.clock, threshold=1, reset_after=timedelta(0))
         return ChannelDeps(
-            pipeline=self.deps, connector=connector, breaker=breaker, retry=RetryPolicy(max_attempts=attempts)
+            pipeline=self.deps,
+            connector=connector,
+            breaker=breaker,
+            retry=RetryPolicy(max_attempts=attempts),
+            attachments=Attachments(uow=self.deps.uow, store=self.objects, clock=self.deps.clock),
         )
 
     async def deliver(self, worker: ChannelDeps, jobs: list[DeliveryJob]) -> list[JobResult]:
@@ -323,7 +352,7 @@ def store() -> InMemoryStore:
 
 
 @pytest.fixture
-async def chat4all(store: InMemoryStore) -> AsyncIterator[Chat4AllApi]:
+async def chat4all(store: InMemoryStore, objects: FilesystemObjectStore) -> AsyncIterator[Chat4AllApi]:
     """Chat4All's HTTP app on ``store``, every channel's webhook secret set, and its inbox owner registered."""
     app = build_app(
         store,
@@ -334,10 +363,27 @@ async def chat4all(store: InMemoryStore) -> AsyncIterator[Chat4AllApi]:
         inbox_owner=INBOX_OWNER,
     )
     async with serving(app):
+        app.state.files = attrs.evolve(app.state.files, store=objects)  # links the platforms can fetch
         api = Chat4AllApi(app)
         await api.user(INBOX_OWNER)
         yield api
         await api.http.aclose()
+
+
+@pytest.fixture
+def objects(tmp_path: Path) -> FilesystemObjectStore:
+    """Where Chat4All keeps files: its download links point at its own HTTP app."""
+    return FilesystemObjectStore(tmp_path / "files", secret=b"k" * 32, public_base_url=CHAT4ALL_URL)
+
+
+class Hosts(httpx.AsyncBaseTransport):
+    """Calls each host's app in process: a connector reaches the platform, and fetches files from Chat4All."""
+
+    def __init__(self, apps: Mapping[str, Litestar]) -> None:
+        self._by_host = {host: asgi(app) for host, app in apps.items()}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._by_host[request.url.host].handle_async_request(request)
 
 
 SandboxFactory = Callable[..., AbstractAsyncContextManager[SandboxControl]]
@@ -370,12 +416,12 @@ async def sandbox(sandbox_with: SandboxFactory) -> AsyncIterator[SandboxControl]
 
 
 @pytest.fixture
-async def connect() -> AsyncIterator[Connect]:
-    """Make a channel's real connector, pointed at a sandbox; closed at the end."""
+async def connect(chat4all: Chat4AllApi) -> AsyncIterator[Connect]:
+    """Make a channel's real connector, pointed at a sandbox (and fetching files from Chat4All); closed at the end."""
     made: list[ChannelConnector] = []
 
     def make(channel: Channel, sandbox: SandboxControl) -> ChannelConnector:
-        made.append(_connector(channel, asgi(sandbox.app)))
+        made.append(_connector(channel, Hosts({"sandbox": sandbox.app, "chat4all": chat4all.app})))
         return made[-1]
 
     yield make
@@ -389,10 +435,10 @@ def connector(channel: Channel, sandbox: SandboxControl, connect: Connect) -> Ch
 
 
 @pytest.fixture
-def pipeline(store: InMemoryStore) -> Pipeline:
+def pipeline(store: InMemoryStore, objects: FilesystemObjectStore) -> Pipeline:
     # The system clock, as Chat4All's HTTP app has: the history interleaves both sides' entries.
     log = FakePublisher()
-    return Pipeline(PipelineDeps(uow=store.uow, clock=SystemClock(), publisher=log), log)
+    return Pipeline(PipelineDeps(uow=store.uow, clock=SystemClock(), publisher=log), log, objects)
 
 
 @pytest.fixture

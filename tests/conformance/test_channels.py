@@ -4,10 +4,9 @@ Chat4All runs in process (HTTP API and pipeline use cases on one in-memory store
 the platform, and each channel's real connector and real webhook endpoint do the talking: a text goes out
 under the id the send ledger keeps, receipts take it as far as the channel reports, redelivered, reordered
 and forged webhooks change nothing, rate limits and platform errors are reported as worth retrying, a platform
-that was down gets the delivery once it is back, and a contact's reply lands where it belongs. Where a
-channel cannot by design (Telegram has no receipts), the scenario asserts what it does instead.
-
-Documents are not sent here: the connectors send text only so far (file messages come with another issue).
+that was down gets the delivery once it is back, a contact's reply lands where it belongs, and a file goes
+as the platform's attachment, or as a text with a link when the platform cannot take it. Where a channel
+cannot by design (Telegram has no receipts), the scenario asserts what it does instead.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Final
 from uuid import UUID
 
+import attrs
 import httpx
 import pytest
 
@@ -379,3 +379,77 @@ async def test_telegram_by_polling_brings_the_same_reply(
     assert await receive(chat4all.app.state.inbound, Inbound(messages=(message,))) == [Received.ACCEPTED]
     [_, reply] = await chat4all.history(thread.author, thread.conversation_id)
     assert reply["metadata"]["source"]["platform_message_id"] == answer["platform_message_id"]
+
+
+# --- 9. files --------------------------------------------------------------------------------------
+
+PHOTO: Final = bytes(range(256)) * 400  # 102,400 bytes
+
+
+async def send_file_and_deliver(
+    chat4all: Chat4AllApi, pipeline: Pipeline, connector: ChannelConnector, thread: Thread
+) -> JobResult:
+    """The user's photo, with a caption, to the contact: accepted, routed and handed to the platform."""
+    file_id = await chat4all.upload(thread.author, PHOTO, "foto.png", "image/png")
+    await chat4all.send_file(thread.author, thread.conversation_id, file_id, "a foto")
+    [job] = await pipeline.route(thread.to.channel)
+    [result] = await pipeline.deliver(pipeline.worker(connector), [job])
+    assert result.outcome is Outcome.HANDED_OVER, result.error
+    return result
+
+
+async def fetched(chat4all: Chat4AllApi, url: str) -> bytes:
+    """What a link Chat4All handed out serves, fetched without credentials (the signature is the permission)."""
+    assert url.startswith("http://chat4all/v1/files/blobs/")
+    r = await chat4all.http.get(url)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+async def test_a_file_goes_as_the_platform_s_attachment_that_serves_the_exact_bytes(
+    channel: Channel,
+    chat4all: Chat4AllApi,
+    sandbox: SandboxControl,
+    connector: ChannelConnector,
+    pipeline: Pipeline,
+    thread: Thread,
+) -> None:
+    result = await send_file_and_deliver(chat4all, pipeline, connector, thread)
+
+    items = await sandbox.messages(channel)
+    *before, item = items
+    assert item["platform_message_id"] == result.platform_message_id  # receipts follow the file
+    if channel in (Channel.MESSENGER, Channel.INSTAGRAM):
+        # An attachment carries no caption: it goes just before, as a text.
+        assert [(b["type"], b["text"]) for b in before] == [("text", "a foto")]
+        assert (item["type"], item["text"]) == ("image", None)
+    else:
+        assert before == []
+        assert (item["type"], item["text"], item["file_name"]) == ("document", "a foto", "foto.png")
+    if channel is Channel.TELEGRAM:
+        # Uploaded (Telegram fetches documents by URL only as PDF or ZIP): the bytes went through the connector.
+        assert item["file_size"] == len(PHOTO)
+        assert "document_url" not in item
+    else:
+        assert await fetched(chat4all, item["document_url"]) == PHOTO
+
+
+async def test_a_file_the_platform_cannot_take_goes_as_a_text_with_a_link(
+    channel: Channel,
+    chat4all: Chat4AllApi,
+    sandbox: SandboxControl,
+    connector: ChannelConnector,
+    pipeline: Pipeline,
+    thread: Thread,
+) -> None:
+    # As if the photo were over the platform's attachment limit (2 GiB files are allowed; 25 MB on Messenger).
+    connector.capabilities = attrs.evolve(connector.capabilities, max_attachment_bytes=len(PHOTO) - 1)  # type: ignore[misc]
+
+    await send_file_and_deliver(chat4all, pipeline, connector, thread)
+
+    [item] = await sandbox.messages(channel)
+    assert item["type"] == "text"
+    caption, line = item["text"].split("\n")
+    assert caption == "a foto"
+    assert line.startswith("foto.png (100.0 KB, link valid until ")
+    assert await fetched(chat4all, line.rsplit(" ", 1)[1]) == PHOTO

@@ -14,7 +14,7 @@ from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
 from domain.ids import ConversationId, FileId, MessageId, UserId
-from domain.messages import FileContent, Message, TextContent, plan_deliveries
+from domain.messages import FileContent, FileInfo, Message, TextContent, plan_deliveries
 from domain.users import ChannelIdentity
 from tests.builders import T0, a_conversation, a_message, a_message_id, a_user_id
 from tests.contract.backends import Backend, store
@@ -81,7 +81,7 @@ async def test_a_text_message_reads_back_whole(uow_factory: Backend) -> None:
 @pytest.mark.parametrize("caption", ["the report", None])
 async def test_a_file_message_on_chosen_channels_reads_back_whole(uow_factory: Backend, caption: str | None) -> None:
     conv = group()
-    content = FileContent(FileId(uuid.uuid4()), caption)
+    content = FileContent(FileId(uuid.uuid4()), caption, FileInfo("relatório.pdf", 2 * 1024**3, "application/pdf"))
     m, deliveries = sent(conv, 1, BOB, [CONTACT, ALICE], content=content, channels=(Channel.WHATSAPP, Channel.INTERNAL))
     await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
 
@@ -91,6 +91,22 @@ async def test_a_file_message_on_chosen_channels_reads_back_whole(uow_factory: B
     assert fields(got) == fields(m)
     assert got is not None and got.recipients == (CONTACT, ALICE)
     assert got.channels == (Channel.WHATSAPP, Channel.INTERNAL)
+
+
+async def test_a_file_is_shared_with_those_who_see_a_message_carrying_it(uow_factory: Backend) -> None:
+    carol = Participant.user(a_user_id())
+    conv = a_conversation(creator=ALICE.user_id, others=[BOB, carol])
+    shared, other = FileId(uuid.uuid4()), FileId(uuid.uuid4())
+    to_bob = sent(conv, 1, ALICE, [BOB], content=FileContent(shared, None, FileInfo("a.pdf", 1, "application/pdf")))
+    text = sent(conv, 2, ALICE, [BOB, carol], content=TextContent(str(other)))
+    await store(uow_factory, conversations=[conv], messages=[to_bob, text])
+
+    async with uow_factory() as uow:
+        seen = {p.key: await uow.messages.shares_file(shared, p) for p in (ALICE, BOB, carol, CONTACT)}
+        unknown = await uow.messages.shares_file(other, BOB)
+
+    assert seen == {ALICE.key: True, BOB.key: True, carol.key: False, CONTACT.key: False}
+    assert not unknown  # a text that only mentions a file's id does not carry it
 
 
 async def test_a_message_id_is_used_once(uow_factory: Backend) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from miniopy_async.api import Minio
 from adapters.memory.objects import InMemoryObjectStore
 from adapters.storage.filesystem import BLOB_ROUTE, FilesystemObjectStore, blob_key
 from adapters.storage.s3 import S3ObjectStore, close_client, content_disposition, ensure_bucket
-from application.ports import ObjectStore, PartLengthMismatch, StoredPart
+from application.ports import ObjectStore, PartLengthMismatch, StorageUnavailable, StoredPart
 
 pytestmark = [
     pytest.mark.contract,
@@ -354,3 +355,87 @@ async def test_an_s3_download_url_expires_when_asked(moto_endpoint: str) -> None
     query = parse_qs(urlsplit(url).query)
     assert query["X-Amz-Expires"] == ["300"]
     assert query["response-content-type"] == ["text/plain"]
+
+
+# --- direct uploads: clients send parts to the store themselves -------------------------
+
+
+async def test_only_s3_takes_parts_from_clients_and_the_others_hand_out_no_part_urls(subject: Subject) -> None:
+    store, key = subject.store, a_key()
+    upload_id = await store.start_upload(key)
+
+    assert store.supports_direct is isinstance(subject, S3Subject)  # S3's part URLs: tested below
+    if not store.supports_direct:
+        with pytest.raises(NotImplementedError):
+            await store.part_upload_urls(key, upload_id, [0], expires_in=timedelta(hours=1))
+
+
+@pytest.mark.integration
+async def test_s3_part_urls_take_parts_from_clients_and_the_upload_completes_with_their_etags(
+    moto_endpoint: str,
+) -> None:
+    client = Minio(moto_endpoint, access_key="testing", secret_key="testing", secure=False, region="us-east-1")
+    bucket = f"c4a-{uuid.uuid4().hex[:12]}"
+    try:
+        await ensure_bucket(client, bucket)
+        store, key = S3ObjectStore(client, bucket, block_size=BLOCK), a_key()
+        parts = [blob(store.min_part_size, 1), blob(store.min_part_size, 2), blob(1_000, 3)]
+        upload_id = await store.start_upload(key)
+
+        urls = await store.part_upload_urls(key, upload_id, [2, 0, 1], expires_in=timedelta(minutes=10))
+        url_of = dict(zip([2, 0, 1], urls, strict=True))
+        sent = [(2, parts[2]), (0, blob(store.min_part_size, 9)), (1, parts[1]), (0, parts[0])]  # 0 sent again
+        etags = {}
+        async with httpx.AsyncClient() as http:  # the client, straight to S3
+            for index, data in sent:
+                answer = await http.put(url_of[index], content=data)
+                assert answer.status_code == 200, answer.text
+                etags[index] = answer.headers["etag"]  # the last one sent counts
+        listed = await store.list_parts(key, upload_id)
+        await store.complete_upload(key, upload_id, listed)
+
+        assert store.supports_direct is True
+        assert len(set(urls)) == 3
+        for url, part_number in zip(urls, ["3", "1", "2"], strict=True):
+            query = {k: v for k, [v] in parse_qs(urlsplit(url).query).items()}
+            assert (query["partNumber"], query["uploadId"], query["X-Amz-Expires"]) == (part_number, upload_id, "600")
+        assert [(p.index, p.size) for p in listed] == [(0, len(parts[0])), (1, len(parts[1])), (2, len(parts[2]))]
+        assert [f'"{p.etag}"' for p in listed] == [etags[0], etags[1], etags[2]]  # the resent part 0's tag
+        assert await read_all(store, key) == b"".join(parts)
+    finally:
+        await close_client(client)
+
+
+# --- an unreachable store --------------------------------------------------------------
+
+
+def a_closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port  # nothing listens there any more: connections are refused
+
+
+async def test_an_unreachable_s3_is_storage_unavailable_on_every_call() -> None:
+    # The region is set, as in production: signing URLs needs no request, so those still work.
+    client = Minio(f"127.0.0.1:{a_closed_port()}", access_key="k", secret_key="s", secure=False, region="us-east-1")
+    store, key = S3ObjectStore(client, "c4a-down"), a_key()
+    calls = {
+        "start_upload": lambda: store.start_upload(key),
+        "put_part": lambda: put(store, key, "up-1", 0, b"x" * 10),
+        "list_parts": lambda: store.list_parts(key, "up-1"),
+        "complete_upload": lambda: store.complete_upload(key, "up-1", [StoredPart(0, "tag", 10)]),
+        "abort_upload": lambda: store.abort_upload(key, "up-1"),
+        "read": lambda: read_all(store, key),
+        "size": lambda: store.size(key),
+        "delete": lambda: store.delete(key),
+    }
+    try:
+        for name, call in calls.items():
+            with pytest.raises(StorageUnavailable) as down:
+                await call()
+            assert "unreachable" in down.value.reason, name
+        signed = await store.part_upload_urls(key, "up-1", [0], expires_in=timedelta(minutes=1))
+        assert signed[0].startswith("http://127.0.0.1:")
+    finally:
+        await close_client(client)

@@ -112,3 +112,18 @@ async def test_expired_lists_open_sessions_past_their_expiry_oldest_first(uow_fa
 
     assert [s.id for s in due] == [sooner.id, soon.id]
     assert [s.id for s in first] == [sooner.id]
+
+
+async def test_a_direct_upload_is_stored_as_one(uow_factory: Backend) -> None:
+    direct, through_api = an_upload(direct=True), an_upload()
+    async with uow_factory() as uow:
+        await uow.uploads.add(direct)
+        await uow.uploads.add(through_api)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        found = await uow.uploads.get(direct.id)
+        other = await uow.uploads.get(through_api.id)
+
+    assert found is not None and other is not None
+    assert (found.direct, other.direct) == (True, False)

@@ -1,7 +1,8 @@
 """The whole stack against the channel sandbox, as `chat4all up` runs it: real connectors, real signed webhooks.
 
 WhatsApp receipts to READ; ``["all"]`` reaching each linked channel exactly once; a WhatsApp user's reply
-reaching an Instagram user (cross-channel); a platform down for a while; redelivered and forged webhooks.
+reaching an Instagram user (cross-channel); a platform down for a while; redelivered and forged webhooks; a
+file sent as a WhatsApp document by link and uploaded to Telegram.
 """
 
 from __future__ import annotations
@@ -211,6 +212,41 @@ def test_a_platform_down_for_a_while_gets_every_message_after_it_is_back(sandbox
     wait_for("all five arrive", lambda: len(sandbox.messages("whatsapp", number)) == 5, timeout=60)
     assert [m["text"] for m in sandbox.messages("whatsapp", number)] == [f"while down {i}" for i in range(5)]
     wait_for("all READ", lambda: {status_of(http, ana, i)["status"] for i in ids} == {"READ"})
+
+
+def test_a_file_reaches_whatsapp_by_link_and_telegram_by_upload(sandbox_stack: Any, sandbox: Sandbox) -> None:
+    http = sandbox_stack.http
+    ana, number, chat = a_user(http, "ana"), a_number(), a_scoped_id()
+    group = start(http, ana, f"whatsapp:{number}", f"telegram:{chat}")
+    data = uuid.uuid4().bytes * 20_000  # 320,000 bytes
+    started = http.post(
+        "/v1/files/initiate",
+        json={"filename": "relatório.pdf", "size": len(data), "content_type": "application/pdf"},
+        headers=ana["headers"],
+    ).json()
+    assert http.put(f"/v1/files/{started['file_id']}/chunks/0", content=data, headers=ana["headers"]).status_code == 200
+    assert http.post(f"/v1/files/{started['file_id']}/complete", json={}, headers=ana["headers"]).status_code == 200
+
+    r = http.post(
+        "/v1/messages",
+        json={
+            "conversation_id": group,
+            "payload": {"type": "file", "file_id": started["file_id"], "caption": "assine"},
+        },
+        headers=ana["headers"],
+    )
+    assert r.status_code == 202, r.text
+
+    (on_whatsapp,) = wait_for("WhatsApp has it", lambda: sandbox.messages("whatsapp", number))
+    (on_telegram,) = wait_for("Telegram has it", lambda: sandbox.messages("telegram", chat))
+    assert (on_whatsapp["type"], on_whatsapp["text"], on_whatsapp["file_name"]) == (
+        "document",
+        "assine",
+        "relatório.pdf",
+    )
+    served = httpx.get(on_whatsapp["document_url"], trust_env=False)  # the link the platform fetches, unauthenticated
+    assert (served.status_code, served.content) == (200, data)
+    assert (on_telegram["type"], on_telegram["text"], on_telegram["file_size"]) == ("document", "assine", len(data))
 
 
 def _count_messages(database_url: str, source_id: str) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +13,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from adapters.storage import filesystem
 from adapters.storage.filesystem import BLOB_ROUTE, FilesystemObjectStore, blob_key, blob_token
-from application.ports import PartLengthMismatch
+from application.ports import PartLengthMismatch, StorageUnavailable
 
 SECRET = b"k" * 32
 KEY = "files/3f1c/relatório.pdf"
@@ -312,3 +315,50 @@ async def test_aborting_removes_the_upload_and_its_parts(tmp_path: Path) -> None
     await sut.abort_upload(KEY, upload_id)
 
     assert os.listdir(tmp_path / "uploads") == []
+
+
+# --- a failing disk --------------------------------------------------------------------
+
+
+async def test_a_full_disk_is_storage_unavailable_and_leaves_the_previous_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    kept = await sut.put_part(KEY, upload_id, 0, stream(b"a" * 9000), 9000)
+
+    def full(self: object, chunks: list[bytes]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filesystem._ThreadFile, "write", full)
+    with pytest.raises(StorageUnavailable) as down:
+        await sut.put_part(KEY, upload_id, 0, stream(b"b" * 9000), 9000)
+
+    assert "No space left" in down.value.reason
+    assert await sut.list_parts(KEY, upload_id) == [kept]
+    assert temp_files(tmp_path) == []
+
+
+async def test_a_disk_read_error_is_storage_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.complete_upload(KEY, upload_id, [await sut.put_part(KEY, upload_id, 0, stream(b"a" * 9000), 9000)])
+
+    def broken(self: object, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(filesystem._ThreadFile, "read", broken)
+    with pytest.raises(StorageUnavailable):
+        await read_all(sut, KEY)
+
+
+async def test_a_broken_uploads_directory_is_storage_unavailable(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)
+    await sut.complete_upload(KEY, upload_id, [await sut.put_part(KEY, upload_id, 0, stream(b"a" * 10), 10)])
+    shutil.rmtree(tmp_path / "uploads")
+    (tmp_path / "uploads").write_text("not a directory")  # a volume gone wrong: ENOTDIR
+
+    with pytest.raises(StorageUnavailable):
+        await sut.start_upload(KEY)
+    assert await sut.size(KEY) == 10  # what does not need the broken directory still works

@@ -292,8 +292,10 @@ async def test_what_cannot_be_sent_fails_without_a_call(platform: Platform) -> N
             await meta.send(bad)
         assert raised.value.permanent
         assert raised.value.reason.startswith(f"{platform.channel.value}: ")
-        if bad.payload["type"] != "text":
-            assert "only text" in raised.value.reason
+        if bad.payload["type"] == "file":
+            assert "a file message needs a url" in raised.value.reason
+        elif bad.payload["type"] != "text":
+            assert "is not a text" in raised.value.reason
     assert seen == []
 
 
@@ -371,3 +373,73 @@ def test_a_token_an_id_and_a_version_are_required(
 
     assert str(raised.value).startswith(f"a {title} connector needs")
     assert TOKEN not in str(raised.value)
+
+
+def file_payload(content_type: str, size: int = 1000, caption: str | None = None) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "type": "file",
+        "url": "https://files.test/blob?sig=1",
+        "filename": "f",
+        "size": size,
+        "content_type": content_type,
+    }
+    return payload | ({"caption": caption} if caption is not None else {})
+
+
+@pytest.mark.parametrize(
+    ("content_type", "size", "kind"),
+    [
+        ("image/png", 1000, "image"),
+        ("image/jpeg", 9 * 1024 * 1024, "file"),  # images by URL are at most 8 MB
+        ("video/mp4", 1000, "video"),
+        ("audio/ogg", 1000, "audio"),
+        ("application/pdf", 1000, "file"),
+    ],
+)
+async def test_a_file_goes_as_an_attachment_of_its_kind_by_url(
+    platform: Platform, content_type: str, size: int, kind: str
+) -> None:
+    seen: list[httpx.Request] = []
+
+    platform_id = await connector(platform, sent, seen).send(
+        message(platform, payload=file_payload(content_type, size))
+    )
+
+    assert platform_id == MID
+    [request] = seen
+    body = json.loads(request.content)
+    assert body["message"] == {
+        "attachment": {"type": kind, "payload": {"url": "https://files.test/blob?sig=1", "is_reusable": False}}
+    }
+    assert body["recipient"] == {"id": platform.recipient}
+
+
+async def test_a_caption_goes_as_a_text_just_before_the_attachment(platform: Platform) -> None:
+    seen: list[httpx.Request] = []
+    answers = iter(["m_caption", "m_attachment"])
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"recipient_id": platform.recipient, "message_id": next(answers)})
+
+    platform_id = await connector(platform, answer, seen).send(
+        message(platform, payload=file_payload("image/png", caption="Olá!"))
+    )
+
+    assert platform_id == "m_attachment"  # the receipts that matter are the file's
+    first, second = (json.loads(r.content) for r in seen)
+    assert first == platform.body
+    assert second["message"]["attachment"]["type"] == "image"
+
+
+async def test_a_caption_is_shortened_only_where_a_text_cannot_carry_it(platform: Platform) -> None:
+    seen: list[httpx.Request] = []
+    caption = "ç" * 1024  # 1,024 characters (Messenger takes 2,000) in 2,048 UTF-8 bytes (Instagram takes 1,000)
+
+    await connector(platform, sent, seen).send(message(platform, payload=file_payload("image/png", caption=caption)))
+
+    text = json.loads(seen[0].content)["message"]["text"]
+    if platform.channel is Channel.INSTAGRAM:
+        assert len(text.encode()) <= 1000
+        assert text == "ç" * 498 + "…"
+    else:
+        assert text == caption

@@ -176,3 +176,91 @@ async def test_get_updates_failures_say_whether_to_poll_again(
 
     assert (failed.value.permanent, failed.value.retry_after) == (permanent, retry_after)
     assert TOKEN not in failed.value.reason
+
+
+FILE_BYTES = bytes(range(256)) * 1000  # 256,000 bytes
+
+
+def file_message(caption: str | None = "Contrato", url: str = "https://files.test/blob?sig=1") -> OutboundMessage:
+    payload: dict[str, object] = {
+        "type": "file",
+        "url": url,
+        "filename": 'con"trato.pdf',
+        "size": len(FILE_BYTES),
+        "content_type": "application/pdf",
+    }
+    return message(payload=payload | ({"caption": caption} if caption else {}))
+
+
+def bot_api_and_files(
+    link: Callable[[httpx.Request], httpx.Response] = lambda _: httpx.Response(200, content=FILE_BYTES),
+) -> Callable[[httpx.Request], httpx.Response]:
+    ok = {"ok": True, "result": {"message_id": 43, "chat": {"id": 987654321, "type": "private"}}}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "files.test":
+            return link(request)
+        request.read()
+        return httpx.Response(200, json=ok)
+
+    return answer
+
+
+async def test_a_file_is_streamed_from_its_link_to_send_document_as_a_multipart_upload() -> None:
+    seen: list[httpx.Request] = []
+    tg = connector(bot_api_and_files(), seen)
+
+    platform_id = await tg.send(file_message())
+
+    assert platform_id == "987654321:43"
+    fetch, upload = seen
+    assert (fetch.method, str(fetch.url)) == ("GET", "https://files.test/blob?sig=1")
+    assert (upload.method, str(upload.url)) == ("POST", f"http://bot-api.test/bot{TOKEN}/sendDocument")
+    content_type, _, boundary = upload.headers["content-type"].partition("; boundary=")
+    assert content_type == "multipart/form-data"
+    body = upload.content
+    assert int(upload.headers["content-length"]) == len(body)
+    parts = body.split(f"--{boundary}".encode())
+    assert parts[0] == b"" and parts[-1] == b"--\r\n"
+    fields = {}
+    for part in parts[1:-1]:
+        head, _, value = part.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        fields[head.split(b'name="')[1].split(b'"')[0].decode()] = (head, value.removesuffix(b"\r\n"))
+    assert fields["chat_id"][1] == b"987654321"
+    assert fields["caption"][1] == b"Contrato"
+    head, data = fields["document"]
+    assert b'filename="con_trato.pdf"' in head  # a quote cannot be escaped in the header
+    assert b"Content-Type: application/pdf" in head
+    assert data == FILE_BYTES
+
+
+async def test_a_file_without_a_caption_sends_none() -> None:
+    seen: list[httpx.Request] = []
+
+    await connector(bot_api_and_files(), seen).send(file_message(caption=None))
+
+    assert b'name="caption"' not in seen[1].content
+
+
+@pytest.mark.parametrize(("status", "permanent"), [(404, True), (403, True), (503, False)])
+async def test_a_link_that_does_not_serve_the_file_sends_nothing(status: int, permanent: bool) -> None:
+    seen: list[httpx.Request] = []
+    tg = connector(bot_api_and_files(lambda _: httpx.Response(status)), seen)
+
+    with pytest.raises(ChannelError) as raised:
+        await tg.send(file_message())
+
+    assert raised.value.permanent is permanent
+    assert f"HTTP {status}" in raised.value.reason
+    assert [r.method for r in seen] == ["GET"]
+
+
+async def test_a_link_that_serves_fewer_bytes_than_the_file_has_is_retried() -> None:
+    seen: list[httpx.Request] = []
+    tg = connector(bot_api_and_files(lambda _: httpx.Response(200, content=FILE_BYTES[:-1])), seen)
+
+    with pytest.raises(ChannelError) as raised:
+        await tg.send(file_message())
+
+    assert not raised.value.permanent
+    assert "served 255999 of 256000 bytes" in raised.value.reason

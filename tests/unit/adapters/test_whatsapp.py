@@ -255,10 +255,11 @@ async def test_an_answer_that_is_not_graphs_is_retried(
     [
         (message("x" * 4097), "a text is 1 to 4096 characters"),
         (message(payload={"type": "text", "text": ""}), "a text is 1 to 4096 characters"),
-        (message(payload={"type": "file", "file_id": str(uuid.uuid4()), "text": "caption"}), "only text"),
+        (message(payload={"type": "file", "file_id": str(uuid.uuid4()), "text": "caption"}), "needs a url"),
+        (message(payload={"type": "sticker", "text": "a text under another type"}), "is not a text"),
         (message(to="telegram:987654321"), "cannot send to a telegram address"),
     ],
-    ids=["too long", "empty", "file", "not a WhatsApp address"],
+    ids=["too long", "empty", "file", "sticker", "not a WhatsApp address"],
 )
 async def test_what_cannot_be_sent_fails_without_a_call(bad: OutboundMessage, reason: str) -> None:
     seen: list[httpx.Request] = []
@@ -366,3 +367,38 @@ async def test_a_key_too_long_to_carry_is_left_out_and_the_text_still_goes() -> 
 def test_a_token_and_a_phone_number_id_are_required(token: str, phone_number_id: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         WhatsAppConnector(token, phone_number_id)
+
+
+async def test_a_file_goes_as_a_document_by_link_with_its_name_and_caption() -> None:
+    seen: list[httpx.Request] = []
+    file = {
+        "type": "file",
+        "url": "https://files.test/blob?sig=1",
+        "filename": "contrato.pdf",
+        "size": 123_456,
+        "content_type": "application/pdf",
+        "caption": "Contrato",
+    }
+
+    platform_id = await connector(ok, seen).send(message(payload=file))
+
+    assert platform_id == WAMID
+    [request] = seen
+    body = json.loads(request.content)
+    assert body["type"] == "document"
+    assert body["document"] == {
+        "link": "https://files.test/blob?sig=1",
+        "filename": "contrato.pdf",
+        "caption": "Contrato",
+    }
+    assert "text" not in body
+    assert body["biz_opaque_callback_data"].startswith("c4a:")
+
+
+async def test_a_file_without_a_caption_sends_none() -> None:
+    seen: list[httpx.Request] = []
+    file = {"type": "file", "url": "https://files.test/b", "filename": "a.bin", "size": 1, "content_type": "x/y"}
+
+    await connector(ok, seen).send(message(payload=file))
+
+    assert json.loads(seen[0].content)["document"] == {"link": "https://files.test/b", "filename": "a.bin"}

@@ -376,7 +376,7 @@ async def test_malformed_channels_are_refused(app: Chat4All, pair: ConversationI
 # --- payloads ------------------------------------------------------------------------------------
 
 
-async def test_a_file_payload_is_refused_for_now(app: Chat4All, pair: ConversationId) -> None:
+async def test_a_file_payload_naming_no_upload_is_refused(app: Chat4All, pair: ConversationId) -> None:
     with pytest.raises(BusinessRuleViolation) as raised:
         await app.send("ana", pair, payload={"type": "file", "file_id": str(uuid.uuid4()), "caption": "cv"})
 

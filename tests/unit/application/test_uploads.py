@@ -215,7 +215,7 @@ async def test_limits_are_checked_when_an_upload_opens(d: FileDeps) -> None:
     with pytest.raises(UploadTooLarge):
         await uploads.initiate(d, OWNER, filename="big.bin", size=CHUNK * 10 + 1, content_type="application/zip")
     with pytest.raises(BusinessRuleViolation, match="filename"):
-        await uploads.initiate(d, OWNER, filename="../etc/passwd", size=10, content_type="text/plain")
+        await uploads.initiate(d, OWNER, filename="../..", size=10, content_type="text/plain")
     store_with_big_parts = with_min_part_size(d, min_part_size=CHUNK * 2)
     with pytest.raises(BusinessRuleViolation, match="chunk_size"):
         await uploads.initiate(
@@ -229,3 +229,55 @@ async def test_limits_are_checked_when_an_upload_opens(d: FileDeps) -> None:
 
 def with_min_part_size(d: FileDeps, *, min_part_size: int) -> FileDeps:
     return attrs.evolve(d, store=InMemoryObjectStore(min_part_size=min_part_size))
+
+
+async def test_chunks_arriving_in_order_are_hashed_on_the_way_and_completion_reads_nothing_back(
+    d: FileDeps, objects: InMemoryObjectStore
+) -> None:
+    data = content(CHUNK * 3 - 7)
+    file_id = await upload(d, data, checksum=sha(data))
+    reads = counting_reads(objects)
+
+    done = await uploads.complete(d, OWNER, file_id)
+
+    assert (done.status, done.checksum) == ("completed", sha(data))
+    assert reads == []
+
+
+@pytest.mark.parametrize("order", [[1, 0, 2], [0, 2, 1]])
+async def test_otherwise_completion_hashes_the_object_in_one_pass(
+    d: FileDeps, objects: InMemoryObjectStore, order: list[int]
+) -> None:
+    data = content(CHUNK * 3 - 7)
+    file_id = await upload(d, data, order=order, checksum=sha(data))
+    reads = counting_reads(objects)
+
+    done = await uploads.complete(d, OWNER, file_id)
+
+    assert (done.status, done.checksum) == ("completed", sha(data))
+    assert reads == [f"files/{file_id}"]
+
+
+async def test_a_chunk_sent_again_with_other_bytes_fails_the_checksum_even_after_an_in_order_pass(
+    d: FileDeps, objects: InMemoryObjectStore
+) -> None:
+    data = content(CHUNK * 2)
+    file_id = await upload(d, data, checksum=sha(data))
+    other = bytes(CHUNK)
+    await uploads.put_chunk(d, OWNER, file_id, 1, stream(other), CHUNK)  # the store now holds other bytes
+
+    with pytest.raises(ChecksumMismatch):
+        await uploads.complete(d, OWNER, file_id)
+
+
+def counting_reads(objects: InMemoryObjectStore) -> list[str]:
+    """The keys ``objects.read`` is called with from now on."""
+    keys: list[str] = []
+    read = objects.read
+
+    def counted(key: str) -> AsyncIterator[bytes]:
+        keys.append(key)
+        return read(key)
+
+    objects.read = counted  # type: ignore[method-assign]
+    return keys

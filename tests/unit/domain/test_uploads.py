@@ -17,6 +17,7 @@ from domain.uploads import (
     DEFAULT_CHUNK_SIZE,
     ChecksumMismatch,
     MissingChunks,
+    PartsMismatch,
     UploadSession,
     UploadStatus,
     UploadTooLarge,
@@ -53,8 +54,23 @@ def test_the_declared_checksum_is_normalised_to_lower_case_hex() -> None:
     assert sut.declared_sha256 == SHA_A
 
 
-@pytest.mark.parametrize("filename", ["", "   ", "a/b", "a\\b", "a\x00b", "a\nb", "a\rb", "x" * 256])
-def test_a_bad_filename_is_refused(filename: str) -> None:
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("C:\\fakepath\\relatório.pdf", "relatório.pdf"),
+        ("evil\u202efdp.exe", "evilfdp.exe"),  # would read "evilexe.pdf"
+        ("a\x00b\tc\nd.txt", "abcd.txt"),
+        ("cafe\u0301.png", "café.png"),  # NFC
+        ("👨\u200d👩\u200d👧.png", "👨\u200d👩\u200d👧.png"),  # joiners are not direction marks
+    ],
+)
+def test_a_filename_is_sanitised_to_its_last_segment_without_controls(given: str, kept: str) -> None:
+    assert an_upload(filename=given).filename == kept
+
+
+@pytest.mark.parametrize("filename", ["", "   ", "..", "a/..", "dir/", "\x00\x01", "x" * 256])
+def test_a_filename_with_nothing_left_or_too_long_is_refused(filename: str) -> None:
     with pytest.raises(BusinessRuleViolation) as raised:
         an_upload(filename=filename)
 
@@ -393,3 +409,67 @@ class UploadMachine(RuleBasedStateMachine):
 
 TestUploadMachine = UploadMachine.TestCase
 TestUploadMachine.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("application/pdf", "application/pdf"),
+        ("Text/Plain; charset=utf-8", "text/plain"),
+        ("image/svg+xml", "image/svg+xml"),
+    ],
+)
+def test_a_content_type_is_kept_as_its_media_type(given: str, kept: str) -> None:
+    assert an_upload(content_type=given).content_type == kept
+
+
+@pytest.mark.parametrize("content_type", ["", "pdf", "text/html\r\nSet-Cookie: a=b", "a/b c", "/x"])
+def test_a_content_type_that_is_not_a_media_type_is_refused(content_type: str) -> None:
+    with pytest.raises(BusinessRuleViolation) as raised:
+        an_upload(content_type=content_type)
+
+    assert raised.value.field == "content_type"
+
+
+# --- direct uploads ----------------------------------------------------------------------
+
+
+def test_a_direct_uploads_chunks_are_the_stored_parts_of_the_chunks_size() -> None:
+    s = an_upload(direct=True, size=3 * MIN + 10)  # chunks of MIN, MIN, MIN, 10 bytes
+
+    s.receive_stored_parts({0: MIN, 1: MIN - 1, 3: 10, 4: MIN})  # 1 is short, 4 is outside the file
+
+    assert s.received == {0, 3}
+    assert s.missing_chunks == [1, 2]
+    with pytest.raises(InvalidTransition, match="part URLs"):
+        s.receive_chunk(1, MIN, at=T0)
+
+
+def test_direct_parts_match_by_etag_quoted_or_not_and_by_size() -> None:
+    s = an_upload(direct=True, size=2 * MIN + 10)
+    stored = {0: ("aa", MIN), 1: ("bb", MIN), 2: ("cc", 10)}
+
+    with pytest.raises(PartsMismatch) as differ:
+        s.match_direct_parts({**stored, 1: ("bb", MIN + 1)}, [(0, "aa"), (1, "bb"), (2, "zz")], at=T0)
+    s.match_direct_parts(stored, [(2, '"cc"'), (0, ' "aa" '), (1, "bb")], at=T0)
+
+    assert differ.value.parts == [1, 2]
+    assert s.received == {0, 1, 2}
+    s.complete(sha256=SHA_A, checksum=None, at=T0)
+    assert s.status is UploadStatus.COMPLETED
+
+
+def test_part_urls_are_for_open_direct_uploads_and_chunks_of_the_file() -> None:
+    s = an_upload(direct=True)
+    s.receive_stored_parts({1: MIN})
+
+    assert s.part_indexes(None, at=T0) == [0, 2, 3]
+    assert s.part_indexes([3, 0, 3], at=T0) == [0, 3]
+    with pytest.raises(BusinessRuleViolation, match="index"):
+        s.part_indexes([4], at=T0)
+    with pytest.raises(BusinessRuleViolation) as not_direct:
+        an_upload().part_indexes(None, at=T0)
+    assert not_direct.value.field == "direct"
+    s.abort()
+    with pytest.raises(InvalidTransition):
+        s.part_indexes(None, at=T0)
