@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     s3_bucket: str = "chat4all"
     s3_region: str | None = None
     s3_secure: bool = Field(default=True, description="HTTPS to the S3 endpoint")
+    s3_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for S3 to accept a connection or send the next bytes"
+    )
     argon2_profile: str = Field(default="rfc9106-low-memory", description="'rfc9106-low-memory' or 'test' (fast)")
     log_level: str = "info"
 

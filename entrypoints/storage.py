@@ -10,10 +10,14 @@ import hmac
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from adapters.storage.filesystem import FilesystemObjectStore
 from application.ports import ObjectStore
 from entrypoints.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp_retry import RetryClient
 
 
 @asynccontextmanager
@@ -33,6 +37,7 @@ async def object_store_for(settings: Settings) -> AsyncIterator[ObjectStore]:
             secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             region=settings.s3_region,
+            session=s3_session(settings.s3_timeout_s),
         )
         await ensure_bucket(client, settings.s3_bucket)
         try:
@@ -62,3 +67,19 @@ def http_base_url(settings: Settings) -> str:
         return settings.public_url.rstrip("/")
     host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else settings.host  # noqa: S104 - comparing
     return f"http://{host}:{settings.http_port}"
+
+
+def s3_session(timeout_s: float) -> RetryClient:
+    """miniopy-async's session with bounded waits: its own waits 5 minutes on an S3 that does not answer.
+
+    5xx answers are retried a few times within the request, as miniopy-async does; an S3 still
+    failing then is ``StorageUnavailable`` (503) rather than a request held for minutes.
+    """
+    from aiohttp import ClientSession, ClientTimeout, TCPConnector
+    from aiohttp_retry import ExponentialRetry, RetryClient  # miniopy-async's own dependency
+
+    timeout = ClientTimeout(connect=min(timeout_s, 5.0), sock_read=timeout_s)
+    return RetryClient(
+        ClientSession(connector=TCPConnector(limit=64), timeout=timeout),
+        retry_options=ExponentialRetry(attempts=3, factor=0.2, statuses={500, 502, 503, 504}),
+    )

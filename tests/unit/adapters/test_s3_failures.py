@@ -6,6 +6,8 @@ plays an S3 that answers, badly.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -15,6 +17,7 @@ from miniopy_async.error import S3Error
 
 from adapters.storage.s3 import S3ObjectStore, close_client
 from application.ports import StorageUnavailable, StoredPart
+from entrypoints.storage import s3_session
 
 KEY = "files/0b6e"
 XML = "application/xml"
@@ -105,3 +108,23 @@ async def test_s3_refusing_the_request_stays_an_s3_error(s3: tuple[FailingS3, S3
         await store.start_upload(KEY)
 
     assert refused.value.code == "AccessDenied"
+
+
+async def test_an_s3_that_accepts_but_never_answers_is_unavailable_within_the_timeout() -> None:
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)  # reads nothing, answers nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = Minio(
+        f"127.0.0.1:{port}", access_key="k", secret_key="s", secure=False, region="us-east-1", session=s3_session(0.3)
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable):
+            await S3ObjectStore(client, "c4a-silent").size(KEY)
+    finally:
+        await close_client(client)
+        server.close()
+    assert time.monotonic() - started < 5  # miniopy-async's own session would wait 5 minutes
