@@ -15,11 +15,12 @@ import attrs
 
 from application import topics
 from application.events import payload_of
+from application.pipeline import jobs_for
 from application.ports import UnitOfWork
 from domain.channels import Channel
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery
-from domain.ids import MessageId
+from domain.ids import ConversationId, MessageId
 from domain.messages import Content, Message
 
 
@@ -81,4 +82,24 @@ async def accept_messages(uow: UnitOfWork, acceptances: Sequence[Acceptance], *,
         stored.append((message, a.deliveries))
         await uow.outbox.add(topics.MESSAGES, str(conv.id), message_event(message, a.deliveries))
     await uow.messages.add_many(stored)
+    await _queue_delivery_jobs(uow, stored, at=at)
     return [m for m, _ in stored]
+
+
+async def _queue_delivery_jobs(
+    uow: UnitOfWork, stored: Sequence[tuple[Message, Sequence[Delivery]]], *, at: datetime
+) -> None:
+    """Queue the platform deliveries' jobs with the messages, and mark the messages routed (ADR 004).
+
+    The jobs reach the channel workers through the outbox, in the same transaction as the message,
+    so the router has nothing left to do for them.
+    """
+    messages = [m for m, _ in stored]
+    keys = [dl.key for _, deliveries in stored for dl in deliveries if dl.channel.is_platform]
+    for job in await jobs_for(uow, messages, keys, at=at) if keys else []:
+        event = job.to_event()
+        await uow.outbox.add(event.topic, event.key, event.payload)
+    routed: dict[ConversationId, int] = {}
+    for m in messages:
+        routed[m.conversation_id] = max(m.seq, routed.get(m.conversation_id, 0))
+    await uow.routing.advance(routed, at=at)

@@ -168,7 +168,7 @@ def routing_targets(events: Iterable[Mapping[str, Any]]) -> dict[ConversationId,
     return targets
 
 
-async def _jobs_for(
+async def jobs_for(
     uow: UnitOfWork, messages: Sequence[Message], keys: Sequence[DeliveryKey], *, at: datetime
 ) -> list[DeliveryJob]:
     """A job per platform delivery in ``keys`` (deliveries still SENT) whose message is in ``messages``.
@@ -249,7 +249,7 @@ async def route_conversations(d: PipelineDeps, targets: Mapping[ConversationId, 
         advanced: dict[ConversationId, int] = {}
         for m in messages:  # each conversation's messages come in seq order
             advanced[m.conversation_id] = m.seq
-        jobs = await _jobs_for(uow, messages, await uow.messages.unsent_of([m.id for m in messages]), at=now)
+        jobs = await jobs_for(uow, messages, await uow.messages.unsent_of([m.id for m in messages]), at=now)
         await uow.routing.advance(advanced, at=now)
         await d.publisher.publish([j.to_event() for j in jobs])
         await uow.commit()
@@ -516,7 +516,7 @@ async def _missing_before(
         if not waiting:
             return []
         messages = list((await uow.messages.get_many(list({dl.message_id for dl in waiting}))).values())
-        missing = await _jobs_for(uow, messages, [dl.key for dl in waiting], at=at)
+        missing = await jobs_for(uow, messages, [dl.key for dl in waiting], at=at)
         await uow.commit()
     return sorted(missing, key=lambda j: j.seq)
 
@@ -828,7 +828,7 @@ async def sweep(
             if dl.message_id not in routed.message_ids
         ]
         messages = list((await uow.messages.get_many(list({dl.message_id for dl in stuck}))).values())
-        jobs = await _jobs_for(uow, messages, [dl.key for dl in stuck], at=d.clock.now())
+        jobs = await jobs_for(uow, messages, [dl.key for dl in stuck], at=d.clock.now())
         await uow.commit()
     if jobs:
         await d.publisher.publish([j.to_event() for j in jobs])

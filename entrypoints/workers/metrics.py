@@ -15,7 +15,9 @@ from application.pipeline import JobResult, Outcome, Routed, Swept
 from domain.channels import Channel
 
 OUTBOX_RELAYED = Counter("chat4all_outbox_relayed", "Outbox events the relay published to Kafka.")
-MESSAGES_ROUTED = Counter("chat4all_messages_routed", "Messages the router routed (each once, in seq order).")
+MESSAGES_ROUTED = Counter(
+    "chat4all_messages_routed", "Messages the router found behind and routed (acceptance queues the others' jobs)."
+)
 JOBS_ROUTED = Counter("chat4all_jobs_routed", "Delivery jobs the router published to chat.outbound.<channel>.")
 DELIVERY_JOBS = Counter(
     "chat4all_delivery_jobs",

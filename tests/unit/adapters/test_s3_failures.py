@@ -111,9 +111,10 @@ async def test_s3_refusing_the_request_stays_an_s3_error(s3: tuple[FailingS3, S3
 
 
 async def test_an_s3_that_accepts_but_never_answers_is_unavailable_within_the_timeout() -> None:
+    writers: list[asyncio.StreamWriter] = []
+
     async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)  # reads nothing, answers nothing
-        writer.close()
+        writers.append(writer)  # reads nothing, answers nothing
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -127,4 +128,8 @@ async def test_an_s3_that_accepts_but_never_answers_is_unavailable_within_the_ti
     finally:
         await close_client(client)
         server.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+        await server.wait_closed()
     assert time.monotonic() - started < 5  # miniopy-async's own session would wait 5 minutes

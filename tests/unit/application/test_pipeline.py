@@ -86,7 +86,7 @@ def channel_deps(
 
 
 async def routed_jobs(deps: PipelineDeps, log: FakePublisher) -> list[DeliveryJob]:
-    """Relay the outbox, route what it published, and return the telegram jobs."""
+    """Relay the outbox, route what it published, and return the telegram jobs (queued at acceptance or routed)."""
     while await relay_outbox(deps):
         pass
     await route_events(deps, log.on(topics.MESSAGES))
@@ -111,14 +111,18 @@ async def test_the_relay_publishes_committed_events_once_in_order(
     for i in range(3):
         await app.send("ana", pair, f"m{i}")
 
-    assert await relay_outbox(deps, limit=2) == 2
-    assert await relay_outbox(deps, limit=2) == 1
+    assert await relay_outbox(deps, limit=4) == 4
+    assert await relay_outbox(deps, limit=4) == 2
     assert await relay_outbox(deps) == 0
 
+    telegram = topics.outbound(Channel.TELEGRAM)
     assert [(e.topic, e.key, e.payload["seq"]) for e in log.events] == [
         (topics.MESSAGES, str(pair), 1),
+        (telegram, str(pair), 1),  # each message's job is queued with it (ADR 004)
         (topics.MESSAGES, str(pair), 2),
+        (telegram, str(pair), 2),
         (topics.MESSAGES, str(pair), 3),
+        (telegram, str(pair), 3),
     ]
 
 
@@ -131,11 +135,22 @@ async def test_a_relay_that_cannot_publish_leaves_the_events_for_the_next_attemp
         await relay_outbox(deps)
 
     log.failing = False
-    assert await relay_outbox(deps) == 1
+    assert await relay_outbox(deps) == 2  # the message's event and its telegram job
     assert len(log.on(topics.MESSAGES)) == 1
 
 
 # --- router --------------------------------------------------------------------------
+#
+# Acceptance queues the jobs and marks the messages routed (ADR 004): the router is left for
+# messages it finds behind (the sweeper's re-drive, data from before ADR 004). These tests make
+# messages look that way.
+
+
+def as_if_never_routed(app: Chat4All) -> None:
+    """Forget that acceptance routed the messages: no queued jobs, no routing progress."""
+    state = app.store.state
+    state.outbox = [e for e in state.outbox if not e[0].startswith(topics.OUTBOUND_PREFIX)]
+    state.routed.clear()
 
 
 async def test_the_router_emits_a_job_per_platform_delivery_with_its_address(
@@ -162,6 +177,7 @@ async def test_repeated_late_and_out_of_order_events_route_each_message_once_in_
 ) -> None:
     for i in range(4):
         await app.send("ana", pair, f"m{i}")
+    as_if_never_routed(app)
     events = [{"type": "message.created", "conversation_id": str(pair), "seq": s} for s in (2, 2, 1)]
 
     first = await route_events(deps, events)  # up to seq 2, whatever the order
@@ -187,10 +203,22 @@ async def test_routing_ignores_what_is_not_a_message_event() -> None:
     assert targets == {conv: 3}
 
 
-async def test_a_recipient_who_unlinked_the_channel_gets_a_failed_delivery(
+async def test_a_job_carries_the_address_the_recipient_had_when_the_message_was_accepted(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    await app.send("ana", pair)
+    await app.handle(c.UnlinkIdentity(app.users["bruno"], "telegram"))
+
+    (job,) = await routed_jobs(deps, log)
+
+    assert str(job.to) == "telegram:4242"
+
+
+async def test_a_recipient_who_unlinked_the_channel_before_routing_gets_a_failed_delivery(
     app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
 ) -> None:
     accepted = await app.send("ana", pair)
+    as_if_never_routed(app)
     await app.handle(c.UnlinkIdentity(app.users["bruno"], "telegram"))
 
     assert await routed_jobs(deps, log) == []
@@ -392,7 +420,8 @@ def test_receipts_round_trip_through_their_event_and_reject_nonsense(clock: Fake
 async def test_the_sweeper_routes_what_the_log_lost_and_re_drives_unsent_deliveries(
     app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher, clock: FakeClock
 ) -> None:
-    await app.send("ana", pair, "lost on the way")  # its event never reaches the router
+    await app.send("ana", pair, "lost on the way")
+    as_if_never_routed(app)  # its event never reaches the router, and its job never went out
     fresh = await sweep(deps, deadline=timedelta(minutes=1))
     clock.advance(timedelta(minutes=2))
 

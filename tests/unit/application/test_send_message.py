@@ -419,13 +419,17 @@ async def test_too_much_metadata_is_refused(app: Chat4All, pair: ConversationId)
 # --- the outbox ----------------------------------------------------------------------------------
 
 
-async def test_an_accepted_message_writes_one_event_to_the_outbox(app: Chat4All, pair: ConversationId) -> None:
+async def test_an_accepted_message_writes_its_event_and_its_platform_jobs_to_the_outbox(
+    app: Chat4All, pair: ConversationId
+) -> None:
     await app.link("bruno", "telegram", "9")
 
     accepted = await app.send("ana", pair, "hi", metadata={"k": "v"})
 
-    (topic, partition_key, event) = app.store.state.outbox[0]
-    assert len(app.store.state.outbox) == 1
+    (topic, partition_key, event), (job_topic, job_key, job) = app.store.state.outbox
+    assert (job_topic, job_key) == ("chat.outbound.telegram", str(pair))
+    assert (job["type"], job["message_id"], job["to"]) == ("delivery.job", str(accepted.message_id), "telegram:9")
+    assert app.store.state.routed == {pair: 1}  # nothing left for the router
     assert (topic, partition_key) == (MESSAGES_TOPIC, str(pair))
     assert event == {
         "type": "message.created",
