@@ -2,7 +2,7 @@
 
 Each of ``--conversations`` private conversations has a recipient with a linked telegram
 identity, so every message gets an ``internal`` delivery and a ``telegram`` one. The telegram
-delivery travels the whole pipeline: outbox -> relay -> chat.messages -> router ->
+delivery travels the whole pipeline: outbox (the job, queued with the message, ADR 004) -> relay ->
 chat.outbound.telegram -> channel worker (loopback connector) -> chat.receipts -> status worker.
 With ``--fetch-interval`` the recipients also fetch their history, which makes the internal
 deliveries DELIVERED.
