@@ -882,7 +882,7 @@ async def run(
     print(f"accepted -> platform accepted (history entry 'at'):     {dist(lat_platform)}")
     print("stages:")
     print(f"  accepted -> relay published (outbox.published_at):    {dist(st_relay)}")
-    print(f"  relay published -> loopback send (router + channel):  {dist(st_route_send)}")
+    print(f"  relay published -> loopback send (channel hop):      {dist(st_route_send)}")
     print(f"  loopback send -> ledger (channel_sends.sent_at):      {dist(st_ledger)}")
     print(f"  ledger -> DELIVERED committed (receipt + status):     {dist(st_status)}")
     if args.fetch_interval > 0:
