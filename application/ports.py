@@ -624,8 +624,12 @@ class ObjectStore(Protocol):
     """Clients can send parts to the store themselves, through ``part_upload_urls`` (S3: presigned PUTs)."""
 
     @abstractmethod
-    async def start_upload(self, key: str) -> str:
-        """Open a multipart upload of object ``key``; return its upload id."""
+    async def start_upload(self, key: str, *, part_size: int | None = None) -> str:
+        """Open a multipart upload of object ``key``; return its upload id.
+
+        ``part_size`` is the size of every part but the last, when the caller knows it: a store may
+        lay the parts out by it (the filesystem store writes them in place).
+        """
 
     @abstractmethod
     async def put_part(self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int) -> StoredPart:

@@ -217,7 +217,7 @@ async def _open(
         raise BusinessRuleViolation(
             f"chunk_size is at least {d.store.min_part_size} bytes with this store", field="chunk_size"
         )
-    session.store_upload_id = await d.store.start_upload(blob_key(session.id))
+    session.store_upload_id = await d.store.start_upload(blob_key(session.id), part_size=session.chunk_size)
     return session
 
 

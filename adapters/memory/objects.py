@@ -26,7 +26,7 @@ class InMemoryObjectStore:
         self.uploads: dict[str, dict[int, bytes]] = {}  # upload id -> parts
         self._keys: dict[str, str] = {}  # upload id -> object key
 
-    async def start_upload(self, key: str) -> str:
+    async def start_upload(self, key: str, *, part_size: int | None = None) -> str:
         upload_id = secrets.token_hex(8)
         self.uploads[upload_id] = {}
         self._keys[upload_id] = key

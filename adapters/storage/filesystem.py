@@ -2,21 +2,29 @@
 
 Layout under ``root``::
 
-    uploads/<upload id>/meta.json      the key the upload belongs to (its presence is the upload)
-    uploads/<upload id>/<index>.part   one file per part; a resent part replaces it atomically
+    uploads/<upload id>/meta.json      the key and the part size (its presence is the upload)
+    uploads/<upload id>/data           the object being assembled: part i at offset i x part size
+    uploads/<upload id>/<index>.part   part i is wholly in ``data``: its size and version (the tag)
+    uploads/<upload id>/<index>.lock   held (``flock``) while part i's bytes are written into ``data``
     objects/<h[:2]>/<h>                a completed object, h = sha256 of its key
 
-Every file is written as a ``.tmp-*`` file next to its destination and moved in place with
-``os.replace`` (same directory, same filesystem), so a reader never sees half a part or half an
-object, and a stream that breaks or has the wrong length leaves nothing behind. Objects are named
-by the hash of their key, so no key can name a path outside ``root`` (and none gets too long); keys
-with ``..`` segments, a leading ``/`` or a NUL are refused all the same, because they are a
-caller's bug and other stores would read them differently.
+Parts are written in place, so completing an upload whose parts but the last have the part size
+is an fsync and a rename: no copy of the object, and its bytes reach the disk once. Each part's
+bytes are flushed to the disk as it lands (``fdatasync``), so the writing back happens while the
+upload goes on rather than all at completion. A first send of a part streams straight into its
+range of ``data``; a part sent again streams into a ``.tmp-*`` file first and is copied into place
+only once complete, so a resend that breaks leaves the previous part whole. A part's marker is
+written (``os.replace``) only after its bytes, and removed before they are overwritten; so a reader
+of the markers never sees half a part. Two sends of the same part, or a send and a completion,
+take the part's lock, which works across processes and within one (``flock`` on separate opens).
+Other files are written as ``.tmp-*`` files next to their destination and moved in place, and a
+stream that breaks or has the wrong length leaves no marker behind. Objects are named by the hash
+of their key, so no key can name a path outside ``root`` (and none gets too long); keys with
+``..`` segments, a leading ``/`` or a NUL are refused all the same, because they are a caller's
+bug and other stores would read them differently.
 
 Blocking file I/O runs in worker threads, a block (``block_size``) at a time, so memory stays at
-a block per stream whatever the size of the file. Parts are not fsynced (a crash may lose parts
-received just before it; ``list_parts`` then says which, and the client resends them); a completed
-object is, with its directory, before it is moved in place.
+a block per stream whatever the size of the file.
 
 A disk that fails (``ENOSPC``, ``EIO``, a permission or a directory gone) raises
 ``StorageUnavailable``; the expected absences stay ``KeyError`` (no such upload or object) or
@@ -34,6 +42,7 @@ import base64
 import binascii
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -46,7 +55,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 from urllib.parse import urlencode
 
 from application.ports import PartLengthMismatch, StorageUnavailable, StoredPart
@@ -56,6 +65,10 @@ BLOB_ROUTE: Final = "/v1/files/blobs/"
 
 _TMP: Final = ".tmp-"
 _META: Final = "meta.json"
+_DATA: Final = "data"
+_LOCK_SUFFIX: Final = ".lock"
+_DEFAULT_PART_SIZE: Final = 64 * 1024 * 1024
+"""Where parts go when the caller named no part size: apart (a sparse file), copied out at completion."""
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _PART = re.compile(r"(0|[1-9][0-9]*)\.part")
 _COPY_BUFFER: Final = 8 * 1024 * 1024
@@ -132,33 +145,30 @@ class FilesystemObjectStore:
 
     # --- uploads -----------------------------------------------------------------------
 
-    async def start_upload(self, key: str) -> str:
+    async def start_upload(self, key: str, *, part_size: int | None = None) -> str:
         check_key(key)
+        if part_size is not None and part_size < 1:
+            raise ValueError(f"a part size is at least 1 byte, not {part_size}")
         upload_id = secrets.token_hex(16)
         with _disk_errors():
-            await asyncio.to_thread(self._create_upload, upload_id, key)
+            await asyncio.to_thread(self._create_upload, upload_id, key, part_size or _DEFAULT_PART_SIZE)
         return upload_id
 
     async def put_part(self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int) -> StoredPart:
         if index < 0:
             raise ValueError(f"a part index is 0 or more, not {index}")
         upload = self._upload_dir(upload_id)
-        target = upload / f"{index}.part"
-        # Only the disk's errors are the store's: a client's stream that breaks raises its own.
         with _disk_errors():
-            tmp, out = await asyncio.to_thread(self._open_temp_part, upload, key, index)
-        try:
-            received = await self._receive(out, data, size)
-            if received != size:
-                raise PartLengthMismatch(expected=size, received=received)
-            with _disk_errors():
-                await asyncio.to_thread(_finish_part, out, tmp, target)
-        except BaseException:
-            with _disk_errors():
-                await asyncio.to_thread(_discard, out, tmp)
-            raise
+            part_size = await asyncio.to_thread(self._part_size, upload, key)
+        if size > part_size:
+            raise ValueError(f"a part of this upload has at most {part_size} bytes, not {size}")
+        # A first send streams into place, holding the part's lock; anything else (a resend, or a
+        # send racing another) streams into a temporary file and is copied in once complete.
         with _disk_errors():
-            return await asyncio.to_thread(_stored_part, index, target)
+            claimed = await asyncio.to_thread(_claim_first_send, upload, index)
+        if claimed is not None:
+            return await self._put_in_place(upload, index, part_size, data, size, claimed)
+        return await self._put_via_temp(upload, index, part_size, data, size)
 
     async def part_upload_urls(
         self, key: str, upload_id: str, indexes: Sequence[int], *, expires_in: timedelta
@@ -178,6 +188,42 @@ class FilesystemObjectStore:
         if _UPLOAD_ID.fullmatch(upload_id):
             with _disk_errors():
                 await asyncio.to_thread(self._abort, key, self._uploads / upload_id)
+
+    async def _put_in_place(
+        self, upload: Path, index: int, part_size: int, data: AsyncIterable[bytes], size: int, lock: int
+    ) -> StoredPart:
+        try:
+            with _disk_errors():
+                out = await asyncio.to_thread(_open_range, upload, index * part_size)
+            try:
+                received = await self._receive(out, data, size)
+                if received != size:
+                    raise PartLengthMismatch(expected=size, received=received)
+                with _disk_errors():
+                    await asyncio.to_thread(out.flush_and_close)
+            finally:
+                with _disk_errors():
+                    await asyncio.to_thread(out.close)
+            with _disk_errors():
+                return await asyncio.to_thread(_mark_part, upload, index, size)
+        finally:
+            await asyncio.to_thread(os.close, lock)  # releases the part's flock
+
+    async def _put_via_temp(
+        self, upload: Path, index: int, part_size: int, data: AsyncIterable[bytes], size: int
+    ) -> StoredPart:
+        with _disk_errors():
+            tmp, out = await asyncio.to_thread(_open_temp_part, upload, index)
+        try:
+            received = await self._receive(out, data, size)
+            if received != size:
+                raise PartLengthMismatch(expected=size, received=received)
+            with _disk_errors():
+                await asyncio.to_thread(out.close)
+                return await asyncio.to_thread(_move_into_place, upload, index, part_size, tmp, size)
+        finally:
+            with _disk_errors():
+                await asyncio.to_thread(_discard, out, tmp)
 
     # --- objects -----------------------------------------------------------------------
 
@@ -255,27 +301,26 @@ class FilesystemObjectStore:
             raise KeyError(upload_id)
         return self._uploads / upload_id
 
-    def _create_upload(self, upload_id: str, key: str) -> None:
+    def _create_upload(self, upload_id: str, key: str, part_size: int) -> None:
         upload = self._uploads / upload_id
         upload.mkdir()
-        _write_atomically(upload / _META, json.dumps({"key": key}).encode())
+        (upload / _DATA).touch()
+        _write_atomically(upload / _META, json.dumps({"key": key, "part_size": part_size}).encode())
 
     @staticmethod
-    def _check_upload(upload: Path, key: str) -> None:
+    def _meta(upload: Path, key: str) -> dict[str, Any]:
         try:
-            meta = json.loads((upload / _META).read_bytes())
+            meta: dict[str, Any] = json.loads((upload / _META).read_bytes())
         except FileNotFoundError:
             raise KeyError(upload.name) from None
         if meta.get("key") != key:
             raise KeyError(upload.name)
+        return meta
 
-    def _open_temp_part(self, upload: Path, key: str, index: int) -> tuple[Path, _ThreadFile]:
-        self._check_upload(upload, key)
-        try:
-            fd, name = _mkstemp(upload, f".{index}")
-        except FileNotFoundError:  # aborted or completed meanwhile
-            raise KeyError(upload.name) from None
-        return Path(name), _ThreadFile(os.fdopen(fd, "wb", buffering=0))
+    def _part_size(self, upload: Path, key: str) -> int:
+        # Uploads started before parts were kept in place have no part size: none are left open
+        # after a day (the janitor), so they are not read here.
+        return int(self._meta(upload, key)["part_size"])
 
     async def _receive(self, out: _ThreadFile, data: AsyncIterable[bytes], size: int) -> int:
         """Write ``data`` to ``out`` a block at a time; return how many bytes came (stops past ``size``).
@@ -313,7 +358,7 @@ class FilesystemObjectStore:
                 writing.exception()  # seen: the error that matters is already propagating
 
     def _list_parts(self, key: str, upload: Path) -> list[StoredPart]:
-        self._check_upload(upload, key)
+        self._meta(upload, key)
         parts = []
         try:
             names = os.listdir(upload)
@@ -321,31 +366,47 @@ class FilesystemObjectStore:
             raise KeyError(upload.name) from None
         for name in names:
             if match := _PART.fullmatch(name):
-                with contextlib.suppress(FileNotFoundError):  # an abort racing us
-                    parts.append(_stored_part(int(match[1]), upload / name))
+                with contextlib.suppress(FileNotFoundError):  # being replaced, or an abort racing us
+                    parts.append(_read_marker(upload, int(match[1])))
         return sorted(parts, key=lambda p: p.index)
 
     def _complete(self, key: str, upload: Path, parts: Sequence[StoredPart]) -> None:
-        self._check_upload(upload, key)
+        part_size = int(self._meta(upload, key)["part_size"])
+        ordered = sorted(parts, key=lambda p: p.index)
         target = self.local_path(key)
         target.parent.mkdir(exist_ok=True)
-        fd, name = _mkstemp(target.parent, "")
-        tmp = Path(name)
+        locks: list[int] = []
         try:
-            with os.fdopen(fd, "wb", buffering=0) as out:
-                for part in sorted(parts, key=lambda p: p.index):
-                    _append_part(upload / f"{part.index}.part", part, out)
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            for part in ordered:  # no part changes while the object is assembled
+                locks.append(_lock(upload, part.index))
+            for part in ordered:
+                try:
+                    held = _read_marker(upload, part.index)
+                except FileNotFoundError:
+                    raise ValueError(f"part {part.index} is not in this upload") from None
+                if held != part:
+                    raise ValueError(f"part {part.index} was replaced since it was listed")
+            data = upload / _DATA
+            in_place = [p.index for p in ordered] == list(range(len(ordered))) and all(
+                p.size == part_size for p in ordered[:-1]
+            )
+            if in_place:  # the parts are the object already
+                total = sum(p.size for p in ordered)
+                with data.open("r+b", buffering=0) as out:
+                    out.truncate(total)
+                    os.fsync(out.fileno())
+                os.replace(data, target)
+            else:  # parts of other sizes, or gaps: the object is copied out of their ranges
+                _copy_ranges(data, ordered, part_size, target)
+        finally:
+            for lock in locks:
+                os.close(lock)
         _fsync_dir(target.parent)
         shutil.rmtree(upload, ignore_errors=True)
 
     def _abort(self, key: str, upload: Path) -> None:
         try:
-            self._check_upload(upload, key)
+            self._meta(upload, key)
         except KeyError:
             return  # unknown uploads are ignored
         # Renamed away first, so a part still streaming in finds no upload to land in.
@@ -387,9 +448,11 @@ class _ThreadFile:
     could let its descriptor be reused by another file while that thread still reads or writes.
     """
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, *, offset: int | None = None) -> None:
         self._file = file
         self._lock = threading.Lock()
+        self._offset = offset  # positioned writes from here (a part's range), else sequential
+        self._start = offset
 
     def read(self, size: int) -> bytes:
         with self._lock:
@@ -397,19 +460,118 @@ class _ThreadFile:
 
     def write(self, chunks: list[bytes]) -> None:
         with self._lock:
-            _write_all(self._file, chunks)
+            if self._offset is None:
+                _write_all(self._file, chunks)
+                return
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.pwrite(self._file.fileno(), view, self._offset)
+                    view = view[written:]
+                    self._offset += written
+
+    def flush_and_close(self) -> None:
+        """Start writing the range's bytes back to the disk (without waiting for it), then close.
+
+        So the writing back happens while the upload goes on, and completion's fsync finds little
+        left to write. (``POSIX_FADV_DONTNEED`` starts writeback of the dirty pages; being dirty,
+        they stay cached for completion's hash.)
+        """
+        with self._lock:
+            if not self._file.closed:
+                if self._start is not None and self._offset is not None:
+                    os.posix_fadvise(
+                        self._file.fileno(), self._start, self._offset - self._start, os.POSIX_FADV_DONTNEED
+                    )
+                self._file.close()
 
     def close(self) -> None:
         with self._lock:
             self._file.close()
 
 
-def _finish_part(out: _ThreadFile, tmp: Path, target: Path) -> None:
-    out.close()
+def _lock(upload: Path, index: int, *, wait: bool = True) -> int:
+    """Take part ``index``'s lock; its descriptor (closing it releases the lock).
+
+    Raises:
+        KeyError: the upload is gone (completed or aborted).
+        BlockingIOError: ``wait`` is False and someone holds it.
+    """
     try:
-        os.replace(tmp, target)
-    except FileNotFoundError:  # the upload was aborted while the part streamed in
-        raise KeyError(target.parent.name) from None
+        fd = os.open(upload / f"{index}{_LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        raise KeyError(upload.name) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _claim_first_send(upload: Path, index: int) -> int | None:
+    """Part ``index``'s lock if nobody holds it and the part was never stored, else None."""
+    try:
+        lock = _lock(upload, index, wait=False)
+    except BlockingIOError:
+        return None
+    if (upload / f"{index}.part").exists():
+        os.close(lock)
+        return None
+    return lock
+
+
+def _open_range(upload: Path, offset: int) -> _ThreadFile:
+    try:
+        fd = os.open(upload / _DATA, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # completed or aborted meanwhile
+        raise KeyError(upload.name) from None
+    return _ThreadFile(os.fdopen(fd, "wb", buffering=0), offset=offset)
+
+
+def _open_temp_part(upload: Path, index: int) -> tuple[Path, _ThreadFile]:
+    try:
+        fd, name = _mkstemp(upload, f".{index}")
+    except FileNotFoundError:  # aborted or completed meanwhile
+        raise KeyError(upload.name) from None
+    return Path(name), _ThreadFile(os.fdopen(fd, "wb", buffering=0))
+
+
+def _move_into_place(upload: Path, index: int, part_size: int, tmp: Path, size: int) -> StoredPart:
+    """Copy a complete temporary part into its range of ``data`` (under the part's lock) and mark it."""
+    lock = _lock(upload, index)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            (upload / f"{index}.part").unlink()  # its range is about to change
+        try:
+            out = os.open(upload / _DATA, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KeyError(upload.name) from None
+        try:
+            with tmp.open("rb", buffering=0) as source:
+                if _copy_range(source.fileno(), out, size, dst_offset=index * part_size) != size:
+                    raise OSError(errno.EIO, f"part {index} could not be copied whole")
+            os.fdatasync(out)
+        finally:
+            os.close(out)
+        return _mark_part(upload, index, size)
+    finally:
+        os.close(lock)
+
+
+def _mark_part(upload: Path, index: int, size: int) -> StoredPart:
+    """Record that part ``index`` is wholly in ``data``, under a new version: its tag."""
+    part = StoredPart(index, f"{size:x}-{secrets.token_hex(8)}", size)
+    try:
+        _write_atomically(upload / f"{index}.part", json.dumps({"size": size, "etag": part.etag}).encode())
+    except FileNotFoundError:  # aborted or completed meanwhile
+        raise KeyError(upload.name) from None
+    return part
+
+
+def _read_marker(upload: Path, index: int) -> StoredPart:
+    marker = json.loads((upload / f"{index}.part").read_bytes())
+    return StoredPart(index, str(marker["etag"]), int(marker["size"]))
 
 
 def _discard(out: _ThreadFile, tmp: Path) -> None:
@@ -417,35 +579,33 @@ def _discard(out: _ThreadFile, tmp: Path) -> None:
     tmp.unlink(missing_ok=True)
 
 
-def _etag(stat: os.stat_result) -> str:
-    # Names this version of the part: a resent part is a new file (new inode and mtime). Cheaper
-    # than hashing every byte, which the upload's own checksum does once, end to end.
-    return f"{stat.st_size:x}-{stat.st_mtime_ns:x}-{stat.st_ino:x}"
-
-
-def _stored_part(index: int, path: Path) -> StoredPart:
-    stat = path.stat()
-    return StoredPart(index, _etag(stat), stat.st_size)
-
-
-def _append_part(path: Path, part: StoredPart, out: BinaryIO) -> None:
+def _copy_ranges(data: Path, parts: Sequence[StoredPart], part_size: int, target: Path) -> None:
+    fd, name = _mkstemp(target.parent, "")
+    tmp = Path(name)
     try:
-        source = path.open("rb", buffering=0)
-    except FileNotFoundError:
-        raise ValueError(f"part {part.index} is not in this upload") from None
-    with source:
-        if _etag(os.fstat(source.fileno())) != part.etag:
-            raise ValueError(f"part {part.index} was replaced since it was listed")
-        if _copy(source.fileno(), out, part.size) != part.size:
-            raise ValueError(f"part {part.index} is shorter than listed")
+        with os.fdopen(fd, "wb", buffering=0) as out, data.open("rb", buffering=0) as source:
+            for part in parts:
+                copied = _copy_range(source.fileno(), out.fileno(), part.size, src_offset=part.index * part_size)
+                if copied != part.size:
+                    raise ValueError(f"part {part.index} is shorter than listed")
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def _copy(source: int, out: BinaryIO, size: int) -> int:
-    """Append ``size`` bytes of ``source`` to ``out``, in the kernel when it can; return how many."""
+def _copy_range(source: int, out: int, size: int, *, src_offset: int = 0, dst_offset: int | None = None) -> int:
+    """Copy ``size`` bytes of ``source`` from ``src_offset`` to ``out`` (at ``dst_offset``, else its position).
+
+    In the kernel where it can (``copy_file_range``), else through a buffer; returns how many bytes.
+    """
     copied = 0
     try:
         while copied < size:
-            n = os.copy_file_range(source, out.fileno(), size - copied)
+            n = os.copy_file_range(
+                source, out, size - copied, src_offset + copied, None if dst_offset is None else dst_offset + copied
+            )
             if n == 0:
                 return copied
             copied += n
@@ -455,11 +615,15 @@ def _copy(source: int, out: BinaryIO, size: int) -> int:
     else:
         return copied
     while copied < size:
-        block = os.read(source, min(_COPY_BUFFER, size - copied))
+        block = os.pread(source, min(_COPY_BUFFER, size - copied), src_offset + copied)
         if not block:
             break
-        _write_all(out, [block])
-        copied += len(block)
+        view = memoryview(block)
+        while view:
+            at = None if dst_offset is None else dst_offset + copied
+            written = os.write(out, view) if at is None else os.pwrite(out, view, at)
+            view = view[written:]
+            copied += written
     return copied
 
 

@@ -100,7 +100,7 @@ class S3ObjectStore:
 
     # --- uploads -----------------------------------------------------------------------
 
-    async def start_upload(self, key: str) -> str:
+    async def start_upload(self, key: str, *, part_size: int | None = None) -> str:  # S3 parts stand alone
         with _unavailable():
             return await self._client._create_multipart_upload(self._bucket, key, {})
 

@@ -104,19 +104,49 @@ async def test_an_upload_of_another_key_is_no_upload(tmp_path: Path) -> None:
 # --- atomic files ----------------------------------------------------------------------
 
 
-async def test_a_resent_part_replaces_the_old_file_instead_of_rewriting_it(tmp_path: Path) -> None:
+async def test_parts_are_written_in_place_and_a_completion_is_a_rename(tmp_path: Path) -> None:
     sut = a_store(tmp_path)
-    upload_id = await sut.start_upload(KEY)
-    await sut.put_part(KEY, upload_id, 0, stream(b"old" * 5000), 15000)
-    part_file = tmp_path / "uploads" / upload_id / "0.part"
+    upload_id = await sut.start_upload(KEY, part_size=6)
+    upload = tmp_path / "uploads" / upload_id
+    parts = [
+        await sut.put_part(KEY, upload_id, 1, stream(b"world"), 5),
+        await sut.put_part(KEY, upload_id, 0, stream(b"hello "), 6),
+    ]
+    data = upload / "data"
+    inode = data.stat().st_ino
 
-    with part_file.open("rb") as reader_of_the_old_part:
-        await sut.put_part(KEY, upload_id, 0, stream(b"new" * 5000), 15000)
-        # A reader that had the old part open still reads all of it: the new one is another file.
-        assert reader_of_the_old_part.read() == b"old" * 5000
+    assert data.read_bytes() == b"hello world"
+    assert sorted(p.name for p in upload.iterdir()) == ["0.lock", "0.part", "1.lock", "1.part", "data", "meta.json"]
+    await sut.complete_upload(KEY, upload_id, parts)
+    assert sut.local_path(KEY).stat().st_ino == inode  # moved, not copied
+    assert await read_all(sut, KEY) == b"hello world"
+    assert files_under(tmp_path) == [str(sut.local_path(KEY).relative_to(tmp_path))]
 
-    assert part_file.read_bytes() == b"new" * 5000
-    assert sorted(p.name for p in part_file.parent.iterdir()) == ["0.part", "meta.json"]
+
+async def test_parts_of_other_sizes_than_announced_are_copied_out_in_order(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY)  # no part size: parts lie apart, and are copied out
+    parts = [
+        await sut.put_part(KEY, upload_id, i, stream(word), len(word)) for i, word in enumerate([b"ab", b"c", b"de"])
+    ]
+
+    await sut.complete_upload(KEY, upload_id, parts[::-1])
+
+    assert await read_all(sut, KEY) == b"abcde"
+
+
+async def test_a_resent_part_replaces_the_old_one_under_a_new_tag(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    upload_id = await sut.start_upload(KEY, part_size=15000)
+    old = await sut.put_part(KEY, upload_id, 0, stream(b"old" * 5000), 15000)
+
+    new = await sut.put_part(KEY, upload_id, 0, stream(b"new" * 5000), 15000)
+
+    assert new.etag != old.etag
+    assert await sut.list_parts(KEY, upload_id) == [new]
+    assert temp_files(tmp_path) == []
+    await sut.complete_upload(KEY, upload_id, [new])
+    assert await read_all(sut, KEY) == b"new" * 5000
 
 
 async def test_a_resend_that_breaks_midway_keeps_the_previous_part(tmp_path: Path) -> None:
@@ -132,11 +162,12 @@ async def test_a_resend_that_breaks_midway_keeps_the_previous_part(tmp_path: Pat
         await sut.put_part(KEY, upload_id, 0, broken(), 20_000)
 
     assert await sut.list_parts(KEY, upload_id) == [kept]
-    assert (tmp_path / "uploads" / upload_id / "0.part").read_bytes() == b"a" * 20_000
     assert temp_files(tmp_path) == []
+    await sut.complete_upload(KEY, upload_id, [kept])
+    assert await read_all(sut, KEY) == b"a" * 20_000  # the resend never reached the part's range
 
 
-async def test_a_part_cancelled_midway_leaves_no_file_and_the_upload_open(tmp_path: Path) -> None:
+async def test_a_part_cancelled_midway_leaves_no_part_and_the_upload_open(tmp_path: Path) -> None:
     sut = a_store(tmp_path, block_size=4096)
     upload_id = await sut.start_upload(KEY)
     stalled = asyncio.Event()
@@ -153,19 +184,21 @@ async def test_a_part_cancelled_midway_leaves_no_file_and_the_upload_open(tmp_pa
     with pytest.raises(asyncio.CancelledError):
         await sending
 
-    assert files_under(tmp_path) == [f"uploads/{upload_id}/meta.json"]
+    assert await sut.list_parts(KEY, upload_id) == []  # half a part is no part
+    assert temp_files(tmp_path) == []
     assert (await sut.put_part(KEY, upload_id, 0, stream(b"t" * 20_000), 20_000)).size == 20_000
 
 
 @pytest.mark.parametrize("sent", [10_000, 30_000], ids=["short", "long"])
-async def test_a_part_of_the_wrong_length_leaves_no_file_behind(tmp_path: Path, sent: int) -> None:
+async def test_a_part_of_the_wrong_length_leaves_no_part_behind(tmp_path: Path, sent: int) -> None:
     sut = a_store(tmp_path, block_size=4096)
     upload_id = await sut.start_upload(KEY)
 
     with pytest.raises(PartLengthMismatch):
         await sut.put_part(KEY, upload_id, 3, stream(b"x" * sent), 20_000)
 
-    assert files_under(tmp_path) == [f"uploads/{upload_id}/meta.json"]
+    assert await sut.list_parts(KEY, upload_id) == []
+    assert temp_files(tmp_path) == []
 
 
 async def test_completing_with_a_part_replaced_since_it_was_listed_is_refused(tmp_path: Path) -> None:
@@ -362,3 +395,27 @@ async def test_a_broken_uploads_directory_is_storage_unavailable(tmp_path: Path)
     with pytest.raises(StorageUnavailable):
         await sut.start_upload(KEY)
     assert await sut.size(KEY) == 10  # what does not need the broken directory still works
+
+
+async def test_a_send_racing_a_first_send_of_the_same_part_waits_its_turn_and_wins(tmp_path: Path) -> None:
+    sut = a_store(tmp_path, block_size=4096)
+    upload_id = await sut.start_upload(KEY, part_size=20_000)
+    go_on = asyncio.Event()
+
+    async def slow_first() -> AsyncIterator[bytes]:
+        yield b"1" * 10_000  # streaming in place, holding the part's lock
+        await go_on.wait()
+        yield b"1" * 10_000
+
+    first = asyncio.create_task(sut.put_part(KEY, upload_id, 0, slow_first(), 20_000))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(sut.put_part(KEY, upload_id, 0, stream(b"2" * 20_000), 20_000))
+    await asyncio.sleep(0.05)
+    assert not second.done()  # complete in its temporary file, waiting for the lock
+    go_on.set()
+    firsts, seconds = await first, await second
+
+    assert await sut.list_parts(KEY, upload_id) == [seconds]
+    assert firsts.etag != seconds.etag
+    await sut.complete_upload(KEY, upload_id, [seconds])
+    assert await read_all(sut, KEY) == b"2" * 20_000
