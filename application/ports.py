@@ -665,8 +665,11 @@ class ObjectStore(Protocol):
         """
 
     @abstractmethod
-    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> str | None:
         """Assemble ``parts`` (in index order) into object ``key``; the upload then no longer exists.
+
+        Returns the object's SHA-256 (hex) if the store computed it on the way (the filesystem store
+        hashes the file it assembled, in one thread), else None: the caller hashes it.
 
         Raises:
             KeyError: there is no such upload.

@@ -368,7 +368,7 @@ async def complete(
             raise MissingChunks(session.missing_chunks)
         own = blob_key(file_id)
         assert session.store_upload_id is not None
-        streamed = None  # the digest computed as the chunks arrived, if they came here in order
+        streamed = None  # the digest computed as the chunks arrived in order, or by the store as it assembled
         try:
             stored = await d.store.list_parts(own, session.store_upload_id)
         except KeyError:
@@ -380,8 +380,8 @@ async def complete(
             if session.direct or parts is not None:
                 session.match_direct_parts({p.index: (p.etag, p.size) for p in stored}, parts, at=now)
             chunks = [p for p in stored if p.index < session.total_chunks]
-            await d.store.complete_upload(own, session.store_upload_id, chunks)
-            streamed = d.digests.finish(file_id, chunks)
+            assembled = await d.store.complete_upload(own, session.store_upload_id, chunks)
+            streamed = d.digests.finish(file_id, chunks) or assembled
         if session.direct:  # its chunks recorded, as the API records those it receives itself
             for index in range(session.total_chunks):
                 await uow.uploads.add_chunk(file_id, index, at=now)

@@ -179,10 +179,10 @@ class FilesystemObjectStore:
         with _disk_errors():
             return await asyncio.to_thread(self._list_parts, key, self._upload_dir(upload_id))
 
-    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
+    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> str:
         check_key(key)
         with _disk_errors():
-            await asyncio.to_thread(self._complete, key, self._upload_dir(upload_id), parts)
+            return await asyncio.to_thread(self._complete, key, self._upload_dir(upload_id), parts)
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         if _UPLOAD_ID.fullmatch(upload_id):
@@ -370,7 +370,7 @@ class FilesystemObjectStore:
                     parts.append(_read_marker(upload, int(match[1])))
         return sorted(parts, key=lambda p: p.index)
 
-    def _complete(self, key: str, upload: Path, parts: Sequence[StoredPart]) -> None:
+    def _complete(self, key: str, upload: Path, parts: Sequence[StoredPart]) -> str:
         part_size = int(self._meta(upload, key)["part_size"])
         ordered = sorted(parts, key=lambda p: p.index)
         target = self.local_path(key)
@@ -403,6 +403,10 @@ class FilesystemObjectStore:
                 os.close(lock)
         _fsync_dir(target.parent)
         shutil.rmtree(upload, ignore_errors=True)
+        # Hashed here, in one thread with the file still in the page cache: about twice as fast as
+        # the caller streaming it back a block at a time.
+        with target.open("rb") as written:
+            return hashlib.file_digest(written, "sha256").hexdigest()
 
     def _abort(self, key: str, upload: Path) -> None:
         try:
@@ -463,12 +467,16 @@ class _ThreadFile:
             if self._offset is None:
                 _write_all(self._file, chunks)
                 return
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(self._file.fileno(), view, self._offset)
-                    view = view[written:]
-                    self._offset += written
+            # One system call for the block's pieces (the HTTP body arrives in small ones).
+            views = [memoryview(c) for c in chunks if c]
+            while views:
+                written = os.pwritev(self._file.fileno(), views, self._offset)
+                self._offset += written
+                while views and written >= len(views[0]):
+                    written -= len(views[0])
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
 
     def flush_and_close(self) -> None:
         """Start writing the range's bytes back to the disk (without waiting for it), then close.

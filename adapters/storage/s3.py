@@ -170,7 +170,7 @@ class S3ObjectStore:
             marker = str(page.next_part_number_marker)
 
     async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
-        """Assemble ``parts``.
+        """Assemble ``parts`` (S3 does, without handing the bytes back: no digest).
 
         Raises:
             KeyError: there is no such upload.
