@@ -21,6 +21,7 @@ its public API only uploads whole streams, and these are what it builds them fro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Sequence
 from datetime import timedelta
@@ -91,12 +92,16 @@ class S3ObjectStore:
         *,
         min_part_size: int = S3_MIN_PART_SIZE,
         block_size: int = 1024 * 1024,
+        parts_in_memory: int = 2,
     ) -> None:
         self.min_part_size = min_part_size
         self.supports_direct = True
         self._client = client
         self._bucket = bucket
         self._block = block_size
+        # A part is held whole (twice, briefly) until S3 has it: bound how many a process holds, so
+        # its memory does not grow with the clients' concurrency. More wait their turn.
+        self._parts_in_memory = asyncio.Semaphore(parts_in_memory)
 
     # --- uploads -----------------------------------------------------------------------
 
@@ -107,6 +112,12 @@ class S3ObjectStore:
     async def put_part(self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int) -> StoredPart:
         if index < 0:
             raise ValueError(f"a part index is 0 or more, not {index}")
+        async with self._parts_in_memory:
+            return await self._put_part(key, upload_id, index, data, size)
+
+    async def _put_part(
+        self, key: str, upload_id: str, index: int, data: AsyncIterable[bytes], size: int
+    ) -> StoredPart:
         chunks: list[bytes] = []
         received = 0
         async for chunk in data:
