@@ -181,10 +181,14 @@ class FilesController(Controller):
 
     @post("/{file_id:uuid}/complete", status_code=HTTP_200_OK, operation_id="completeUpload")
     async def complete(
-        self, request: AuthedRequest, file_id: FromPath[UUID], data: JSONBody[CompleteIn], state: State
+        self, request: AuthedRequest, file_id: FromPath[UUID], state: State, data: JSONBody[CompleteIn | None] = None
     ) -> FileOut:
-        """Finish: every chunk present and the SHA-256 matching, or 409 naming the missing chunks / 422."""
-        return _out(await uploads.complete(_files(state), request.user, FileId(file_id), data.checksum, _tags(data)))
+        """Finish: every chunk present and the SHA-256 matching, or 409 naming the missing chunks / 422.
+
+        The body is optional: without one, the checksum declared at initiate (if any) is checked.
+        """
+        body = data or CompleteIn()
+        return _out(await uploads.complete(_files(state), request.user, FileId(file_id), body.checksum, _tags(body)))
 
     @post("/complete", status_code=HTTP_200_OK, operation_id="completeUploadById")
     async def complete_by_body(self, request: AuthedRequest, data: JSONBody[CompleteIn], state: State) -> FileOut:

@@ -145,6 +145,21 @@ async def test_a_file_message_shows_the_file_in_history_and_its_readers_download
     assert eve_forwards.json()["errors"][0]["field"] == "payload.file_id"
 
 
+async def test_completion_takes_no_body_and_checks_the_checksum_declared_at_initiate(api: Api) -> None:
+    ana = await api.user("ana")
+    data = content(CHUNK)
+    good = (await initiate(api, ana, data, checksum="sha256:" + hashlib.sha256(data).hexdigest())).json()
+    bad = (await initiate(api, ana, data, checksum="sha256:" + "0" * 64)).json()
+    for started in (good, bad):
+        await api.client.put(started["upload_url"].format(index=0), content=data, headers=ana["headers"])
+
+    done = await api.client.post(f"/v1/files/{good['file_id']}/complete", headers=ana["headers"])
+    refused = await api.client.post(f"/v1/files/{bad['file_id']}/complete", headers=ana["headers"])
+
+    assert (done.status_code, done.json()["status"]) == (200, "completed")
+    assert refused.status_code == 422
+
+
 async def test_a_path_for_a_filename_keeps_only_its_last_segment(api: Api) -> None:
     ana = await api.user("ana")
 
