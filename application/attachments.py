@@ -97,17 +97,19 @@ def link_text(caption: str | None, *, filename: str, size: int, url: str, until:
     room = limit - len(tail.encode())
     if room < 1:
         raise ChannelError(f"a download link does not fit in a text of {limit}", permanent=True)
-    name = _shortened(filename, room)
+    name = shortened(filename, room)
     room -= len(name.encode())
-    head = _shortened(caption, room - 1) + "\n" if caption and room > 1 else ""
+    head = shortened(caption, room - 1) + "\n" if caption and room > 1 else ""
     return head + name + tail
 
 
-def _shortened(text: str, limit: int) -> str:
-    """``text`` within ``limit`` UTF-8 bytes, ending in an ellipsis when cut."""
-    if len(text.encode()) <= limit:
+def shortened(text: str, limit: int, *, in_bytes: bool = True) -> str:
+    """``text`` within ``limit`` UTF-8 bytes (or characters), ending in an ellipsis when cut."""
+    if len(text.encode() if in_bytes else text) <= limit:
         return text
-    cut = text.encode()[: max(limit - 3, 0)].decode(errors="ignore")
+    if not in_bytes:
+        return text[: max(limit - 1, 0)] + "…" if limit >= 1 else ""
+    cut = text.encode()[: max(limit - 3, 0)].decode(errors="ignore")  # the ellipsis is 3 bytes
     return cut + "…" if limit >= 3 else cut
 
 

@@ -36,6 +36,7 @@ import httpx
 
 from adapters.channels.common import FileToSend, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
+from application.attachments import shortened
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 
@@ -104,7 +105,7 @@ class MetaSendConnector:
         if file.caption:
             # An attachment carries no caption: it goes just before, as a text. Should the attachment
             # then fail, the retry sends the caption again (at least once, never lost).
-            await self._send(recipient, {"text": _within(file.caption, limit, in_bytes=self._text_limit_in_bytes)})
+            await self._send(recipient, {"text": shortened(file.caption, limit, in_bytes=self._text_limit_in_bytes)})
         attachment = {"type": _attachment_type(file), "payload": {"url": file.url, "is_reusable": False}}
         return await self._send(recipient, {"attachment": attachment})
 
@@ -160,12 +161,3 @@ def _attachment_type(file: FileToSend) -> str:
     if family == "image":
         return "image" if file.size <= IMAGE_BY_URL_BYTES else "file"
     return family if family in ("video", "audio") else "file"
-
-
-def _within(text: str, limit: int, *, in_bytes: bool) -> str:
-    """``text`` cut to ``limit`` characters (or UTF-8 bytes), ending in an ellipsis when cut."""
-    if len(text.encode() if in_bytes else text) <= limit:
-        return text
-    if not in_bytes:
-        return text[: limit - 1] + "…"
-    return text.encode()[: limit - 3].decode(errors="ignore") + "…"
