@@ -665,11 +665,13 @@ class ObjectStore(Protocol):
         """
 
     @abstractmethod
-    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> str | None:
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], *, digest: bool = True
+    ) -> str | None:
         """Assemble ``parts`` (in index order) into object ``key``; the upload then no longer exists.
 
-        Returns the object's SHA-256 (hex) if the store computed it on the way (the filesystem store
-        hashes the file it assembled, in one thread), else None: the caller hashes it.
+        With ``digest``, returns the object's SHA-256 (hex) if the store can compute it cheaply (the
+        filesystem store hashes the file it assembled, in one thread); else None: the caller hashes it.
 
         Raises:
             KeyError: there is no such upload.

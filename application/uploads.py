@@ -380,8 +380,10 @@ async def complete(
             if session.direct or parts is not None:
                 session.match_direct_parts({p.index: (p.etag, p.size) for p in stored}, parts, at=now)
             chunks = [p for p in stored if p.index < session.total_chunks]
-            assembled = await d.store.complete_upload(own, session.store_upload_id, chunks)
-            streamed = d.digests.finish(file_id, chunks) or assembled
+            # Hashed once: on the way in (chunks came here in order), else by the store if it can.
+            streamed = d.digests.finish(file_id, chunks)
+            assembled = await d.store.complete_upload(own, session.store_upload_id, chunks, digest=streamed is None)
+            streamed = streamed or assembled
         if session.direct:  # its chunks recorded, as the API records those it receives itself
             for index in range(session.total_chunks):
                 await uow.uploads.add_chunk(file_id, index, at=now)

@@ -57,7 +57,9 @@ class InMemoryObjectStore:
         parts = self._upload(key, upload_id)
         return [StoredPart(i, hashlib.md5(b).hexdigest(), len(b)) for i, b in sorted(parts.items())]  # noqa: S324
 
-    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:  # no digest
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], *, digest: bool = True
+    ) -> None:  # no digest
         held = self._upload(key, upload_id)
         if any(p.index not in held for p in parts):
             raise ValueError("a part to assemble is not stored")

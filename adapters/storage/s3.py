@@ -180,7 +180,9 @@ class S3ObjectStore:
                 return parts
             marker = str(page.next_part_number_marker)
 
-    async def complete_upload(self, key: str, upload_id: str, parts: Sequence[StoredPart]) -> None:
+    async def complete_upload(
+        self, key: str, upload_id: str, parts: Sequence[StoredPart], *, digest: bool = True
+    ) -> None:
         """Assemble ``parts`` (S3 does, without handing the bytes back: no digest).
 
         Raises:

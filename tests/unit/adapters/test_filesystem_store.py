@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -419,3 +420,12 @@ async def test_a_send_racing_a_first_send_of_the_same_part_waits_its_turn_and_wi
     assert firsts.etag != seconds.etag
     await sut.complete_upload(KEY, upload_id, [seconds])
     assert await read_all(sut, KEY) == b"2" * 20_000
+
+
+async def test_completion_hashes_the_object_unless_told_the_caller_has_its_digest(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    hashed, skipped = await sut.start_upload(KEY, part_size=5), await sut.start_upload(KEY, part_size=5)
+    parts = {u: await sut.put_part(KEY, u, 0, stream(b"hello"), 5) for u in (hashed, skipped)}
+
+    assert await sut.complete_upload(KEY, hashed, [parts[hashed]]) == hashlib.sha256(b"hello").hexdigest()
+    assert await sut.complete_upload(KEY, skipped, [parts[skipped]], digest=False) is None
