@@ -138,6 +138,14 @@ class GetHistory:
 
 
 @attrs.frozen
+class GetMessage:
+    """One message, as history shows it, for its sender and recipients while they are members."""
+
+    viewer: UserId
+    message_id: MessageId
+
+
+@attrs.frozen
 class GetMessageStatus:
     """A message's deliveries and their history."""
 
@@ -159,3 +167,12 @@ def as_uuid(value: str) -> UUID | None:
         return UUID(value)
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+@attrs.frozen
+class Sync:
+    """What changed for the viewer after ``cursor``: new messages and delivery changes, oldest first."""
+
+    viewer: UserId
+    cursor: str | None = None
+    limit: int = 100

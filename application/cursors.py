@@ -5,10 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
+from typing import ClassVar
 from uuid import UUID
 
+import attrs
+
+from domain.channels import Channel
+from domain.deliveries import Delivery
 from domain.errors import BusinessRuleViolation
-from domain.ids import ConversationId
+from domain.ids import ConversationId, MessageId
+from domain.messages import Message
 
 
 def _b64(text: str) -> str:
@@ -59,5 +65,55 @@ def decode_history_cursor(cursor: str) -> tuple[str, int]:
         if value < 0:
             raise ValueError(seq)
         return direction, value
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BusinessRuleViolation("cursor is not valid", field="cursor") from None
+
+
+@attrs.frozen(order=True)
+class SyncPosition:
+    """A place in a viewer's stream of changes: a time, then the kind of change, then its key.
+
+    Messages (kind 0) are ordered by ``created_at`` and id; deliveries (kind 1) by ``updated_at``
+    and ``message_id/recipient/channel``.
+    """
+
+    at: datetime
+    kind: int = -1
+    key: str = ""
+
+    MESSAGE: ClassVar[int] = 0
+    DELIVERY: ClassVar[int] = 1
+
+    @staticmethod
+    def of_message(m: Message) -> SyncPosition:
+        return SyncPosition(m.created_at, SyncPosition.MESSAGE, str(m.id))
+
+    @staticmethod
+    def of_delivery(dl: Delivery) -> SyncPosition:
+        return SyncPosition(dl.updated_at, SyncPosition.DELIVERY, delivery_sync_key(dl.key))
+
+
+def delivery_sync_key(key: tuple[MessageId, str, Channel]) -> str:
+    """A delivery's key as one string that sorts the same everywhere (message id, recipient, channel)."""
+    return f"{key[0]}/{key[1]}/{key[2].value}"
+
+
+def encode_sync_cursor(position: SyncPosition) -> str:
+    """An opaque cursor that continues a viewer's changes after ``position``."""
+    return _b64(f"{position.at.isoformat()}|{position.kind}|{position.key}")
+
+
+def decode_sync_cursor(cursor: str) -> SyncPosition:
+    """The position inside a sync cursor.
+
+    Raises:
+        BusinessRuleViolation: the cursor was not made by this server.
+    """
+    try:
+        at, kind, key = _unb64(cursor).split("|", 2)
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or int(kind) not in {-1, SyncPosition.MESSAGE, SyncPosition.DELIVERY}:
+            raise ValueError(at)
+        return SyncPosition(when, int(kind), key)
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise BusinessRuleViolation("cursor is not valid", field="cursor") from None

@@ -24,12 +24,13 @@ def payload_of(content: Content) -> dict[str, Any]:
     return out
 
 
-def status_event(conversation_id: ConversationId, dl: Delivery) -> dict[str, Any]:
-    """The ``message.status`` event of a delivery's current status."""
+def status_event(conversation_id: ConversationId, sender: str, dl: Delivery) -> dict[str, Any]:
+    """The ``message.status`` event of a delivery's current status; ``sender`` is the message's sender key."""
     return {
         "type": "message.status",
         "message_id": str(dl.message_id),
         "conversation_id": str(conversation_id),
+        "sender": sender,
         "recipient": dl.recipient.key,
         "channel": dl.channel.value,
         "status": dl.status.value,
@@ -38,7 +39,9 @@ def status_event(conversation_id: ConversationId, dl: Delivery) -> dict[str, Any
     }
 
 
-async def emit_status(outbox: Outbox, conversation_id: ConversationId, changed: Iterable[Delivery]) -> None:
-    """Queue a ``message.status`` event per changed delivery, in the same transaction."""
+async def emit_status(
+    outbox: Outbox, conversation_id: ConversationId, sender: str, changed: Iterable[Delivery]
+) -> None:
+    """Queue a ``message.status`` event per changed delivery of one sender's messages, in the same transaction."""
     for dl in changed:
-        await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, dl))
+        await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, sender, dl))

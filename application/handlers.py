@@ -13,10 +13,10 @@ import attrs
 from application import commands as c
 from application import topics
 from application import views as v
-from application.accepting import Acceptance, accept_messages
-from application.cursors import encode_history_cursor
+from application.accepting import Acceptance, accept_messages, message_event
+from application.cursors import SyncPosition, decode_sync_cursor, encode_history_cursor, encode_sync_cursor
 from application.errors import ApplicationError, AuthenticationFailed, Conflict, Forbidden, NotFound
-from application.events import emit_status, payload_of
+from application.events import emit_status, payload_of, status_event
 from application.ports import (
     Clock,
     DuplicateMessage,
@@ -27,6 +27,7 @@ from application.ports import (
     TokenIssuer,
     UnitOfWork,
 )
+from application.realtime import message_frame
 from domain.channels import Channel, ChannelAddress, parse_channel
 from domain.conversations import Conversation, Participant, ParticipantKind
 from domain.deliveries import Delivery, DeliveryStatus, is_final, overall_status
@@ -48,6 +49,10 @@ class Settings:
     refresh_ttl: timedelta = timedelta(days=30)
     history_max: int = 200
     list_max: int = 100
+    sync_settle: timedelta = timedelta(seconds=5)
+    """How long an accepting or status transaction may take to commit after it took its timestamp: a
+    sync cursor never moves closer to now than this, so such a late commit is still found (and a
+    client may see a change twice; every change is idempotent)."""
 
 
 @attrs.frozen
@@ -558,6 +563,20 @@ async def _visible_message(uow: UnitOfWork, message_id: MessageId, viewer: Parti
     return m
 
 
+async def handle_get_message(cmd: c.GetMessage, d: Deps) -> v.MessageView:
+    """One message as history shows it; fetching it makes the viewer's ``internal`` copy DELIVERED, as history does."""
+    viewer = Participant.user(cmd.viewer)
+    async with d.uow() as uow:
+        m = await _visible_message(uow, cmd.message_id, viewer)
+        conv = await uow.conversations.get(m.conversation_id)
+        if conv is None or not conv.has_member(viewer):
+            raise NotFound("no such message")  # no longer a member: as if it did not exist
+        if await _mark_fetched(uow, [m], viewer, at=d.clock.now()):
+            await uow.commit()
+        (view,) = await _message_views(uow, [m])
+    return view
+
+
 async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
     """A page of messages the caller sent or receives, ascending by seq."""
     limit = _bounded(cmd.limit, d.settings.history_max, field="limit")
@@ -609,8 +628,47 @@ async def _mark_fetched(uow: UnitOfWork, messages: Sequence[Message], viewer: Pa
     if not changed:
         return False
     await uow.messages.save_progress(changed)
-    await emit_status(uow.outbox, messages[0].conversation_id, changed)
+    senders = {m.id: m.sender.key for m in received}
+    for dl in changed:
+        await emit_status(uow.outbox, messages[0].conversation_id, senders[dl.message_id], [dl])
     return True
+
+
+async def handle_sync(cmd: c.Sync, d: Deps) -> v.SyncView:
+    """New messages and delivery changes in the viewer's conversations after the cursor, oldest first.
+
+    Without a cursor: nothing yet, and the cursor to start from. The viewer's ``internal``
+    deliveries among the messages become DELIVERED, as when history is fetched.
+    """
+    limit = _bounded(cmd.limit, d.settings.history_max, field="limit")
+    now = d.clock.now()
+    floor = SyncPosition(now - d.settings.sync_settle)
+    if cmd.cursor is None:
+        return v.SyncView(events=[], cursor=encode_sync_cursor(floor), has_more=False)
+    after = decode_sync_cursor(cmd.cursor)
+    viewer = Participant.user(cmd.viewer)
+    async with d.uow() as uow:
+        found: list[tuple[SyncPosition, dict[str, Any]]] = []
+        created = await uow.messages.created_since(viewer, after, limit=limit + 1)
+        for m in created:
+            found.append((SyncPosition.of_message(m), message_frame(message_event(m, []))))
+        for dl, origin in await uow.messages.changed_since(viewer, after, limit=limit + 1):
+            frame = status_event(origin.conversation_id, origin.sender.key, dl)
+            del frame["sender"]
+            found.append((SyncPosition.of_delivery(dl), frame))
+        found.sort(key=lambda item: item[0])
+        more = len(found) > limit
+        page = found[:limit]
+        shown = {SyncPosition.of_message(m): m for m in created}
+        by_conversation: dict[ConversationId, list[Message]] = {}
+        for position, _ in page:
+            if (got := shown.get(position)) is not None:
+                by_conversation.setdefault(got.conversation_id, []).append(got)
+        fetched = [await _mark_fetched(uow, ms, viewer, at=now) for ms in by_conversation.values()]
+        if any(fetched):
+            await uow.commit()
+    cursor = page[-1][0] if more else max(after, floor)
+    return v.SyncView(events=[frame for _, frame in page], cursor=encode_sync_cursor(cursor), has_more=more)
 
 
 async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v.MessageView]:
@@ -690,7 +748,12 @@ async def handle_mark_read(cmd: c.MarkRead, d: Deps) -> v.ReadReceipt:
         changed = [dl for dl in pending if dl.advance(DeliveryStatus.READ, at=now)]
         if changed:
             await uow.messages.save_progress(changed)
-            await emit_status(uow.outbox, m.conversation_id, changed)
+            senders = {
+                msg.id: msg.sender.key
+                for msg in (await uow.messages.get_many([dl.message_id for dl in changed])).values()
+            }
+            for dl in changed:
+                await emit_status(uow.outbox, m.conversation_id, senders[dl.message_id], [dl])
         mine = [dl for dl in await uow.messages.deliveries([m.id]) if dl.recipient == reader]
         await uow.commit()
     read_at = min((h.at for dl in mine for h in dl.history if h.status is DeliveryStatus.READ), default=now)
@@ -712,6 +775,8 @@ HANDLERS: Mapping[type, Callable[[Any, Deps], Any]] = {
     c.ListConversations: handle_list_conversations,
     c.SendMessage: handle_send_message,
     c.GetHistory: handle_get_history,
+    c.GetMessage: handle_get_message,
     c.GetMessageStatus: handle_get_message_status,
     c.MarkRead: handle_mark_read,
+    c.Sync: handle_sync,
 }

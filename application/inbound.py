@@ -166,7 +166,7 @@ def text_of(m: InboundMessage) -> TextContent:
 
 async def _accept(d: InboundDeps, m: InboundMessage, message_id: MessageId) -> Received:
     async with d.uow() as uow:
-        if await uow.messages.conversations_of([message_id]):
+        if await uow.messages.origins_of([message_id]):
             return Received.DUPLICATE
         now = d.clock.now()
         identity = await uow.identities.find_by_address(m.sender)
@@ -226,7 +226,8 @@ async def _replied_in(uow: UnitOfWork, m: InboundMessage) -> ConversationId | No
         return None
     sent = (await uow.sends.find(m.channel, [m.reply_to])).get(m.reply_to)
     message_id = sent[0] if sent is not None else inbound_message_id(m.channel, m.reply_to)
-    return (await uow.messages.conversations_of([message_id])).get(message_id)
+    origin = (await uow.messages.origins_of([message_id])).get(message_id)
+    return origin.conversation_id if origin is not None else None
 
 
 async def _inbox(

@@ -216,7 +216,8 @@ async def jobs_for(
         ]
         await uow.messages.save_progress(failed)
         for dl in failed:
-            await emit_status(uow.outbox, by_id[dl.message_id].conversation_id, [dl])
+            m = by_id[dl.message_id]
+            await emit_status(uow.outbox, m.conversation_id, m.sender.key, [dl])
     return jobs
 
 
@@ -539,8 +540,8 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
         deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries([r.job.key for r in settled])}
         touched: list[Delivery] = []
         handed_over: list[tuple[DeliveryKey, str]] = []
-        changed: list[tuple[ConversationId, Delivery]] = []
-        by_platform_id: dict[str, tuple[ConversationId, Delivery]] = {}
+        changed: list[tuple[DeliveryJob, Delivery]] = []
+        by_platform_id: dict[str, tuple[DeliveryJob, Delivery]] = {}
         for r in settled:
             dl = deliveries.get(r.job.key)
             if dl is None:
@@ -550,25 +551,25 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
                 handed_over.append((r.job.key, r.platform_message_id))
                 dl.record_handoff(r.platform_message_id, at=now)
                 touched.append(dl)
-                by_platform_id[r.platform_message_id] = (r.job.conversation_id, dl)
+                by_platform_id[r.platform_message_id] = (r.job, dl)
             else:
                 reason = r.error if r.outcome is Outcome.FAILED else f"gave up after {r.attempts} attempts: {r.error}"
                 if dl.advance(DeliveryStatus.FAILED, at=now, error=reason):
                     touched.append(dl)
-                    changed.append((r.job.conversation_id, dl))
+                    changed.append((r.job, dl))
         await uow.sends.record(handed_over, at=now)
         # Receipts the platform sent before this record existed: apply them now.
         for channel in {dl.channel for _, dl in by_platform_id.values()}:
             ids = [pid for pid, (_, dl) in by_platform_id.items() if dl.channel is channel]
             for early in await uow.early_receipts.take(channel, ids):
-                conv_id, dl = by_platform_id[early.platform_message_id]
+                job, dl = by_platform_id[early.platform_message_id]
                 if dl.advance(early.status, at=early.at, error=early.error):
-                    changed.append((conv_id, dl))
+                    changed.append((job, dl))
         await uow.bindings.bind(_latest_per_address([r.job for r in settled if r.outcome in handed]), at=now)
         await uow.sends.release(released)
         await uow.messages.save_progress(touched)
-        for conv_id, dl in changed:
-            await emit_status(uow.outbox, conv_id, [dl])
+        for job, dl in changed:
+            await emit_status(uow.outbox, job.conversation_id, job.sender, [dl])
         await uow.commit()
 
 
@@ -731,11 +732,11 @@ async def _apply(uow: UnitOfWork, given: Sequence[Receipt | Watermark], *, at: d
     if not changed:
         return 0
     await uow.messages.save_progress(list(changed.values()))
-    conversations = await uow.messages.conversations_of(list({k[0] for k in changed}))
+    origins = await uow.messages.origins_of(list({k[0] for k in changed}))
     for dl in changed.values():
-        conversation_id = conversations.get(dl.message_id)
-        if conversation_id is not None:
-            await emit_status(uow.outbox, conversation_id, [dl])
+        origin = origins.get(dl.message_id)
+        if origin is not None:
+            await emit_status(uow.outbox, origin.conversation_id, origin.sender.key, [dl])
     return len(changed)
 
 

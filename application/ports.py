@@ -11,13 +11,14 @@ from uuid import UUID
 
 import attrs
 
-from application.cursors import encode_conversation_cursor
+from application.cursors import SyncPosition, encode_conversation_cursor
 from application.errors import Unavailable
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus
 from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
 from domain.messages import Message
+from domain.presence import PresenceStatus
 from domain.uploads import UploadSession
 from domain.users import ApiClient, ChannelIdentity, User
 
@@ -186,6 +187,10 @@ class ConversationRepository(Protocol):
         """The member's conversations, most recent activity first (ties by id)."""
 
     @abstractmethod
+    async def peers_of(self, user_id: UserId) -> Sequence[UserId]:
+        """The other users who share a conversation with ``user_id``, each once."""
+
+    @abstractmethod
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         """Reserve ``counts[c]`` consecutive message positions in each conversation; mark activity at ``at``.
 
@@ -208,6 +213,14 @@ class DuplicateMessage(Exception):
 
 
 @attrs.frozen
+class MessageOrigin:
+    """Where a message belongs and who sent it."""
+
+    conversation_id: ConversationId
+    sender: Participant
+
+
+@attrs.frozen(kw_only=True)
 class HistoryQuery:
     """Which slice of a conversation's history to read, as seen by ``viewer``."""
 
@@ -244,8 +257,8 @@ class MessageRepository(Protocol):
         """The messages that exist among ``message_ids``, by id."""
 
     @abstractmethod
-    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
-        """The conversation of each message that exists among ``message_ids`` (nothing else is read)."""
+    async def origins_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, MessageOrigin]:
+        """The conversation and sender of each message that exists among ``message_ids`` (nothing else is read)."""
 
     @abstractmethod
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
@@ -258,6 +271,23 @@ class MessageRepository(Protocol):
     @abstractmethod
     async def deliveries(self, message_ids: Sequence[MessageId]) -> Sequence[Delivery]:
         """The deliveries of these messages, with their history."""
+
+    @abstractmethod
+    async def created_since(self, viewer: Participant, after: SyncPosition, *, limit: int) -> Sequence[Message]:
+        """The first ``limit`` messages after ``after`` (by ``created_at``, then id) the viewer may see.
+
+        Those it sent or receives, in conversations it is a member of.
+        """
+
+    @abstractmethod
+    async def changed_since(
+        self, viewer: Participant, after: SyncPosition, *, limit: int
+    ) -> Sequence[tuple[Delivery, MessageOrigin]]:
+        """The first ``limit`` delivery changes after ``after`` (by ``updated_at``, then key) the viewer follows.
+
+        Deliveries of messages the viewer sent, and its own deliveries once READ (its other clients
+        read them), in conversations it is a member of.
+        """
 
     @abstractmethod
     async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
@@ -791,3 +821,55 @@ class ChannelConnector(Protocol):
     @abstractmethod
     async def close(self) -> None:
         """Release what the connector holds (connections, files)."""
+
+
+# --- real time -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class PresenceChange:
+    """A user's status before and after a signal (equal when nothing changed for others)."""
+
+    before: PresenceStatus
+    after: PresenceStatus
+
+    @property
+    def changed(self) -> bool:
+        return self.before is not self.after
+
+
+class PresenceStore(Protocol):
+    """Who is reachable now: each live client (a socket, a heartbeat) counts until its time-to-live lapses."""
+
+    @abstractmethod
+    async def seen(
+        self, user_id: UserId, source: str, status: PresenceStatus, *, at: datetime, ttl: timedelta
+    ) -> PresenceChange:
+        """Client ``source`` of the user is alive with ``status`` until ``at + ttl``."""
+
+    @abstractmethod
+    async def gone(self, user_id: UserId, source: str, *, at: datetime) -> PresenceChange:
+        """Client ``source`` of the user went away (a socket closed)."""
+
+    @abstractmethod
+    async def state(self, user_id: UserId, *, at: datetime) -> tuple[PresenceStatus, datetime | None]:
+        """The user's status at ``at`` and when a client of theirs was last seen (None: never)."""
+
+    @abstractmethod
+    async def lapsed(self, *, at: datetime, limit: int) -> Sequence[tuple[UserId, datetime | None]]:
+        """Users whose every client lapsed by ``at``, with when they were last seen.
+
+        Each lapse is reported once, to one caller, however many call this at the same time.
+        """
+
+
+Frame = Mapping[str, Any]
+"""A real-time event as clients receive it: a JSON object with a ``type``."""
+
+
+class Fanout(Protocol):
+    """Real-time frames to every live connection of the given users, whichever process holds them."""
+
+    @abstractmethod
+    async def push(self, frames: Sequence[tuple[Frame, Sequence[UserId]]]) -> None:
+        """Send each frame to its users' connections (best effort: a client that misses one resyncs)."""

@@ -158,3 +158,21 @@ class ReadReceipt:
     message_id: MessageId
     read_at: datetime
     status: str = "READ"
+
+
+@attrs.frozen
+class PresenceView:
+    """Whether a user is reachable now, and when a client of theirs was last seen."""
+
+    user_id: UserId
+    status: str
+    last_seen: datetime | None
+
+
+@attrs.frozen
+class SyncView:
+    """What changed for a viewer after a cursor: frames as the WebSocket sends them, oldest first."""
+
+    events: Sequence[Mapping[str, Any]]
+    cursor: str
+    has_more: bool

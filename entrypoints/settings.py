@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-WORKER_KINDS = ("relay", "router", "channels", "status", "sweeper", "telegram-updates")
+WORKER_KINDS = ("relay", "router", "channels", "status", "push", "sweeper", "telegram-updates")
 """The pipeline's worker processes (``python -m entrypoints.workers <kind>``). ``telegram-updates`` runs
 only when Telegram updates are polled (at most one: Telegram refuses concurrent getUpdates)."""
 
@@ -28,6 +28,27 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 50051
+    grpc_max_message_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="largest gRPC message a client may send (RESOURCE_EXHAUSTED above)",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for real-time fan-out and presence; unset: `up` runs an embedded one, "
+        "and a lone API process keeps them in memory",
+    )
+    ws_max_frame_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="largest WebSocket frame a client may send (closed with 1009 above)"
+    )
+    ws_queue: int = Field(
+        default=1024, ge=8, description="frames a socket may fall behind before it is closed (the client resyncs)"
+    )
+    ws_compression: bool = Field(
+        default=False,
+        description="permessage-deflate on WebSockets: less traffic, about twice the memory per socket",
+    )
+    presence_ttl_s: float = Field(default=60.0, gt=0, description="silence after which a user is offline")
     sandbox_port: int = 8081
     http_workers: int = Field(default=2, ge=1, le=64)
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing key; `up` generates one if unset")

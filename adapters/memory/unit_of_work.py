@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import attrs
 
-from application.cursors import decode_conversation_cursor
+from application.cursors import SyncPosition, decode_conversation_cursor
 from application.errors import Conflict
 from application.ports import (
     AddressBindings,
@@ -24,6 +24,7 @@ from application.ports import (
     EarlyReceipts,
     HistoryQuery,
     IdentityRepository,
+    MessageOrigin,
     MessageRepository,
     Outbox,
     OutboxRecord,
@@ -162,6 +163,17 @@ class InMemoryConversationRepository(_Repo):
             mine = [c for c in mine if order(c) < (at, str(cid))]
         return ConversationPage.of([copy.deepcopy(c) for c in mine[: page.limit + 1]], page.limit)
 
+    async def peers_of(self, user_id: UserId) -> Sequence[UserId]:
+        me = Participant.user(user_id)
+        peers = {
+            m.user_id
+            for c in self.s.conversations.values()
+            if c.has_member(me)
+            for m in c.members
+            if m.user_id is not None and m != me
+        }
+        return sorted(peers, key=str)
+
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         first: dict[ConversationId, int] = {}
         for conversation_id, count in counts.items():
@@ -191,9 +203,13 @@ class InMemoryMessageRepository(_Repo):
         found = self.s.messages
         return {i: copy.deepcopy(found[i]) for i in message_ids if i in found}
 
-    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
+    async def origins_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, MessageOrigin]:
         found = self.s.messages
-        return {i: found[i].conversation_id for i in message_ids if i in found}
+        return {
+            i: MessageOrigin(conversation_id=found[i].conversation_id, sender=found[i].sender)
+            for i in message_ids
+            if i in found
+        }
 
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         visible = sorted(
@@ -213,6 +229,33 @@ class InMemoryMessageRepository(_Repo):
             before = query.before_seq
             chosen = [m for m in visible if before is None or m.seq < before][-query.limit :]
         return copy.deepcopy(chosen)
+
+    def _visible(self, m: Message, viewer: Participant) -> bool:
+        conv = self.s.conversations.get(m.conversation_id)
+        return conv is not None and conv.has_member(viewer) and (m.sender == viewer or viewer in m.recipients)
+
+    async def created_since(self, viewer: Participant, after: SyncPosition, *, limit: int) -> Sequence[Message]:
+        found = sorted(
+            (m for m in self.s.messages.values() if self._visible(m, viewer) and SyncPosition.of_message(m) > after),
+            key=SyncPosition.of_message,
+        )
+        return [copy.deepcopy(m) for m in found[:limit]]
+
+    async def changed_since(
+        self, viewer: Participant, after: SyncPosition, *, limit: int
+    ) -> Sequence[tuple[Delivery, MessageOrigin]]:
+        found = sorted(
+            (
+                (dl, MessageOrigin(conversation_id=m.conversation_id, sender=m.sender))
+                for m in self.s.messages.values()
+                if (conv := self.s.conversations.get(m.conversation_id)) is not None and conv.has_member(viewer)
+                for dl in self.s.deliveries.get(m.id, [])
+                if (m.sender == viewer or (dl.recipient == viewer and dl.status is DeliveryStatus.READ))
+                and SyncPosition.of_delivery(dl) > after
+            ),
+            key=lambda found: SyncPosition.of_delivery(found[0]),
+        )
+        return [(copy.deepcopy(dl), origin) for dl, origin in found[:limit]]
 
     async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
         return any(

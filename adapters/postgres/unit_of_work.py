@@ -19,7 +19,7 @@ from psycopg.rows import BaseRowFactory, DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from application.cursors import decode_conversation_cursor
+from application.cursors import SyncPosition, decode_conversation_cursor
 from application.errors import Conflict, Unavailable
 from application.ports import (
     AddressBindings,
@@ -32,6 +32,7 @@ from application.ports import (
     EarlyReceipts,
     HistoryQuery,
     IdentityRepository,
+    MessageOrigin,
     MessageRepository,
     Outbox,
     OutboxRecord,
@@ -431,6 +432,15 @@ class PostgresConversationRepository(_Repo):
         )
         return ConversationPage.of([_conversation(r) for r in await self._db.rows(query, params)], page.limit)
 
+    async def peers_of(self, user_id: UserId) -> Sequence[UserId]:
+        rows = await self._db.rows(
+            "SELECT DISTINCT other.member_key FROM conversation_members mine"
+            " JOIN conversation_members other ON other.conversation_id = mine.conversation_id"
+            " WHERE mine.member_key = %(me)s AND other.member_key <> %(me)s AND other.member_key LIKE 'user:%%'",
+            {"me": Participant.user(user_id).key},
+        )
+        return [UserId(UUID(r["member_key"].removeprefix("user:"))) for r in rows]
+
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         # The row locks taken here are held until the transaction ends: concurrent senders queue
         # on them, and a rollback returns the numbers. The locking CTE takes them in id order.
@@ -567,6 +577,9 @@ FROM jsonb_to_recordset(%(events)s)
 ON CONFLICT DO NOTHING
 """
 
+# A delivery's sync key (see SyncPosition), compared in the C collation as Python compares str.
+_SYNC_KEY: LiteralString = "(d.message_id::text || '/' || d.recipient_key || '/' || d.channel) COLLATE \"C\""
+
 # Deliveries with their whole history, oldest entry first.
 _DELIVERY = """
 SELECT d.message_id, d.recipient_key, d.channel, d.status, d.updated_at, d.error,
@@ -580,6 +593,11 @@ CROSS JOIN LATERAL (
     WHERE e.message_id = d.message_id AND e.recipient_key = d.recipient_key AND e.channel = d.channel
 ) h
 """
+
+_SYNCED_DELIVERY = _DELIVERY.replace(
+    "\nFROM deliveries d\n",
+    "\n     , d.conversation_id, m.sender_key\nFROM deliveries d JOIN messages m ON m.id = d.message_id\n",
+)
 
 # A recipient's deliveries not yet READ in a conversation, up to a position: locked, then read.
 _LOCK_UNREAD = """
@@ -689,11 +707,16 @@ class PostgresMessageRepository(_Repo):
         rows = await self._db.rows(_MESSAGE + " WHERE id = ANY(%s)", (list(message_ids),))
         return {(m := _message(r)).id: m for r in rows}
 
-    async def conversations_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, ConversationId]:
+    async def origins_of(self, message_ids: Sequence[MessageId]) -> Mapping[MessageId, MessageOrigin]:
         if not message_ids:
             return {}
-        rows = await self._db.rows("SELECT id, conversation_id FROM messages WHERE id = ANY(%s)", (list(message_ids),))
-        return {r["id"]: r["conversation_id"] for r in rows}
+        rows = await self._db.rows(
+            "SELECT id, conversation_id, sender_key FROM messages WHERE id = ANY(%s)", (list(message_ids),)
+        )
+        return {
+            r["id"]: MessageOrigin(conversation_id=r["conversation_id"], sender=Participant.from_key(r["sender_key"]))
+            for r in rows
+        }
 
     async def history(self, query: HistoryQuery) -> Sequence[Message]:
         where: list[LiteralString] = [
@@ -721,6 +744,43 @@ class PostgresMessageRepository(_Repo):
         )
         found = [_message(r) for r in await self._db.rows(statement, params)]
         return found if forward else found[::-1]
+
+    async def created_since(self, viewer: Participant, after: SyncPosition, *, limit: int) -> Sequence[Message]:
+        # Keys compare as text in the C collation, as Python compares str (a uuid's text sorts like the uuid).
+        rows = await self._db.rows(
+            sql.SQL(
+                "{} WHERE conversation_id IN"
+                " (SELECT conversation_id FROM conversation_members WHERE member_key = %(viewer)s)"
+                " AND (sender_key = %(viewer)s OR %(viewer)s = ANY(recipient_keys))"
+                " AND created_at >= %(at)s"
+                ' AND (created_at, 0, id::text COLLATE "C") > (%(at)s, %(kind)s, %(key)s COLLATE "C")'
+                " ORDER BY created_at, id LIMIT %(limit)s"
+            ).format(sql.SQL(_MESSAGE)),
+            {"viewer": viewer.key, "at": after.at, "kind": after.kind, "key": after.key, "limit": limit},
+        )
+        return [_message(r) for r in rows]
+
+    async def changed_since(
+        self, viewer: Participant, after: SyncPosition, *, limit: int
+    ) -> Sequence[tuple[Delivery, MessageOrigin]]:
+        rows = await self._db.rows(
+            sql.SQL(
+                "{} WHERE d.conversation_id IN"
+                " (SELECT conversation_id FROM conversation_members WHERE member_key = %(viewer)s)"
+                " AND (m.sender_key = %(viewer)s OR (d.recipient_key = %(viewer)s AND d.status = 'READ'))"
+                " AND d.updated_at >= %(at)s"
+                ' AND (d.updated_at, 1, {key}) > (%(at)s, %(kind)s, %(key)s COLLATE "C")'
+                " ORDER BY d.updated_at, {key} LIMIT %(limit)s"
+            ).format(sql.SQL(_SYNCED_DELIVERY), key=sql.SQL(_SYNC_KEY)),
+            {"viewer": viewer.key, "at": after.at, "kind": after.kind, "key": after.key, "limit": limit},
+        )
+        return [
+            (
+                _delivery(r),
+                MessageOrigin(conversation_id=r["conversation_id"], sender=Participant.from_key(r["sender_key"])),
+            )
+            for r in rows
+        ]
 
     async def shares_file(self, file_id: FileId, viewer: Participant) -> bool:
         row = await self._db.row(

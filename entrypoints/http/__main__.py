@@ -1,18 +1,38 @@
-"""Run the HTTP API: `python -m entrypoints.http` (uvicorn, CHAT4ALL_HTTP_WORKERS processes)."""
+"""Run the HTTP API: `python -m entrypoints.http`.
+
+Under `chat4all up` (``CHAT4ALL_HTTP_REUSE_PORT=1``) each API process is a runtime of its own: it binds the
+shared port with SO_REUSEPORT, so the kernel spreads connections over the processes and the supervisor
+restarts each on its own. Run by hand, it serves with uvicorn's CHAT4ALL_HTTP_WORKERS processes instead.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import uvicorn
 
 from entrypoints.settings import Settings
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` that other processes may bind as well (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def main() -> None:
     settings = Settings()
-    if settings.http_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    shared_port = os.environ.get("CHAT4ALL_HTTP_REUSE_PORT") == "1"
+    workers = 1 if shared_port else settings.http_workers
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Several worker processes share one /metrics view through prometheus-client's multiprocess
         # mode; its directory must start empty, and one per data dir and port leaves nothing behind.
         metrics = settings.data_dir.resolve() / "metrics" / f"http-{settings.http_port}"
@@ -24,17 +44,27 @@ def main() -> None:
     # Build the app once here: uvicorn's multi-worker parent would respawn workers that fail to
     # import forever, hiding the error from the supervisor; failing here exits the runtime instead.
     app_factory()
-    uvicorn.run(
+    config = uvicorn.Config(
         "entrypoints.http.app:app_factory",
         factory=True,
         host=settings.host,
         port=settings.http_port,
-        workers=settings.http_workers,
+        workers=workers,
         log_level=settings.log_level,
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        ws_max_size=settings.ws_max_frame_bytes,  # a bigger client frame closes the socket with 1009
+        ws_per_message_deflate=settings.ws_compression,
     )
+    if shared_port:
+        uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.http_port)])
+    elif workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        uvicorn.Server(config).run()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -35,8 +36,10 @@ from entrypoints.http.controllers import (
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
 from entrypoints.http.files import FilesController, blob
 from entrypoints.http.metrics import request_metrics
+from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
 from entrypoints.http.tokens import CachedToken
 from entrypoints.http.webhooks import webhook, webhook_handshake
+from entrypoints.realtime import channels_plugin, realtime, redis_for
 from entrypoints.settings import Settings
 
 
@@ -99,20 +102,35 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         app.state.inbound = await resolve(container.inbound)
         app.state.webhooks = webhooks_for(settings)
         app.state.files = await resolve(container.files)
+        app.state.tokens = container.tokens()
+        app.state.ws_max_frame_bytes = settings.ws_max_frame_bytes
+        app.state.ws_queue = settings.ws_queue
+        live = realtime(
+            redis,
+            uow=await resolve(container.uow),
+            clock=container.clock(),
+            presence_ttl=timedelta(seconds=settings.presence_ttl_s),
+            channels=channels,
+        )
         # Everything built so far lives as long as the process: keep it out of the collector's
         # way, so full collections under load walk only request garbage (tens of ms less at p99).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
         try:
-            yield
+            async with live as app.state.realtime:
+                yield
         finally:
+            if redis is not None:
+                await redis.aclose()
             await resolve(container.shutdown_resources)
 
     def bus(state: State) -> MessageBus:
         bus_: MessageBus = state.bus
         return bus_
 
+    redis = redis_for(settings.redis_url)
+    channels = channels_plugin(redis)
     token_settings = container.token_settings()
     jwt_auth = JWTAuth[UserId, CachedToken](
         token_cls=CachedToken,
@@ -132,6 +150,9 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             ConversationsController,
             MessagesController,
             FilesController,
+            PresenceController,
+            SyncController,
+            realtime_socket,
             blob,
             webhook_handshake,
             webhook,
@@ -142,7 +163,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         ],
         dependencies={"bus": Provide(bus, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        plugins=[PROBLEM_DETAILS],
+        plugins=[PROBLEM_DETAILS, channels],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init, _operation_level_security, _metrics_outermost],
         request_max_body_size=settings.max_body_bytes,

@@ -212,6 +212,11 @@ class MessagesController(Controller):
         )
         return s.accepted_out(await bus.handle(cmd))
 
+    @get("/{message_id:uuid}", operation_id="getMessage")
+    async def get_one(self, request: AuthedRequest, message_id: FromPath[UUID], bus: Bus) -> s.MessageOut:
+        """One message as history shows it, for its sender and recipients."""
+        return s.message_out(await bus.handle(c.GetMessage(request.user, MessageId(message_id))))
+
     @get("/{message_id:uuid}/status", operation_id="getMessageStatus")
     async def status(self, request: AuthedRequest, message_id: FromPath[UUID], bus: Bus) -> s.MessageStatusOut:
         """A message's deliveries and their history."""

@@ -257,3 +257,19 @@ def status_out(s: v.MessageStatusView) -> MessageStatusOut:
             for h in s.history
         ],
     )
+
+
+class HeartbeatIn(msgspec.Struct):
+    status: Annotated[str, msgspec.Meta(description="`online` or `away`")] = "online"
+
+
+class PresenceOut(msgspec.Struct):
+    user_id: UUID
+    status: str
+    last_seen: datetime | None
+
+
+class SyncOut(msgspec.Struct):
+    events: list[dict[str, Any]]
+    cursor: str
+    has_more: bool

@@ -20,6 +20,7 @@ import click
 from entrypoints.settings import Settings
 from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
+from entrypoints.stack.redis import EmbeddedRedis
 from entrypoints.stack.runtimes import (
     forget_dead_processes,
     load_or_create_jwt_secret,
@@ -164,7 +165,7 @@ class StopSignals:
 
 
 class Stack:
-    """One `chat4all up`: postgres and kafka (unless external), migrations, topics, the supervised runtimes."""
+    """One `chat4all up`: postgres, kafka and redis (unless external), migrations, topics, the supervised runtimes."""
 
     def __init__(
         self,
@@ -188,12 +189,15 @@ class Stack:
         self.database_url: str | None = None
         self.kafka: EmbeddedKafka | None = None
         self.kafka_bootstrap: str | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url: str | None = None
         self.supervisor: Supervisor | None = None
         self.metrics_dir: Path | None = None
         self.signals = StopSignals()
         self._create_times: dict[int, float | None] = {}
         self._pg_revival = Revival(backoff or Backoff())
         self._kafka_revival = Revival(backoff or Backoff())
+        self._redis_revival = Revival(backoff or Backoff())
 
     # -- stack.json -------------------------------------------------------------------------------------------------
 
@@ -207,6 +211,7 @@ class Stack:
     def state(self) -> dict[str, Any]:
         pg = self.postgres
         kafka = self.kafka
+        redis = self.redis
         return {
             "supervisor_pid": os.getpid(),
             "supervisor_create_time": self._created(os.getpid()),
@@ -220,6 +225,11 @@ class Stack:
             "kafka": (
                 {"pid": kafka.pid, "bootstrap": kafka.bootstrap, "create_time": self._created(kafka.pid)}
                 if kafka is not None and kafka.pid is not None
+                else None
+            ),
+            "redis": (
+                {"pid": redis.pid, "url": redis.url, "create_time": self._created(redis.pid)}
+                if redis is not None and redis.pid is not None
                 else None
             ),
             "runtimes": [
@@ -320,6 +330,30 @@ class Stack:
             log.warning("kafka restarted (pid %s) with empty in-memory storage; topics re-created", kafka.pid)
             self.save()
 
+    def _start_redis(self) -> str:
+        if self.settings.redis_url:
+            log.info("using the redis at %s", redact_url(self.settings.redis_url))
+            return self.settings.redis_url
+        redis = EmbeddedRedis(self.data_dir)
+        self.redis = redis
+        log.info("starting redis (in memory, port %d)", redis.port)
+        try:
+            redis.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise StackError(str(exc)) from exc
+        log.info("redis is up (pid %s)", redis.pid)
+        self.save()
+        return redis.url
+
+    def _watch_redis(self) -> None:
+        """The embedded redis died: start it again on the same port (presence starts over; clients resync)."""
+        redis = self.redis
+        if redis is None or redis.process is None or redis.process.poll() is None:
+            return
+        if self._redis_revival.attempt("redis", redis.pid, redis.process.returncode, redis.start):
+            log.warning("redis restarted (pid %s)", redis.pid)
+            self.save()
+
     def banner(self, ready: Mapping[str, bool]) -> str:
         lines = [f"chat4all is up: supervisor pid {os.getpid()}, data in {self.data_dir}"]
         if self.postgres is not None:
@@ -330,6 +364,10 @@ class Stack:
             lines.append(f"  {'kafka':<10} pid {self.kafka.pid!s:<8} {self.kafka.bootstrap}")
         elif self.kafka_bootstrap is not None:
             lines.append(f"  {'kafka':<10} {'external':<12} {self.kafka_bootstrap}")
+        if self.redis is not None:
+            lines.append(f"  {'redis':<10} pid {self.redis.pid!s:<8} {self.redis.url}")
+        elif self.redis_url is not None:
+            lines.append(f"  {'redis':<10} {'external':<12} {redact_url(self.redis_url)}")
         if self.supervisor is not None:
             for rt in self.supervisor.runtimes:
                 status = "ready" if ready.get(rt.name) else "starting (not ready yet)"
@@ -359,6 +397,9 @@ class Stack:
         self.kafka_bootstrap = self._start_kafka()
         if stop.requested():
             return 0
+        self.redis_url = self._start_redis()
+        if stop.requested():
+            return 0
         applied = migrate_database(self.database_url)
         log.info("migrations: %s", ", ".join(applied) if applied else "schema is up to date")
         secret = self.settings.jwt_secret
@@ -370,6 +411,7 @@ class Stack:
             self.settings,
             database_url=self.database_url,
             kafka_bootstrap=self.kafka_bootstrap,
+            redis_url=self.redis_url,
             jwt_secret=jwt_secret,
             data_dir=self.data_dir,
             sandbox=(
@@ -398,6 +440,7 @@ class Stack:
             self.supervisor.poll()
             self._watch_postgres()
             self._watch_kafka()
+            self._watch_redis()
             deadline = time.monotonic() + 0.5
             while not stop.requested() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -410,6 +453,9 @@ class Stack:
                 self.supervisor.stop()
         finally:
             try:
+                if self.redis is not None:
+                    log.info("stopping redis (pid %s)", self.redis.pid)
+                    self.redis.stop()
                 if self.kafka is not None:
                     log.info("stopping kafka (pid %s)", self.kafka.pid)
                     self.kafka.stop()

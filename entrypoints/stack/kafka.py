@@ -7,16 +7,13 @@ Only `chat4all up` and the tests use this; the platform itself speaks the Kafka 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import struct
-import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from entrypoints.stack.child import ChildServer
 from entrypoints.stack.postgres import free_port
-from entrypoints.stack.runtimes import port_free
 
 # Tansu reads its configuration from these too; none of the developer's may leak into the embedded broker
 _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY")
@@ -85,8 +82,14 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[s
     return brokers
 
 
-class EmbeddedKafka:
-    """One Tansu broker on ``host:port`` with memory storage; its log goes to ``log_dir/kafka.log``."""
+class EmbeddedKafka(ChildServer):
+    """One Tansu broker on ``host:port`` with memory storage; its log goes to ``log_dir/kafka.log``.
+
+    Tansu drains open client connections for several seconds before it exits on SIGTERM; its storage is
+    memory, so nothing is lost by not waiting for that (``stop`` kills it after 2 s).
+    """
+
+    name = "kafka"
 
     def __init__(
         self,
@@ -96,27 +99,15 @@ class EmbeddedKafka:
         host: str = "127.0.0.1",
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.log_dir = log_dir.resolve()
-        self.host = host
-        self.port = port or free_port(host)
+        super().__init__(log_dir, host=host, port=port or free_port(host))
         self.environ = environ
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / "kafka.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    def env(self) -> Mapping[str, str]:
+        return broker_env(os.environ if self.environ is None else self.environ)
 
     def argv(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
@@ -137,49 +128,3 @@ class EmbeddedKafka:
             return (self.host, self.port) in metadata_brokers(self.host, self.port, timeout)
         except (OSError, struct.error, UnicodeDecodeError):
             return False
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start the broker (a no-op while it runs) and wait until it answers metadata requests."""
-        if self.running:
-            return
-        if not port_free(self.host, self.port):
-            raise RuntimeError(
-                f"port {self.port} on {self.host} (for kafka) is in use; stop what holds it or choose another"
-            )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        argv = self.argv()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=broker_env(os.environ if self.environ is None else self.environ),
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.process.poll() is not None:
-                raise RuntimeError(f"kafka (tansu) exited with {self.process.returncode}; see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(
-                    f"kafka (tansu) did not answer on {self.bootstrap} in {timeout}s; see {self.log_path}"
-                )
-            time.sleep(0.02)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """SIGTERM; SIGKILL if it will not go within ``timeout`` seconds.
-
-        Tansu drains open client connections for several seconds before it exits; its storage is memory, so
-        nothing is lost by not waiting for that.
-        """
-        p = self.process
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()

@@ -145,6 +145,7 @@ def runtime_env(
     *,
     database_url: str,
     kafka_bootstrap: str,
+    redis_url: str | None = None,
     jwt_secret: str,
     data_dir: Path,
     sandbox: Mapping[str, str] | None = None,
@@ -160,9 +161,12 @@ def runtime_env(
         CHAT4ALL_HOST=settings.host,
         CHAT4ALL_HTTP_PORT=str(settings.http_port),
         CHAT4ALL_GRPC_PORT=str(settings.grpc_port),
+        CHAT4ALL_HTTP_REUSE_PORT="1",  # each API process is a runtime of its own, on the one port
         CHAT4ALL_SANDBOX_PORT=str(settings.sandbox_port),
         PYTHONUNBUFFERED="1",
     )
+    if redis_url is not None:
+        env["CHAT4ALL_REDIS_URL"] = redis_url
     env[METRICS_ENV] = str(metrics_dir(data_dir, settings))
     return env
 
@@ -201,10 +205,7 @@ WORKERS = WORKER_KINDS
 
 
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
-    """The runtimes of a stack: the HTTP API, the workers, and the channel sandbox when it is wanted.
-
-    gRPC joins here when it is written.
-    """
+    """The runtimes of a stack: the HTTP API processes, the workers, and the channel sandbox when wanted."""
     http = http_base(settings.host, settings.http_port)
     sandbox = http_base(settings.host, settings.sandbox_port)
     playing = [
@@ -218,12 +219,16 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
     ]
     return [
         *(playing if sandbox_wanted(settings) else []),
-        RuntimeSpec(
-            name="http",
-            argv=(sys.executable, "-m", "entrypoints.http"),
-            env=env,
-            url=http,
-            health_url=f"{http}/health/ready",
+        *(
+            # The API processes share the port (SO_REUSEPORT); events cross them through Redis.
+            RuntimeSpec(
+                name="http" if i == 1 else f"http-{i}",
+                argv=(sys.executable, "-m", "entrypoints.http"),
+                env=env,
+                url=http,
+                health_url=f"{http}/health/ready",
+            )
+            for i in range(1, settings.http_workers + 1)
         ),
         *(
             RuntimeSpec(

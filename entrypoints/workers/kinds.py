@@ -1,4 +1,4 @@
-"""The worker kinds: outbox relay, router, channel workers, status worker and sweeper."""
+"""The worker kinds: outbox relay, router, channel workers, status worker, real-time push and sweeper."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.postgres.notify import OutboxWakeups
+from adapters.redis import RedisFanout
 from application import topics
 from application.attachments import Attachments
+from application.errors import Unavailable
 from application.inbound import Inbound, InboundDeps, receive
 from application.pipeline import (
     ChannelDeps,
@@ -33,8 +35,10 @@ from application.pipeline import (
     sweep,
 )
 from application.ports import ChannelConnector, ChannelError, ObjectStore
+from application.realtime import push_events
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
+from entrypoints.realtime import redis_for
 from entrypoints.storage import object_store_for
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
@@ -90,6 +94,30 @@ async def run_status(w: Worker) -> None:
         metrics.receipts_applied(await apply_receipts(w.deps, receipts))
 
     await consume(w, w.consumer([topics.RECEIPTS], "chat4all-status"), handle)
+
+
+async def run_push(w: Worker) -> None:
+    """Publish what clients should see of new messages and status changes to their users' Redis channels.
+
+    Best effort: while Redis is down, frames are dropped (and counted) rather than held, because a
+    client that misses frames resyncs, and a flood of stale ones would help nobody.
+    """
+    redis = redis_for(w.settings.redis_url)
+    if redis is None:
+        raise SystemExit("push: CHAT4ALL_REDIS_URL is not set")
+    fanout = RedisFanout(redis)
+
+    async def handle(batch: list[Received]) -> None:
+        try:
+            metrics.pushed(await push_events(fanout, [r.payload for r in batch]))
+        except Unavailable as exc:
+            metrics.pushed(len(batch), dropped=True)
+            log.warning("push: dropped %d events' frames: %s", len(batch), exc)
+
+    try:
+        await consume(w, w.consumer([topics.MESSAGES, topics.STATUS], "chat4all-push"), handle)
+    finally:
+        await redis.aclose()
 
 
 async def run_sweeper(w: Worker) -> None:
@@ -239,6 +267,7 @@ KINDS: dict[str, Callable[[Worker], Awaitable[None]]] = {
     "router": run_router,
     "status": run_status,
     "sweeper": run_sweeper,
+    "push": run_push,
     "channels": run_channels,
     "telegram-updates": run_telegram_updates,
 }

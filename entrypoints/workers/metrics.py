@@ -32,6 +32,11 @@ SWEEPER_REDRIVEN = Counter(
     "What the sweeper re-drove: stuck conversations and delivery jobs.",
     ["what"],
 )
+FRAMES_PUSHED = Counter(
+    "chat4all_frames_pushed",
+    "Real-time frames the push worker published, by outcome (published, dropped).",
+    ["outcome"],
+)
 CIRCUIT_OPEN = Gauge(
     "chat4all_circuit_open",
     "1 while a channel's circuit breaker is open or half-open in some channel worker, else 0.",
@@ -67,6 +72,10 @@ def delivered(channel: Channel, results: Sequence[JobResult], breaker_state: str
     if dead := counts.get(Outcome.DEAD, 0):
         DEAD_LETTERS.labels(channel.value).inc(dead)
     CIRCUIT_OPEN.labels(channel.value).set(0 if breaker_state == "closed" else 1)
+
+
+def pushed(count: int, *, dropped: bool = False) -> None:
+    FRAMES_PUSHED.labels("dropped" if dropped else "published").inc(count)
 
 
 def receipts_applied(count: int) -> None:

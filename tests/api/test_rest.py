@@ -203,3 +203,17 @@ async def test_forged_and_confused_tokens_are_401(api: Api) -> None:
         r = await api.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401, name
         assert r.headers["content-type"].startswith("application/problem+json"), name
+
+
+async def test_one_message_reads_as_in_history_for_its_people_only(api: Api) -> None:
+    ana, bob, zed = await api.user("ana"), await api.user("bob"), await api.user("zed")
+    conv = await api.conversation(ana, "bob")
+    sent = await api.send(ana, conv["conversation_id"], "just this one")
+    message_id = sent.json()["message_id"]
+
+    seen = [await api.client.get(f"/v1/messages/{message_id}", headers=who["headers"]) for who in (ana, bob, zed)]
+
+    assert [r.status_code for r in seen] == [200, 200, 404]
+    assert seen[0].json()["payload"] == {"type": "text", "text": "just this one"}
+    assert seen[1].json()["status"] == "DELIVERED"  # bob fetched it
+    assert (await api.client.get(f"/v1/messages/{uuid.uuid4()}", headers=ana["headers"])).status_code == 404

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import attrs
 import pytest
 
-from application.ports import DuplicateMessage, HistoryQuery
+from application.ports import DuplicateMessage, HistoryQuery, MessageOrigin
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus, StatusChange
@@ -145,9 +145,9 @@ async def test_a_batch_of_messages_is_stored_whole_or_not_at_all(uow_factory: Ba
         deliveries = await uow.messages.deliveries(ids)
     assert {i: fields(m) for i, m in got.items()} == {m.id: fields(m) for m, _ in batch}
     async with uow_factory() as uow:
-        where = await uow.messages.conversations_of([*ids, MessageId(uuid.uuid4())])
-        assert await uow.messages.conversations_of([]) == {}
-    assert where == {m.id: m.conversation_id for m, _ in batch}
+        where = await uow.messages.origins_of([*ids, MessageId(uuid.uuid4())])
+        assert await uow.messages.origins_of([]) == {}
+    assert where == {m.id: MessageOrigin(conversation_id=m.conversation_id, sender=m.sender) for m, _ in batch}
     assert sorted(map(state, deliveries), key=str) == sorted((state(d) for _, ds in batch for d in ds), key=str)
 
     fresh = sent(conv, 3, ALICE, [BOB])

@@ -32,6 +32,7 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
     env.update(
         CHAT4ALL_DATA_DIR=str(data_dir),
         CHAT4ALL_HTTP_PORT=str(http_port or free_port()),
+        CHAT4ALL_GRPC_PORT=str(free_port()),
         CHAT4ALL_PG_PORT=str(pg_port or free_port()),
         CHAT4ALL_ARGON2_PROFILE="test",
         # The loopback platform by default (its fault file drives the pipeline tests); test_channels runs the sandbox.

@@ -164,6 +164,7 @@ async def test_reading_emits_one_status_event_per_delivery_read(
             "type": "message.status",
             "message_id": str(accepted.message_id),
             "conversation_id": str(group),
+            "sender": Participant.user(app.users["ana"]).key,
             "recipient": bruno,
             "channel": channel,
             "status": "READ",

@@ -146,8 +146,10 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert env["CHAT4ALL_DATA_DIR"] == str(tmp_path)
     # one prometheus multiprocess directory for the whole stack: the HTTP API's /metrics shows the workers' counters
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics" / "stack-8123")
-    http, *workers = runtime_specs(settings, env)
-    assert [w.name for w in workers] == ["relay", "router", "channels", "status", "sweeper"]
+    assert env["CHAT4ALL_HTTP_REUSE_PORT"] == "1"
+    http, http2, *workers = runtime_specs(settings, env)
+    assert (http2.name, http2.argv, http2.url) == ("http-2", http.argv, http.url)  # two API processes, one port
+    assert [w.name for w in workers] == ["relay", "router", "channels", "status", "push", "sweeper"]
     assert all(list(w.argv) == [sys.executable, "-m", "entrypoints.workers", w.name] for w in workers)
     assert all(w.env is env and w.health_url is None for w in workers)
     assert http.name == "http"
@@ -156,7 +158,7 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert http.health_url == "http://127.0.0.1:8123/health/ready"
     assert http.env is env
     more = Settings(worker_processes={"router": 2, "channels": 3, "sweeper": 0}, sandbox=False)
-    assert [w.name for w in runtime_specs(more, env)[1:]] == [
+    assert [w.name for w in runtime_specs(more, env)[2:]] == [
         "relay",
         "router",
         "router-2",
@@ -164,11 +166,12 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         "channels-2",
         "channels-3",
         "status",
+        "push",
     ]
     polling = Settings(
         telegram_updates="polling", telegram_bot_token="1:a", worker_processes={"telegram-updates": 3}, sandbox=False
     )
-    assert [w.name for w in runtime_specs(polling, env)[1:]].count("telegram-updates") == 1  # never two pollers
+    assert [w.name for w in runtime_specs(polling, env)].count("telegram-updates") == 1  # never two pollers
     assert "telegram-updates" not in [w.name for w in runtime_specs(Settings(telegram_updates="polling"), env)]
     with pytest.raises(ValueError, match="unknown worker kinds"):
         Settings(worker_processes={"routers": 2})
@@ -349,6 +352,7 @@ def test_up_supervises_until_sigterm(
         kafka_bootstrap="kafka-1:9092,kafka-2:9092",
         kafka_partitions=16,
         http_port=0,
+        grpc_port=0,
         host="127.0.0.1",
     )
     code = commands.up(settings, {"PATH": os.environ["PATH"]})
@@ -432,7 +436,9 @@ def test_up_runs_the_embedded_broker_restarts_it_and_stops_it(
 
     seen: dict[str, Any] = {}
     killer = sigterm_once(tmp_path, seen, kill_the_broker_once_then_see_it_back)
-    settings = Settings(data_dir=tmp_path, database_url="postgresql://x/y", http_port=0, kafka_partitions=3)
+    settings = Settings(
+        data_dir=tmp_path, database_url="postgresql://x/y", http_port=0, grpc_port=0, kafka_partitions=3
+    )
     code = commands.up(settings, {"PATH": os.environ["PATH"], "CHAT4ALL_KAFKA_PORT": str(port)})
     killer.join()
     out = capsys.readouterr().out
