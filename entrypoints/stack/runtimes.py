@@ -205,7 +205,7 @@ WORKERS = WORKER_KINDS
 
 
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
-    """The runtimes of a stack: the HTTP API processes, the workers, and the channel sandbox when wanted."""
+    """The runtimes of a stack: the HTTP API processes, gRPC, the workers, and the channel sandbox when wanted."""
     http = http_base(settings.host, settings.http_port)
     sandbox = http_base(settings.host, settings.sandbox_port)
     playing = [
@@ -229,6 +229,12 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
                 health_url=f"{http}/health/ready",
             )
             for i in range(1, settings.http_workers + 1)
+        ),
+        RuntimeSpec(  # the gRPC API (docs/grpc.md); its readiness is its gRPC health service, not a URL
+            name="grpc",
+            argv=(sys.executable, "-m", "entrypoints.grpc"),
+            env=env,
+            url=f"grpc://{http_base(settings.host, settings.grpc_port).removeprefix('http://')}",
         ),
         *(
             RuntimeSpec(
@@ -255,7 +261,7 @@ def worker_count(settings: Settings, kind: str) -> int:
 
 def runtime_ports(settings: Settings) -> dict[str, int]:
     """The ports the runtimes of :func:`runtime_specs` bind, checked before anything starts."""
-    ports = {"http": settings.http_port}
+    ports = {"http": settings.http_port, "grpc": settings.grpc_port}
     if sandbox_wanted(settings):
         ports["sandbox"] = settings.sandbox_port
     return ports

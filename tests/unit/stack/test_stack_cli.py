@@ -147,8 +147,9 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     # one prometheus multiprocess directory for the whole stack: the HTTP API's /metrics shows the workers' counters
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics" / "stack-8123")
     assert env["CHAT4ALL_HTTP_REUSE_PORT"] == "1"
-    http, http2, *workers = runtime_specs(settings, env)
+    http, http2, grpc, *workers = runtime_specs(settings, env)
     assert (http2.name, http2.argv, http2.url) == ("http-2", http.argv, http.url)  # two API processes, one port
+    assert grpc.name == "grpc"
     assert [w.name for w in workers] == ["relay", "router", "channels", "status", "push", "sweeper"]
     assert all(list(w.argv) == [sys.executable, "-m", "entrypoints.workers", w.name] for w in workers)
     assert all(w.env is env and w.health_url is None for w in workers)
@@ -158,7 +159,7 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert http.health_url == "http://127.0.0.1:8123/health/ready"
     assert http.env is env
     more = Settings(worker_processes={"router": 2, "channels": 3, "sweeper": 0}, sandbox=False)
-    assert [w.name for w in runtime_specs(more, env)[2:]] == [
+    assert [w.name for w in runtime_specs(more, env)[3:]] == [
         "relay",
         "router",
         "router-2",
@@ -498,8 +499,8 @@ def test_up_runs_the_sandbox_and_points_the_channels_at_it_unless_a_platform_is_
     real = Settings(whatsapp_access_token="EAAG-real", whatsapp_phone_number_id="1")
     forced = real.model_copy(update={"sandbox": True})
     assert [sandbox_wanted(plain), sandbox_wanted(real), sandbox_wanted(forced)] == [True, False, True]
-    assert runtime_ports(plain) == {"http": 8123, "sandbox": 8181}
-    assert runtime_ports(real) == {"http": 8000}
+    assert runtime_ports(plain) == {"http": 8123, "grpc": 50051, "sandbox": 8181}
+    assert runtime_ports(real) == {"http": 8000, "grpc": 50051}
 
     credentials = load_or_create_sandbox_credentials(tmp_path)
     env = runtime_env(
