@@ -38,7 +38,7 @@ _CREATED = b'{"type":"message.created"'
 
 REDIS_CONNECTIONS = 64
 """Connections a process keeps to Redis at most; a caller waits up to ``REDIS_WAIT_S`` for one."""
-REDIS_WAIT_S = 5.0
+REDIS_WAIT_S = 20.0
 
 
 def redis_for(url: str | None) -> Redis | None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         default=64 * 1024, ge=1024, description="largest WebSocket frame a client may send (closed with 1009 above)"
     )
     ws_queue: int = Field(
-        default=1024, ge=8, description="frames a socket may fall behind before it is closed (the client resyncs)"
+        default=4096, ge=8, description="frames a socket may fall behind before it is closed (the client resyncs)"
     )
     ws_compression: bool = Field(
         default=False,

@@ -93,7 +93,7 @@ class Chat4AllService:
         auth: BearerAuth,
         max_message_bytes: int,
         realtime: Realtime,
-        feed_queue: int = 256,
+        feed_queue: int = 4096,
         send_window: int = SEND_WINDOW,
     ) -> None:
         self._bus = bus
