@@ -143,10 +143,16 @@ class PushReceipts:
 
 @attrs.define
 class Connections:
-    """The live client connections of this process, whose presence it keeps fresh."""
+    """The live client connections of this process, whose presence it keeps fresh.
+
+    A closed connection's presence update waits in a queue for ``forget``: a socket's handler ends at
+    once, so a process that stops with thousands of sockets open is not held up by their updates (any
+    it does not get to, the other processes see lapse after the time-to-live).
+    """
 
     deps: RealtimeDeps
     live: dict[str, UserId] = attrs.field(factory=dict)
+    gone: asyncio.Queue[tuple[str, UserId]] = attrs.field(factory=asyncio.Queue)
 
     async def opened(self, user_id: UserId) -> str:
         source = f"conn:{uuid.uuid4()}"
@@ -157,14 +163,19 @@ class Connections:
             log.warning("presence: %s", exc)
         return source
 
-    async def closed(self, source: str) -> None:
+    def closed(self, source: str) -> None:
         user_id = self.live.pop(source, None)
-        if user_id is None:
-            return
-        try:
-            await client_gone(self.deps, user_id, source)
-        except Unavailable as exc:
-            log.warning("presence: %s", exc)
+        if user_id is not None:
+            self.gone.put_nowait((source, user_id))
+
+    async def forget(self) -> None:
+        """Apply the presence updates of closed connections, one at a time (several of these run)."""
+        while True:
+            source, user_id = await self.gone.get()
+            try:
+                await client_gone(self.deps, user_id, source)
+            except Unavailable as exc:
+                log.warning("presence: %s", exc)
 
     async def keep_fresh(self) -> None:
         """Every third of the time-to-live: every open connection is seen again, and lapsed users go offline."""
@@ -250,7 +261,7 @@ class Feed:
             self.stopped = True
             await channels.unsubscribe(subscriber)
             if source is not None:
-                await self.rt.connections.closed(source)
+                self.rt.connections.closed(source)
 
 
 @attrs.frozen
@@ -285,7 +296,11 @@ async def realtime(
     async with contextlib.AsyncExitStack() as stack:
         if channels is None:
             await stack.enter_async_context(plugin)
-        tasks = [asyncio.create_task(rt.receipts.run()), asyncio.create_task(rt.connections.keep_fresh())]
+        tasks = [
+            asyncio.create_task(rt.receipts.run()),
+            asyncio.create_task(rt.connections.keep_fresh()),
+            *(asyncio.create_task(rt.connections.forget()) for _ in range(4)),
+        ]
         try:
             yield rt
         finally:
