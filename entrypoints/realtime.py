@@ -232,7 +232,8 @@ class Feed:
             await self._stop("too far behind; resync with GET /v1/sync")
             return
         try:
-            await asyncio.wait_for(self._send(data), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):  # no task per frame, unlike wait_for
+                await self._send(data)
         except TimeoutError:
             await self._stop("too slow; resync with GET /v1/sync")
             return
