@@ -24,6 +24,10 @@ class Conflict(ApplicationError):
     """The request clashes with the current state (a taken name, a reused idempotency key)."""
 
 
+class Busy(Conflict):
+    """The same request is being handled right now (a retry racing its first attempt); retry shortly."""
+
+
 class AuthenticationFailed(ApplicationError):
     """Credentials or a token were missing, wrong or expired."""
 

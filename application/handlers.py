@@ -15,7 +15,7 @@ from application import topics
 from application import views as v
 from application.accepting import Acceptance, accept_messages, message_event
 from application.cursors import SyncPosition, decode_sync_cursor, encode_history_cursor, encode_sync_cursor
-from application.errors import ApplicationError, AuthenticationFailed, Conflict, Forbidden, NotFound
+from application.errors import ApplicationError, AuthenticationFailed, Busy, Conflict, Forbidden, NotFound
 from application.events import emit_status, payload_of, status_event
 from application.ports import (
     Clock,
@@ -361,9 +361,13 @@ def _accepted(m: Message) -> v.Accepted:
     return v.Accepted(message_id=m.id, conversation_id=m.conversation_id, seq=m.seq, created_at=m.created_at)
 
 
+def _reused() -> Conflict:
+    return Conflict("message_id was already used for a different message", field="message_id")
+
+
 def _replay(existing: Message, fingerprint: str) -> v.Accepted:
     if existing.fingerprint != fingerprint:
-        raise Conflict("message_id was already used for a different message", field="message_id")
+        raise _reused()
     return _accepted(existing)
 
 
@@ -514,14 +518,19 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
     fingerprints = {i: s.fingerprint for i, s in sends}
     for i, s, first in repeats:
         # The same id twice in one batch (a client's retry racing its first attempt).
-        answer = answers[first]
-        same = isinstance(answer, v.Accepted) and fingerprints[first] == s.fingerprint
-        answers[i] = answer if same else _busy()
+        answers[i] = _repeated(answers[first], same=fingerprints[first] == s.fingerprint)
     return answers
 
 
-def _busy() -> Conflict:
-    return Conflict("message_id is being used concurrently; retry", field="message_id")
+def _repeated(first: SendAnswer, *, same: bool) -> SendAnswer:
+    """The answer to a message id's second use in one batch, given the first's answer."""
+    if same:
+        return first  # accepted or refused, as the first attempt
+    return _reused() if isinstance(first, v.Accepted) else _busy()
+
+
+def _busy() -> Busy:
+    return Busy("message_id is being used concurrently; retry", field="message_id")
 
 
 async def handle_send_messages(cmds: Sequence[c.SendMessage], d: Deps) -> list[SendAnswer]:

@@ -12,7 +12,15 @@ import logging
 import attrs
 from grpclib.const import Status
 
-from application.errors import ApplicationError, AuthenticationFailed, Conflict, Forbidden, NotFound, Unavailable
+from application.errors import (
+    ApplicationError,
+    AuthenticationFailed,
+    Busy,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+)
 from application.ports import StorageUnavailable
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
 from domain.uploads import BadChunk, MissingChunks, PartsMismatch, UploadTooLarge
@@ -33,6 +41,7 @@ ERROR_TABLE: list[tuple[type[Exception], Status, str]] = [
     (DomainError, Status.INVALID_ARGUMENT, "invalid"),  # 422
     (NotFound, Status.NOT_FOUND, "not-found"),  # 404
     (Forbidden, Status.PERMISSION_DENIED, "forbidden"),  # 403
+    (Busy, Status.ABORTED, "busy"),  # 409: a retry racing its first attempt; retry
     (Conflict, Status.ALREADY_EXISTS, "conflict"),  # 409: a message_id reused for another message
     (AuthenticationFailed, Status.UNAUTHENTICATED, "unauthorized"),  # 401
     (StorageUnavailable, Status.UNAVAILABLE, "storage-unavailable"),  # 503

@@ -15,7 +15,7 @@ from grpclib.exceptions import GRPCError
 import application
 import domain
 from adapters.security import JwtTokenIssuer, TokenSettings
-from application.errors import ApplicationError, Conflict, Forbidden, NotFound, Unavailable
+from application.errors import ApplicationError, Busy, Conflict, Forbidden, NotFound, Unavailable
 from application.ports import StorageUnavailable
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
 from domain.ids import UserId
@@ -55,6 +55,7 @@ def test_every_core_error_maps_to_a_client_status(cls: type[Exception]) -> None:
         (NotFound("no such message"), Status.NOT_FOUND, "not-found", None),
         (Forbidden("not a member"), Status.PERMISSION_DENIED, "forbidden", None),
         (Conflict("reused", field="message_id"), Status.ALREADY_EXISTS, "conflict", "message_id"),
+        (Busy("in use; retry", field="message_id"), Status.ABORTED, "busy", "message_id"),
         (BusinessRuleViolation("too long", field="payload.text"), Status.INVALID_ARGUMENT, "invalid", "payload.text"),
         (InvalidTransition("upload is completed"), Status.FAILED_PRECONDITION, "conflict", None),
         (MissingChunks([1, 2]), Status.FAILED_PRECONDITION, "missing-chunks", "chunks"),
