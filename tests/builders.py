@@ -318,3 +318,24 @@ class StoreOutage:
             raise StorageUnavailable(f"{name}: connection refused")
 
         return failing
+
+
+def core_error_classes() -> list[type[Exception]]:
+    """Every error class of ``domain`` and ``application``: each runtime must map them all."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import application
+    import domain
+    from application.errors import ApplicationError
+    from domain.errors import DomainError
+
+    found: set[type[Exception]] = set()
+    for package in (domain, application):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for _, obj in inspect.getmembers(module, inspect.isclass):
+                if issubclass(obj, DomainError | ApplicationError):
+                    found.add(obj)
+    return sorted(found, key=lambda c: c.__qualname__)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine
-from typing import Any
 
 from entrypoints.grpc.server import serve
+from entrypoints.loop import run
 from entrypoints.settings import Settings
 
 
@@ -24,22 +23,12 @@ async def _main(settings: Settings) -> None:
     await serve(settings, stop=stop)
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    """On uvloop where it exists, as the other runtimes."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - PyPy and Windows have no uvloop; the standard loop works
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
 def main() -> None:
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
     )
-    _run(_main(settings))
+    run(_main(settings))
 
 
 if __name__ == "__main__":

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
-
 import pytest
 from dependency_injector import providers
 from litestar.testing import AsyncTestClient
 
-import application
-import domain
 from adapters.memory import InMemoryStore
-from application.errors import ApplicationError
-from domain.errors import DomainError
 from entrypoints.container import container_for
 from entrypoints.http.app import create_app
 from entrypoints.http.errors import ERROR_TABLE, app_error
 from entrypoints.settings import Settings
+from tests.builders import core_error_classes
 
 
-def _error_classes() -> list[type[Exception]]:
-    found: set[type[Exception]] = set()
-    for package in (domain, application):
-        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            module = importlib.import_module(info.name)
-            for _, obj in inspect.getmembers(module, inspect.isclass):
-                if issubclass(obj, DomainError | ApplicationError):
-                    found.add(obj)
-    return sorted(found, key=lambda c: c.__qualname__)
-
-
-@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__qualname__)
+@pytest.mark.parametrize("cls", core_error_classes(), ids=lambda c: c.__qualname__)
 def test_every_core_error_maps_to_a_client_problem(cls: type[Exception]) -> None:
     assert any(issubclass(cls, mapped) for mapped, _, _ in ERROR_TABLE)
     instance = cls.__new__(cls)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -12,8 +9,6 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-import application
-import domain
 from adapters.security import JwtTokenIssuer, TokenSettings
 from application.errors import ApplicationError, Busy, Conflict, Forbidden, NotFound, Unavailable
 from application.ports import StorageUnavailable
@@ -22,22 +17,12 @@ from domain.ids import UserId
 from domain.uploads import MissingChunks, UploadTooLarge
 from entrypoints.grpc.auth import BearerAuth
 from entrypoints.grpc.errors import ERROR_TABLE, mapped
+from tests.builders import core_error_classes
 
 pytestmark = pytest.mark.unit
 
 
-def _error_classes() -> list[type[Exception]]:
-    found: set[type[Exception]] = set()
-    for package in (domain, application):
-        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            module = importlib.import_module(info.name)
-            for _, obj in inspect.getmembers(module, inspect.isclass):
-                if issubclass(obj, DomainError | ApplicationError):
-                    found.add(obj)
-    return sorted(found, key=lambda c: c.__qualname__)
-
-
-@pytest.mark.parametrize("cls", _error_classes(), ids=lambda c: c.__qualname__)
+@pytest.mark.parametrize("cls", core_error_classes(), ids=lambda c: c.__qualname__)
 def test_every_core_error_maps_to_a_client_status(cls: type[Exception]) -> None:
     assert any(issubclass(cls, known) for known, _, _ in ERROR_TABLE)
     instance = cls.__new__(cls)
