@@ -657,27 +657,27 @@ async def handle_sync(cmd: c.Sync, d: Deps) -> v.SyncView:
     after = decode_sync_cursor(cmd.cursor)
     viewer = Participant.user(cmd.viewer)
     async with d.uow() as uow:
-        found: list[tuple[SyncPosition, dict[str, Any]]] = []
-        created = await uow.messages.created_since(viewer, after, limit=limit + 1)
-        for m in created:
-            found.append((SyncPosition.of_message(m), message_frame(message_event(m, []))))
+        # (position, frame, the message when it is one)
+        found: list[tuple[SyncPosition, dict[str, Any], Message | None]] = [
+            (SyncPosition.of_message(m), message_frame(message_event(m, [])), m)
+            for m in await uow.messages.created_since(viewer, after, limit=limit + 1)
+        ]
         for dl, origin in await uow.messages.changed_since(viewer, after, limit=limit + 1):
             frame = status_event(origin.conversation_id, origin.sender.key, dl)
             del frame["sender"]
-            found.append((SyncPosition.of_delivery(dl), frame))
+            found.append((SyncPosition.of_delivery(dl), frame, None))
         found.sort(key=lambda item: item[0])
         more = len(found) > limit
         page = found[:limit]
-        shown = {SyncPosition.of_message(m): m for m in created}
         by_conversation: dict[ConversationId, list[Message]] = {}
-        for position, _ in page:
-            if (got := shown.get(position)) is not None:
-                by_conversation.setdefault(got.conversation_id, []).append(got)
+        for _, _, m in page:
+            if m is not None:
+                by_conversation.setdefault(m.conversation_id, []).append(m)
         fetched = [await _mark_fetched(uow, ms, viewer, at=now) for ms in by_conversation.values()]
         if any(fetched):
             await uow.commit()
     cursor = page[-1][0] if more else max(after, floor)
-    return v.SyncView(events=[frame for _, frame in page], cursor=encode_sync_cursor(cursor), has_more=more)
+    return v.SyncView(events=[frame for _, frame, _ in page], cursor=encode_sync_cursor(cursor), has_more=more)
 
 
 async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v.MessageView]:

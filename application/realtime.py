@@ -218,13 +218,9 @@ async def expire_presence(d: RealtimeDeps, *, limit: int = 500) -> int:
 
 async def heartbeat(d: RealtimeDeps, user_id: UserId, status: str) -> PresenceView:
     """``POST /v1/presence/heartbeat``: the user is ``online`` or ``away`` for one time-to-live."""
-    try:
-        wanted = PresenceStatus(status)
-    except ValueError:
-        wanted = PresenceStatus.OFFLINE
-    if wanted is PresenceStatus.OFFLINE:
+    if status not in {PresenceStatus.ONLINE, PresenceStatus.AWAY}:
         raise BusinessRuleViolation("status must be 'online' or 'away'", field="status")
-    await client_seen(d, user_id, HEARTBEAT, wanted)
+    await client_seen(d, user_id, HEARTBEAT, PresenceStatus(status))
     now_status, last_seen = await d.presence.state(user_id, at=d.clock.now())
     return PresenceView(user_id=user_id, status=now_status.value, last_seen=last_seen)
 

@@ -439,7 +439,7 @@ class PostgresConversationRepository(_Repo):
             " WHERE mine.member_key = %(me)s AND other.member_key <> %(me)s AND other.member_key LIKE 'user:%%'",
             {"me": Participant.user(user_id).key},
         )
-        return [UserId(UUID(r["member_key"].removeprefix("user:"))) for r in rows]
+        return [user for r in rows if (user := Participant.from_key(r["member_key"]).user_id) is not None]
 
     async def reserve_seqs(self, counts: Mapping[ConversationId, int], *, at: datetime) -> Mapping[ConversationId, int]:
         # The row locks taken here are held until the transaction ends: concurrent senders queue
