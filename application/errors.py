@@ -34,3 +34,11 @@ class AuthenticationFailed(ApplicationError):
 
 class Unavailable(ApplicationError):
     """A backing service is down; the request may be retried."""
+
+
+class RateLimited(ApplicationError):
+    """The caller went over a rate limit; ``retry_after`` seconds from now the call would be let through."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

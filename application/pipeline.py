@@ -25,6 +25,7 @@ import attrs
 from application import topics
 from application.attachments import Attachments
 from application.events import emit_status, payload_of
+from application.limits import Pacer
 from application.ports import (
     ChannelConnector,
     ChannelError,
@@ -339,7 +340,8 @@ class Outcome(StrEnum):
     DEAD = "dead"
     """Every attempt failed: the delivery is FAILED and the job went to the dead-letter topic."""
     DEFERRED = "deferred"
-    """The circuit is open, or another worker may be sending it: offer it again later."""
+    """The circuit is open, the platform's pace is used up, or another worker may be sending it: offer it again
+    later."""
     RECOVERED = "recovered"
     """A worker died between the platform's acceptance and the ledger: the platform had it, it was not resent."""
     DISCARDED = "discarded"
@@ -355,6 +357,8 @@ class JobResult:
     platform_message_id: str | None = None
     error: str | None = None
     attempts: int = 0
+    retry_in: float | None = attrs.field(default=None, kw_only=True)
+    """Deferred by pacing: seconds until the platform may be sent to again."""
 
 
 @attrs.frozen
@@ -374,6 +378,8 @@ class ChannelDeps:
     """How long an unfinished claim of a platform that cannot be asked (no lookup) blocks a re-send."""
     attachments: Attachments | None = None
     """How file messages go out (an attachment or a link); without it they fail."""
+    pacer: Pacer | None = None
+    """Keeps sends under the platform's rate limits; without it they go as fast as they come."""
 
 
 async def _send_in_order(
@@ -434,6 +440,12 @@ async def _send_one(d: ChannelDeps, job: DeliveryJob) -> JobResult:
     except ChannelError as exc:
         return JobResult(job, Outcome.FAILED, error=exc.reason, claimed=True)
     while True:
+        if d.pacer is not None:  # before the breaker: a probe it lets through must be sent
+            slot = await d.pacer.slot(str(job.to))
+            if not slot.granted:
+                return JobResult(job, Outcome.DEFERRED, attempts=attempts, claimed=True, retry_in=slot.wait)
+            if slot.wait:
+                await d.sleep(slot.wait)
         if not d.breaker.allow():
             return JobResult(job, Outcome.DEFERRED, attempts=attempts, claimed=True)
         attempts += 1

@@ -873,3 +873,47 @@ class Fanout(Protocol):
     @abstractmethod
     async def push(self, frames: Sequence[tuple[Frame, Sequence[UserId]]]) -> None:
         """Send each frame to its users' connections (best effort: a client that misses one resyncs)."""
+
+
+# --- rate limits ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Rate:
+    """A sustained rate with a burst on top: ``burst`` calls at once, then one every ``1 / per_second`` s."""
+
+    per_second: float
+    burst: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError("a rate is positive and its burst at least 1")
+
+
+@attrs.frozen
+class Ask:
+    """One call's claim on the bucket ``key``: granted now, or booked up to ``max_wait`` seconds ahead."""
+
+    key: str
+    rate: Rate
+    max_wait: float = 0.0
+    """How long the caller will wait for its slot; 0: it takes one now or none (admission control)."""
+
+
+@attrs.frozen
+class Verdict:
+    """A bucket's answer.
+
+    Granted: go after ``wait`` seconds (0: at once). Refused: nothing was taken; a slot opens in ``wait`` seconds.
+    """
+
+    granted: bool
+    wait: float = 0.0
+
+
+class RateLimiter(Protocol):
+    """Token buckets shared by every process that checks them (GCRA: one timestamp per bucket)."""
+
+    @abstractmethod
+    async def acquire(self, asks: Sequence[Ask]) -> list[Verdict]:
+        """Answer each ask in order (a later ask of the same bucket sees what an earlier one took)."""

@@ -24,6 +24,7 @@ import attrs
 
 from application.digests import RunningDigests, fed
 from application.errors import Conflict, NotFound
+from application.limits import Bucket, RateLimits
 from application.ports import Clock, IdGenerator, ObjectStore, PartLengthMismatch, StorageUnavailable, UnitOfWork
 from domain.conversations import Participant
 from domain.errors import BusinessRuleViolation, InvalidTransition
@@ -50,6 +51,8 @@ class FileDeps:
     settings: FileSettings = FileSettings()
     digests: RunningDigests = attrs.field(factory=RunningDigests)
     """This process's running digests of uploads arriving in order (see ``application/digests.py``)."""
+    limits: RateLimits | None = None
+    """Opening an upload counts against the owner's limit of costly calls."""
 
 
 @attrs.frozen
@@ -217,6 +220,8 @@ async def _open(
         raise BusinessRuleViolation(
             f"chunk_size is at least {d.store.min_part_size} bytes with this store", field="chunk_size"
         )
+    if d.limits is not None:
+        await d.limits.check([(Bucket.EXPENSIVE, str(owner))])
     session.store_upload_id = await d.store.start_upload(blob_key(session.id), part_size=session.chunk_size)
     return session
 

@@ -19,10 +19,13 @@ from application.bus import MessageBus
 from application.handlers import Deps
 from application.handlers import Settings as CoreSettings
 from application.inbound import InboundDeps
+from application.limits import RateLimits
 from application.ports import Clock, IdGenerator, ObjectStore, PasswordHasher, UnitOfWork
 from application.uploads import FileDeps, FileSettings
 from domain.channels import Channel
 from entrypoints.channels import inbox_owners
+from entrypoints.limits import rate_limits_for
+from entrypoints.realtime import redis_for
 from entrypoints.settings import Settings
 from entrypoints.storage import object_store_for
 
@@ -67,9 +70,16 @@ def _bus(
     tokens: JwtTokenIssuer,
     group_max: int,
     refresh_ttl_s: int,
+    limits: RateLimits | None,
 ) -> MessageBus:
     settings = CoreSettings(group_max=group_max, refresh_ttl=timedelta(seconds=refresh_ttl_s))
-    return MessageBus(Deps(uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings))
+    deps = Deps(uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings)
+    return MessageBus(deps, limits=limits)
+
+
+def _limits(settings: Settings | None, redis: Any) -> RateLimits | None:
+    assert settings is not None, "container_for() sets the settings"
+    return rate_limits_for(settings, redis)
 
 
 def _inbound(uow: Callable[[], UnitOfWork], clock: Clock, owners: dict[Channel, str]) -> InboundDeps:
@@ -83,9 +93,14 @@ async def _object_store(settings: Settings | None) -> AsyncIterator[ObjectStore]
 
 
 def _files(
-    uow: Callable[[], UnitOfWork], clock: Clock, ids: IdGenerator, store: ObjectStore, max_size: int
+    uow: Callable[[], UnitOfWork],
+    clock: Clock,
+    ids: IdGenerator,
+    store: ObjectStore,
+    max_size: int,
+    limits: RateLimits | None,
 ) -> FileDeps:
-    return FileDeps(uow=uow, clock=clock, ids=ids, store=store, settings=FileSettings(max_size=max_size))
+    return FileDeps(uow=uow, clock=clock, ids=ids, store=store, settings=FileSettings(max_size=max_size), limits=limits)
 
 
 class Container(containers.DeclarativeContainer):
@@ -109,8 +124,11 @@ class Container(containers.DeclarativeContainer):
     inbox_owners: providers.Object[dict[Channel, str]] = providers.Object({})
     app_settings: providers.Object[Settings | None] = providers.Object(None)
     object_store = providers.Resource(_object_store, settings=app_settings)
+    redis = providers.Singleton(redis_for, config.redis_url)
+    """The runtime's Redis client (None without CHAT4ALL_REDIS_URL); the runtime closes it when it stops."""
+    limits = providers.Singleton(_limits, settings=app_settings, redis=redis)
     files = providers.Singleton(
-        _files, uow=uow, clock=clock, ids=ids, store=object_store, max_size=config.max_file_size
+        _files, uow=uow, clock=clock, ids=ids, store=object_store, max_size=config.max_file_size, limits=limits
     )
     inbound = providers.Singleton(_inbound, uow=uow, clock=clock, owners=inbox_owners)
     bus = providers.Singleton(
@@ -122,6 +140,7 @@ class Container(containers.DeclarativeContainer):
         tokens=tokens,
         group_max=config.group_max,
         refresh_ttl_s=config.refresh_token_ttl_s,
+        limits=limits,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 WORKER_KINDS = ("relay", "router", "channels", "status", "push", "sweeper", "telegram-updates")
@@ -12,6 +12,21 @@ WORKER_KINDS = ("relay", "router", "channels", "status", "push", "sweeper", "tel
 only when Telegram updates are polled (at most one: Telegram refuses concurrent getUpdates)."""
 
 PLATFORM_NAMES = ("whatsapp", "instagram", "messenger", "telegram")
+RATE_LIMIT_NAMES = ("send", "expensive", "login", "anonymous")
+
+
+class RateSetting(BaseModel):
+    """A token bucket: ``burst`` at once, then ``per_second``."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class PaceSetting(BaseModel):
+    """How fast one platform is sent to: over all and per recipient (null: no limit)."""
+
+    overall: RateSetting | None = None
+    per_recipient: RateSetting | None = None
 
 
 class Settings(BaseSettings):
@@ -49,6 +64,23 @@ class Settings(BaseSettings):
         description="permessage-deflate on WebSockets: less traffic, about twice the memory per socket",
     )
     presence_ttl_s: float = Field(default=60.0, gt=0, description="silence after which a user is offline")
+    rate_limiting: bool = Field(default=True, description="enforce the request rate limits (429 over them)")
+    rate_limits: dict[str, RateSetting | None] = Field(
+        default={},
+        description="overrides of the request limits (JSON), e.g. "
+        '{"send": {"per_second": 50, "burst": 100}}; null turns one off. Limits: send (per sender), expensive '
+        "(per user: conversations, identities, clients, webhooks, uploads), login (per account), anonymous "
+        "(per client address: sign-up, log-in, refresh)",
+    )
+    pacing: bool = Field(default=True, description="pace each channel worker's sends to the platform's limits")
+    channel_paces: dict[str, PaceSetting] = Field(
+        default={},
+        description="overrides of the platforms' paces (JSON), e.g. "
+        '{"whatsapp": {"overall": {"per_second": 1000, "burst": 1000}, "per_recipient": null}}',
+    )
+    pacing_max_wait_s: float = Field(
+        default=5.0, ge=0, description="longest a send waits for its slot before its job is deferred"
+    )
     sandbox_port: int = 8081
     http_workers: int = Field(default=2, ge=1, le=64)
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing key; `up` generates one if unset")
@@ -79,6 +111,11 @@ class Settings(BaseSettings):
     )
     argon2_profile: str = Field(default="rfc9106-low-memory", description="'rfc9106-low-memory' or 'test' (fast)")
     log_level: str = "info"
+    log_format: str = Field(
+        default="json",
+        pattern="^(json|console)$",
+        description="`json`: one JSON object per line (structlog); `console`: aligned text for a terminal",
+    )
 
     # The event pipeline's workers.
     channels: list[str] = Field(default=list(PLATFORM_NAMES), description="platforms the channel workers serve")
@@ -173,6 +210,22 @@ class Settings(BaseSettings):
     @field_validator("inbox_owners")
     @classmethod
     def _known_channels(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(PLATFORM_NAMES))
+        if unknown:
+            raise ValueError(f"unknown channels {unknown}; known: {list(PLATFORM_NAMES)}")
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, RateSetting | None]) -> dict[str, RateSetting | None]:
+        unknown = sorted(set(value) - set(RATE_LIMIT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown rate limits {unknown}; known: {list(RATE_LIMIT_NAMES)}")
+        return value
+
+    @field_validator("channel_paces")
+    @classmethod
+    def _known_paces(cls, value: dict[str, PaceSetting]) -> dict[str, PaceSetting]:
         unknown = sorted(set(value) - set(PLATFORM_NAMES))
         if unknown:
             raise ValueError(f"unknown channels {unknown}; known: {list(PLATFORM_NAMES)}")

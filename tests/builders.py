@@ -23,6 +23,7 @@ from application import views as v
 from application.bus import MessageBus
 from application.errors import Unavailable
 from application.handlers import Deps, Settings
+from application.limits import RateLimits
 from application.ports import (
     ChannelCapabilities,
     ChannelError,
@@ -282,6 +283,7 @@ def a_chat4all(
     clock: FakeClock | None = None,
     hasher: PasswordHasher | None = None,
     settings: Settings | None = None,
+    limits: RateLimits | None = None,
 ) -> Chat4All:
     store = InMemoryStore()
     clock = clock or FakeClock()
@@ -293,7 +295,7 @@ def a_chat4all(
         tokens=JwtTokenIssuer(TokenSettings(secret="x" * 32)),
         settings=settings or Settings(),
     )
-    return Chat4All(store=store, clock=clock, bus=MessageBus(deps))
+    return Chat4All(store=store, clock=clock, bus=MessageBus(deps, limits=limits))
 
 
 class StoreOutage:

@@ -8,6 +8,7 @@ metadata a program can read: ``chat4all-problem`` (the REST problem type's last 
 from __future__ import annotations
 
 import logging
+import math
 
 import attrs
 from grpclib.const import Status
@@ -19,6 +20,7 @@ from application.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    RateLimited,
     Unavailable,
 )
 from application.ports import StorageUnavailable
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FIELD_KEY = "chat4all-field"
 PROBLEM_KEY = "chat4all-problem"
+RETRY_AFTER_KEY = "chat4all-retry-after"
 
 # Most specific first: the first matching class wins. The REST status each one answers with is noted.
 ERROR_TABLE: list[tuple[type[Exception], Status, str]] = [
@@ -44,6 +47,7 @@ ERROR_TABLE: list[tuple[type[Exception], Status, str]] = [
     (Busy, Status.ABORTED, "busy"),  # 409: a retry racing its first attempt; retry
     (Conflict, Status.ALREADY_EXISTS, "conflict"),  # 409: a message_id reused for another message
     (AuthenticationFailed, Status.UNAUTHENTICATED, "unauthorized"),  # 401
+    (RateLimited, Status.RESOURCE_EXHAUSTED, "rate-limited"),  # 429, retry-after in trailer chat4all-retry-after
     (StorageUnavailable, Status.UNAVAILABLE, "storage-unavailable"),  # 503
     (Unavailable, Status.UNAVAILABLE, "unavailable"),  # 503
     (ApplicationError, Status.INVALID_ARGUMENT, "bad-request"),  # 400
@@ -58,13 +62,16 @@ class Mapped:
     message: str
     problem: str
     field: str | None
+    retry_after: int | None = None
 
     @property
     def metadata(self) -> dict[str, str]:
-        """The trailing metadata that names the problem (and the field at fault)."""
+        """The trailing metadata that names the problem (the field at fault, the seconds to wait before a retry)."""
         meta = {PROBLEM_KEY: self.problem}
         if self.field:
             meta[FIELD_KEY] = self.field
+        if self.retry_after is not None:
+            meta[RETRY_AFTER_KEY] = str(self.retry_after)
         return meta
 
 
@@ -76,7 +83,9 @@ def mapped(exc: ApplicationError | DomainError) -> Mapped:
                 log.warning("file storage unavailable: %s", getattr(exc, "reason", exc))
             message = getattr(exc, "message", None) or str(exc)
             field = getattr(exc, "field", None)
-            return Mapped(status=status, message=message, problem=problem, field=field)
+            wait = getattr(exc, "retry_after", None) if isinstance(exc, RateLimited) else None
+            retry_after = max(1, math.ceil(wait)) if wait is not None else None
+            return Mapped(status=status, message=message, problem=problem, field=field, retry_after=retry_after)
     raise TypeError(f"no status mapping for {type(exc).__name__}") from exc
 
 

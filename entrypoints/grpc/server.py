@@ -43,7 +43,7 @@ from entrypoints.grpc.auth import BearerAuth
 from entrypoints.grpc.errors import Mapped, mapped
 from entrypoints.grpc.files import upload_file
 from entrypoints.grpc.limits import Capped, cap_reads
-from entrypoints.realtime import Feed, Realtime, realtime, redis_for
+from entrypoints.realtime import Feed, Realtime, realtime
 from entrypoints.settings import Settings
 
 log = logging.getLogger("chat4all.grpc")
@@ -322,7 +322,7 @@ async def serve(
     stack = contextlib.AsyncExitStack()
     container = container_for(settings)
     await resolve(container.init_resources)
-    redis = redis_for(settings.redis_url)
+    redis = container.redis()
     try:
         rt = await stack.enter_async_context(
             realtime(

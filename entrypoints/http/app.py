@@ -39,7 +39,7 @@ from entrypoints.http.metrics import request_metrics
 from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
 from entrypoints.http.tokens import CachedToken
 from entrypoints.http.webhooks import webhook, webhook_handshake
-from entrypoints.realtime import channels_plugin, realtime, redis_for
+from entrypoints.realtime import channels_plugin, realtime
 from entrypoints.settings import Settings
 
 
@@ -129,7 +129,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         bus_: MessageBus = state.bus
         return bus_
 
-    redis = redis_for(settings.redis_url)
+    redis = container.redis()
     channels = channels_plugin(redis)
     token_settings = container.token_settings()
     jwt_auth = JWTAuth[UserId, CachedToken](

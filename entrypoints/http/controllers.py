@@ -59,6 +59,12 @@ class _TokenOperation(Operation):
         )
 
 
+def client_address(request: Request[Any, Any, Any]) -> str | None:
+    """The peer's address, which the limits of calls without a token count by (behind a proxy: the proxy's,
+    unless the server is told to trust its forwarded headers)."""
+    return request.client.host if request.client is not None else None
+
+
 async def _token_body(request: Request[Any, Any, Any]) -> s.TokenIn:
     try:
         if (request.content_type[0] or "").startswith(RequestEncodingType.URL_ENCODED.value):
@@ -92,12 +98,12 @@ class AuthController(Controller):
                 detail="give username and password, or client_id and client_secret",
                 extra=[{"key": "body", "message": "missing credentials"}],
             )
-        return s.token_out(await bus.handle(cmd))
+        return s.token_out(await bus.handle(cmd, client=client_address(request)))
 
     @post("/refresh", opt=PUBLIC, status_code=HTTP_200_OK, operation_id="refreshToken")
-    async def refresh(self, data: JSONBody[s.RefreshIn], bus: Bus) -> s.TokenOut:
+    async def refresh(self, request: Request[Any, Any, Any], data: JSONBody[s.RefreshIn], bus: Bus) -> s.TokenOut:
         """Trade a refresh token, once, for a new pair."""
-        return s.token_out(await bus.handle(c.RefreshToken(data.refresh_token)))
+        return s.token_out(await bus.handle(c.RefreshToken(data.refresh_token), client=client_address(request)))
 
 
 class UsersController(Controller):
@@ -105,9 +111,10 @@ class UsersController(Controller):
     tags = ["users"]
 
     @post("/users", opt=PUBLIC, operation_id="registerUser")
-    async def register(self, data: JSONBody[s.RegisterUserIn], bus: Bus) -> s.UserOut:
+    async def register(self, request: Request[Any, Any, Any], data: JSONBody[s.RegisterUserIn], bus: Bus) -> s.UserOut:
         """Create an account."""
-        return s.user_out(await bus.handle(c.RegisterUser(data.username, data.password, data.display_name)))
+        cmd = c.RegisterUser(data.username, data.password, data.display_name)
+        return s.user_out(await bus.handle(cmd, client=client_address(request)))
 
     @get("/me", operation_id="me", security=BEARER)
     async def me(self, request: AuthedRequest, bus: Bus) -> s.UserOut:

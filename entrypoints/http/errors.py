@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +17,7 @@ from application.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    RateLimited,
     Unavailable,
 )
 from application.ports import StorageUnavailable
@@ -40,6 +42,7 @@ ERROR_TABLE: list[tuple[type[Exception], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (Conflict, 409, "conflict"),
     (AuthenticationFailed, 401, "unauthorized"),
+    (RateLimited, 429, "rate-limited"),
     (StorageUnavailable, 503, "storage-unavailable"),
     (Unavailable, 503, "unavailable"),
     (ApplicationError, 400, "bad-request"),
@@ -87,6 +90,8 @@ def app_error(exc: Exception) -> ProblemDetailsException:
                 log.warning("file storage unavailable: %s", getattr(exc, "reason", exc))
             if status == 401:
                 headers = {"WWW-Authenticate": "Bearer"}
+            if isinstance(exc, RateLimited):
+                headers = {"Retry-After": str(max(1, math.ceil(getattr(exc, "retry_after", 1))))}
             field = getattr(exc, "field", None)
             message = getattr(exc, "message", str(exc))
             errors = [{"field": field, "message": message}] if field else None

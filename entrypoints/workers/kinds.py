@@ -38,6 +38,7 @@ from application.ports import ChannelConnector, ChannelError, ObjectStore
 from application.realtime import push_events
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
+from entrypoints.limits import limiter_for, pacer_for
 from entrypoints.realtime import redis_for
 from entrypoints.storage import object_store_for
 from entrypoints.workers import metrics
@@ -185,6 +186,7 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
     s = w.settings
     connector = connector_for(w, channel)
     log.info("%s: sending through %s", channel.value, type(connector).__name__)
+    redis = redis_for(s.redis_url)  # the pace is shared by every worker of the channel through Redis
     cd = ChannelDeps(
         pipeline=w.deps,
         connector=connector,
@@ -193,6 +195,7 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
         ),
         retry=RetryPolicy(max_attempts=s.delivery_attempts),
         attachments=Attachments(uow=w.deps.uow, store=store, clock=w.deps.clock),
+        pacer=pacer_for(s, channel, limiter_for(redis)),
     )
     consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
     metrics.channel_started(channel)
@@ -200,6 +203,8 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
         await consume(w, consumer, _channel_handler(w, cd, consumer))
     finally:
         await connector.close()
+        if redis is not None:
+            await redis.aclose()
 
 
 def _channel_handler(
@@ -221,10 +226,12 @@ def _channel_handler(
                 deferred[tp] = min(r.offset, deferred.get(tp, r.offset))
         if deferred:
             # Store and forward: the deferred jobs stay in the log; read them again once the
-            # circuit lets a probe through.
+            # circuit lets a probe through, or the platform's pace has room.
             consumer.rewind(deferred)
-            wait = max(cd.breaker.retry_in(), 0.1)
-            log.warning("%s: circuit open; %d partitions wait %.1fs", cd.connector.channel, len(deferred), wait)
+            paced = [r.retry_in for r in results if r.outcome is Outcome.DEFERRED and r.retry_in is not None]
+            why = "circuit open" if cd.breaker.state != "closed" else "paced" if paced else "sends in doubt"
+            wait = max(cd.breaker.retry_in(), min(paced, default=0.0), 0.1)
+            log.warning("%s: %s; %d partitions wait %.1fs", cd.connector.channel, why, len(deferred), wait)
             await w.sleep(wait)
 
     return handle

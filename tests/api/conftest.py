@@ -24,6 +24,8 @@ async def _ready() -> dict[str, bool]:
 
 
 def build_app(store: InMemoryStore, **overrides: Any) -> Litestar:
+    """The app on ``store``; rate limits off unless ``overrides`` turn them on (all test clients share an address)."""
+    overrides.setdefault("rate_limiting", False)
     settings = Settings(jwt_secret="t" * 40, argon2_profile="test", **overrides)
     container = container_for(settings)
     container.pool.override(providers.Object(None))

@@ -10,7 +10,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from adapters.security import JwtTokenIssuer, TokenSettings
-from application.errors import ApplicationError, Busy, Conflict, Forbidden, NotFound, Unavailable
+from application.errors import ApplicationError, Busy, Conflict, Forbidden, NotFound, RateLimited, Unavailable
 from application.ports import StorageUnavailable
 from domain.errors import BusinessRuleViolation, DomainError, InvalidTransition
 from domain.ids import UserId
@@ -47,6 +47,12 @@ def test_every_core_error_maps_to_a_client_status(cls: type[Exception]) -> None:
         (UploadTooLarge("over 2 GiB"), Status.RESOURCE_EXHAUSTED, "too-large", "size"),
         (StorageUnavailable("disk on fire"), Status.UNAVAILABLE, "storage-unavailable", None),
         (Unavailable("the database is unavailable"), Status.UNAVAILABLE, "unavailable", None),
+        (
+            RateLimited("too many messages; retry in 2 s", retry_after=1.2),
+            Status.RESOURCE_EXHAUSTED,
+            "rate-limited",
+            None,
+        ),
     ],
 )
 def test_the_mapping_mirrors_rest(
@@ -54,7 +60,8 @@ def test_the_mapping_mirrors_rest(
 ) -> None:
     m = mapped(error)
     assert (m.status, m.problem, m.field) == (status, problem, field)
-    assert m.metadata == {"chat4all-problem": problem, **({"chat4all-field": field} if field else {})}
+    retry = {"chat4all-retry-after": "2"} if isinstance(error, RateLimited) else {}
+    assert m.metadata == {"chat4all-problem": problem, **({"chat4all-field": field} if field else {}), **retry}
 
 
 def test_a_token_is_verified_once_and_remembered_until_it_expires() -> None:

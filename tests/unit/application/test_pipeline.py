@@ -5,13 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.memory.limits import InMemoryRateLimiter
 from application import commands as c
 from application import topics
 from application.errors import Unavailable
+from application.limits import ChannelPace, Pacer
 from application.pipeline import (
     ChannelDeps,
     CircuitBreaker,
@@ -28,7 +31,7 @@ from application.pipeline import (
     routing_targets,
     sweep,
 )
-from application.ports import ChannelError, EarlyReceipt
+from application.ports import ChannelError, EarlyReceipt, Rate
 from domain.channels import Channel
 from domain.deliveries import DeliveryStatus
 from domain.ids import ConversationId
@@ -325,6 +328,34 @@ async def test_an_open_circuit_defers_jobs_and_a_probe_after_the_pause_closes_it
     assert [r.outcome for r in later] == [Outcome.HANDED_OVER] * 3
     assert [m.seq for m in telegram.accepted] == [1, 2, 3]
     assert cd.breaker.state == "closed"
+
+
+async def test_the_platforms_pace_holds_sends_back_waiting_briefly_and_deferring_beyond_that(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    for i in range(4):
+        await app.send("ana", pair, f"m{i}")
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector()
+    ticks = [0.0]
+    pace = ChannelPace(per_recipient=Rate(per_second=1, burst=2))
+    cd = attrs.evolve(
+        channel_deps(deps, telegram),
+        pacer=Pacer(InMemoryRateLimiter(lambda: ticks[0]), Channel.TELEGRAM, pace, max_wait=1.0),
+    )
+
+    results = await deliver_jobs(cd, jobs)
+
+    # Two at once (the burst), the third after waiting its slot, the fourth would wait too long: it and the
+    # ones after it wait for a later batch, in order.
+    assert [r.outcome for r in results] == [Outcome.HANDED_OVER] * 3 + [Outcome.DEFERRED]
+    assert results[3].retry_in == pytest.approx(2.0)
+    assert cd.sleep.delays == [1.0]  # type: ignore[attr-defined]
+    assert [m.seq for m in telegram.accepted] == [1, 2, 3]
+    ticks[0] += 3
+    later = await deliver_jobs(cd, jobs)
+    assert [r.outcome for r in later] == [Outcome.ALREADY_SENT] * 3 + [Outcome.HANDED_OVER]
+    assert [m.seq for m in telegram.accepted] == [1, 2, 3, 4]
 
 
 async def test_each_conversation_is_sent_in_seq_order(
