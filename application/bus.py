@@ -9,9 +9,13 @@ from typing import Any, Generic, TypeVar
 from application import commands as c
 from application.handlers import HANDLERS, Deps, handle_send_messages
 from application.limits import RateLimits, charges_of
+from application.webhooks import WEBHOOK_HANDLERS
 
 C = TypeVar("C")
 R = TypeVar("R")
+
+ALL_HANDLERS: Mapping[type, Callable[[Any, Deps], Any]] = {**HANDLERS, **WEBHOOK_HANDLERS}
+"""Every command's handler."""
 
 BATCH_HANDLERS: Mapping[type, Callable[[Sequence[Any], Deps], Awaitable[Sequence[Any]]]] = {
     c.SendMessage: handle_send_messages,
@@ -119,7 +123,7 @@ class MessageBus:
         batched = self._batched.get(type(command))
         if batched is not None:
             return await batched.submit(command)
-        handler = HANDLERS.get(type(command))
+        handler = ALL_HANDLERS.get(type(command))
         if handler is None:
             raise TypeError(f"no handler for {type(command).__name__}")
         if self.limits is not None:

@@ -10,7 +10,7 @@ from uuid import UUID
 import attrs
 
 from domain.conversations import ConversationType
-from domain.ids import ConversationId, MessageId, UserId
+from domain.ids import ConversationId, MessageId, UserId, WebhookDeliveryId, WebhookId
 
 
 @attrs.frozen
@@ -176,3 +176,40 @@ class Sync:
     viewer: UserId
     cursor: str | None = None
     limit: int = 100
+
+
+@attrs.frozen
+class CreateWebhook:
+    """Subscribe ``url`` to some of the owner's events (``secret``: None for a random one)."""
+
+    owner: UserId
+    url: str
+    events: Sequence[str]
+    secret: str | None = None
+
+
+@attrs.frozen
+class ListWebhooks:
+    owner: UserId
+
+
+@attrs.frozen
+class DeleteWebhook:
+    owner: UserId
+    webhook_id: WebhookId
+
+
+@attrs.frozen
+class ListWebhookDeliveries:
+    owner: UserId
+    webhook_id: WebhookId
+    state: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@attrs.frozen
+class ReplayWebhookDelivery:
+    owner: UserId
+    webhook_id: WebhookId
+    delivery_id: WebhookDeliveryId

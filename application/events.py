@@ -7,9 +7,11 @@ from typing import Any
 
 from application import topics
 from application.ports import Outbox
+from domain.conversations import Conversation
 from domain.deliveries import Delivery
 from domain.ids import ConversationId
 from domain.messages import Content, TextContent
+from domain.uploads import UploadSession
 
 
 def payload_of(content: Content) -> dict[str, Any]:
@@ -45,3 +47,38 @@ async def emit_status(
     """Queue a ``message.status`` event per changed delivery of one sender's messages, in the same transaction."""
     for dl in changed:
         await outbox.add(topics.STATUS, str(conversation_id), status_event(conversation_id, sender, dl))
+
+
+async def emit_conversation_created(outbox: Outbox, conv: Conversation) -> None:
+    """Queue the ``conversation.created`` event of a new conversation, in the same transaction."""
+    await outbox.add(
+        topics.ACTIVITY,
+        str(conv.id),
+        {
+            "type": "conversation.created",
+            "conversation_id": str(conv.id),
+            "conversation_type": conv.type.value,
+            "members": [m.key for m in conv.members],
+            "created_by": f"user:{conv.created_by}",
+            "metadata": dict(conv.metadata),
+            "created_at": conv.created_at.isoformat(),
+        },
+    )
+
+
+async def emit_file_completed(outbox: Outbox, session: UploadSession, *, at: str) -> None:
+    """Queue the ``file.completed`` event of a completed upload, in the same transaction."""
+    await outbox.add(
+        topics.ACTIVITY,
+        str(session.id),
+        {
+            "type": "file.completed",
+            "file_id": str(session.id),
+            "owner": f"user:{session.owner_id}",
+            "filename": session.filename,
+            "size": session.size,
+            "content_type": session.content_type,
+            "sha256": session.sha256,
+            "completed_at": at,
+        },
+    )

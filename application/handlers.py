@@ -16,7 +16,7 @@ from application import views as v
 from application.accepting import Acceptance, accept_messages, message_event
 from application.cursors import SyncPosition, decode_sync_cursor, encode_history_cursor, encode_sync_cursor
 from application.errors import ApplicationError, AuthenticationFailed, Busy, Conflict, Forbidden, NotFound
-from application.events import emit_status, payload_of, status_event
+from application.events import emit_conversation_created, emit_status, payload_of, status_event
 from application.ports import (
     Clock,
     DuplicateMessage,
@@ -26,6 +26,7 @@ from application.ports import (
     PasswordHasher,
     TokenIssuer,
     UnitOfWork,
+    UrlPolicy,
 )
 from application.realtime import message_frame
 from domain.channels import Channel, ChannelAddress, parse_channel
@@ -65,6 +66,8 @@ class Deps:
     hasher: PasswordHasher
     tokens: TokenIssuer
     settings: Settings = Settings()
+    webhook_urls: UrlPolicy | None = None
+    """Which URLs webhooks may be registered for; without it, none may."""
 
 
 def _digest(secret: str) -> str:
@@ -272,6 +275,7 @@ async def handle_create_conversation(cmd: c.CreateConversation, d: Deps) -> v.Co
             group_max=d.settings.group_max,
         )
         await uow.conversations.add(conv)
+        await emit_conversation_created(uow.outbox, conv)
         view = _conversation_view(conv, await _users_of(uow, conv.members))
         await uow.commit()
     return view

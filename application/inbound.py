@@ -30,6 +30,7 @@ from uuid import UUID
 import attrs
 
 from application.accepting import Acceptance, accept_messages
+from application.events import emit_conversation_created
 from application.pipeline import Receipt, Watermark
 from application.ports import Clock, DuplicateMessage, UnitOfWork
 from domain.channels import Channel, ChannelAddress
@@ -251,5 +252,6 @@ async def _inbox(
         at=at,
     )
     if await uow.conversations.add_if_absent(conversation):
+        await emit_conversation_created(uow.outbox, conversation)
         return conversation
     return await uow.conversations.get(conversation_id)  # a concurrent first message started it

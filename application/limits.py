@@ -67,6 +67,8 @@ def charges_of(command: object, client: str | None = None) -> list[Charge]:
             return anonymous
         case c.CreateConversation(creator=user) | c.LinkIdentity(user_id=user) | c.CreateApiClient(owner=user):
             return [(Bucket.EXPENSIVE, str(user))]
+        case c.CreateWebhook(owner=user) | c.ReplayWebhookDelivery(owner=user):
+            return [(Bucket.EXPENSIVE, str(user))]
     return []
 
 

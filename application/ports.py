@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -16,11 +16,12 @@ from application.errors import Unavailable
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import Delivery, DeliveryStatus
-from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId, WebhookDeliveryId, WebhookId
 from domain.messages import Message
 from domain.presence import PresenceStatus
 from domain.uploads import UploadSession
 from domain.users import ApiClient, ChannelIdentity, User
+from domain.webhooks import Webhook, WebhookDelivery, WebhookDeliveryState, WebhookEvent
 
 
 class Clock(Protocol):
@@ -588,6 +589,7 @@ class UnitOfWork(Protocol):
     bindings: AddressBindings
     early_receipts: EarlyReceipts
     uploads: UploadRepository
+    webhooks: WebhookRepository
 
     @abstractmethod
     async def __aenter__(self) -> Self:
@@ -917,3 +919,105 @@ class RateLimiter(Protocol):
     @abstractmethod
     async def acquire(self, asks: Sequence[Ask]) -> list[Verdict]:
         """Answer each ask in order (a later ask of the same bucket sees what an earlier one took)."""
+
+
+# --- outbound webhooks --------------------------------------------------------------------
+
+
+@attrs.frozen
+class DueDelivery:
+    """A webhook delivery claimed for an attempt, with where and how to send it."""
+
+    delivery: WebhookDelivery
+    webhook: Webhook
+
+
+class WebhookRepository(Protocol):
+    """Webhooks and the log of their deliveries."""
+
+    @abstractmethod
+    async def add(self, webhook: Webhook) -> None:
+        """Store a new webhook."""
+
+    @abstractmethod
+    async def get(self, webhook_id: WebhookId) -> Webhook | None:
+        """The webhook, or None."""
+
+    @abstractmethod
+    async def list_for(self, owner: UserId) -> Sequence[Webhook]:
+        """The owner's webhooks, oldest first."""
+
+    @abstractmethod
+    async def remove(self, webhook_id: WebhookId) -> None:
+        """Forget the webhook and its deliveries."""
+
+    @abstractmethod
+    async def save(self, webhook: Webhook) -> None:
+        """Store a webhook's changes (disabled)."""
+
+    @abstractmethod
+    async def subscribed(self, owners: Iterable[UserId], events: Iterable[WebhookEvent]) -> Sequence[Webhook]:
+        """The active webhooks of any of ``owners`` that want any of ``events``."""
+
+    @abstractmethod
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        """Record new deliveries in order, skipping those whose id is recorded already; return how many were new."""
+
+    @abstractmethod
+    async def claim_due(self, *, at: datetime, lease: timedelta, limit: int) -> Sequence[DueDelivery]:
+        """Claim up to ``limit`` pending deliveries due by ``at`` for ``lease``, oldest due first.
+
+        Only the first pending delivery of each (webhook, ordering key) is due, so each conversation's
+        deliveries go out in order. A claimed delivery is not claimed again until its lease ends, by this
+        caller or a concurrent one (so a dispatcher that dies mid-attempt delays it, never loses it).
+        """
+
+    @abstractmethod
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        """Store a delivery's attempt or replay, and end its lease."""
+
+    @abstractmethod
+    async def get_delivery(self, webhook_id: WebhookId, delivery_id: WebhookDeliveryId) -> WebhookDelivery | None:
+        """The webhook's delivery, or None."""
+
+    @abstractmethod
+    async def deliveries_of(
+        self, webhook_id: WebhookId, *, state: WebhookDeliveryState | None, before: int | None, limit: int
+    ) -> Sequence[WebhookDelivery]:
+        """The webhook's deliveries (in ``state``, if given), newest first, from ``position`` ``before`` down."""
+
+
+@attrs.frozen
+class WebhookResponse:
+    """What a receiver answered."""
+
+    status: int
+    retry_after: float | None = None
+
+
+class WebhookUnreachable(Exception):
+    """No answer: the address was refused by the egress policy, the connection failed, or it timed out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class WebhookSender(Protocol):
+    """Sends webhook calls: POST, never following a redirect, to addresses the egress policy allows."""
+
+    @abstractmethod
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> WebhookResponse:
+        """Raises ``WebhookUnreachable`` when there is no answer."""
+
+
+class UrlPolicy(Protocol):
+    """Which webhook URLs may be registered."""
+
+    @abstractmethod
+    def check(self, url: str) -> str:
+        """The URL, normalised.
+
+        Raises:
+            ValueError: it may not be used, with the reason as its message.
+        """

@@ -14,6 +14,9 @@ MESSAGES = "chat.messages"
 STATUS = "chat.status"
 """``message.status``: applied delivery changes, for real-time push and outbound webhooks."""
 
+ACTIVITY = "chat.activity"
+"""``conversation.created`` and ``file.completed``: what else outbound webhooks tell about, from the outbox."""
+
 RECEIPTS = "chat.receipts"
 """Raw receipts from connectors and platform webhooks; the status worker applies them."""
 
@@ -31,4 +34,4 @@ def outbound(channel: Channel) -> str:
 def all_topics() -> list[str]:
     """Every topic the platform uses."""
     platform = [outbound(ch) for ch in Channel if ch is not Channel.INTERNAL]
-    return [MESSAGES, STATUS, RECEIPTS, DEAD_LETTERS, *platform]
+    return [MESSAGES, STATUS, ACTIVITY, RECEIPTS, DEAD_LETTERS, *platform]

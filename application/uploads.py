@@ -24,6 +24,7 @@ import attrs
 
 from application.digests import RunningDigests, fed
 from application.errors import Conflict, NotFound
+from application.events import emit_file_completed
 from application.limits import Bucket, RateLimits
 from application.ports import Clock, IdGenerator, ObjectStore, PartLengthMismatch, StorageUnavailable, UnitOfWork
 from domain.conversations import Participant
@@ -404,6 +405,7 @@ async def complete(
         shared = await uow.uploads.blob_of(sha256)
         session.blob_key = shared or own
         await uow.uploads.save(session)
+        await emit_file_completed(uow.outbox, session, at=now.isoformat())
         await uow.commit()
     if shared is not None:
         # The content is stored already. The completion is committed: a store failing now leaves

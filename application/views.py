@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from domain.ids import ConversationId, MessageId, UserId
+from domain.ids import ConversationId, MessageId, UserId, WebhookDeliveryId, WebhookId
 
 
 @attrs.frozen
@@ -176,3 +176,39 @@ class SyncView:
     events: Sequence[Mapping[str, Any]]
     cursor: str
     has_more: bool
+
+
+@attrs.frozen
+class WebhookView:
+    """A webhook; ``secret`` only when it was just created."""
+
+    webhook_id: WebhookId
+    url: str
+    events: Sequence[str]
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+    secret: str | None = None
+
+
+@attrs.frozen
+class WebhookDeliveryView:
+    """One event's delivery to a webhook, with its last attempt and the body every attempt sends."""
+
+    delivery_id: WebhookDeliveryId
+    webhook_id: WebhookId
+    event: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    body: Mapping[str, Any]
+
+
+@attrs.frozen
+class WebhookDeliveryPage:
+    items: Sequence[WebhookDeliveryView]
+    next_cursor: str | None

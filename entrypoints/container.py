@@ -15,12 +15,13 @@ from adapters.postgres.pool import open_pool
 from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.security import Argon2PasswordHasher, JwtTokenIssuer, TokenSettings
 from adapters.system import SystemClock, UuidGenerator
+from adapters.webhooks import EgressPolicy, EgressUrlPolicy
 from application.bus import MessageBus
 from application.handlers import Deps
 from application.handlers import Settings as CoreSettings
 from application.inbound import InboundDeps
 from application.limits import RateLimits
-from application.ports import Clock, IdGenerator, ObjectStore, PasswordHasher, UnitOfWork
+from application.ports import Clock, IdGenerator, ObjectStore, PasswordHasher, UnitOfWork, UrlPolicy
 from application.uploads import FileDeps, FileSettings
 from domain.channels import Channel
 from entrypoints.channels import inbox_owners
@@ -71,10 +72,23 @@ def _bus(
     group_max: int,
     refresh_ttl_s: int,
     limits: RateLimits | None,
+    webhook_urls: UrlPolicy,
 ) -> MessageBus:
     settings = CoreSettings(group_max=group_max, refresh_ttl=timedelta(seconds=refresh_ttl_s))
-    deps = Deps(uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings)
+    deps = Deps(
+        uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings, webhook_urls=webhook_urls
+    )
     return MessageBus(deps, limits=limits)
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """Where webhook calls may go: public addresses, plus loopback or private ones if the operator allows."""
+    return EgressPolicy(allow_loopback=settings.webhook_allow_loopback, allow_private=settings.webhook_allow_private)
+
+
+def _webhook_urls(settings: Settings | None) -> UrlPolicy:
+    assert settings is not None, "container_for() sets the settings"
+    return EgressUrlPolicy(egress_policy(settings))
 
 
 def _limits(settings: Settings | None, redis: Any) -> RateLimits | None:
@@ -127,6 +141,7 @@ class Container(containers.DeclarativeContainer):
     redis = providers.Singleton(redis_for, config.redis_url)
     """The runtime's Redis client (None without CHAT4ALL_REDIS_URL); the runtime closes it when it stops."""
     limits = providers.Singleton(_limits, settings=app_settings, redis=redis)
+    webhook_urls = providers.Singleton(_webhook_urls, settings=app_settings)
     files = providers.Singleton(
         _files, uow=uow, clock=clock, ids=ids, store=object_store, max_size=config.max_file_size, limits=limits
     )
@@ -141,6 +156,7 @@ class Container(containers.DeclarativeContainer):
         group_max=config.group_max,
         refresh_ttl_s=config.refresh_token_ttl_s,
         limits=limits,
+        webhook_urls=webhook_urls,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-WORKER_KINDS = ("relay", "router", "channels", "status", "push", "sweeper", "telegram-updates")
+WORKER_KINDS = ("relay", "router", "channels", "status", "push", "webhooks", "sweeper", "telegram-updates")
 """The pipeline's worker processes (``python -m entrypoints.workers <kind>``). ``telegram-updates`` runs
 only when Telegram updates are polled (at most one: Telegram refuses concurrent getUpdates)."""
 
@@ -78,6 +78,18 @@ class Settings(BaseSettings):
         description="overrides of the platforms' paces (JSON), e.g. "
         '{"whatsapp": {"overall": {"per_second": 1000, "burst": 1000}, "per_recipient": null}}',
     )
+    webhook_allow_loopback: bool = Field(
+        default=False, description="webhook URLs may reach loopback addresses (`up` allows them, for local receivers)"
+    )
+    webhook_allow_private: bool = Field(
+        default=False, description="webhook URLs may reach private addresses (RFC 1918, fc00::/7, 100.64.0.0/10)"
+    )
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=60, description="longest a webhook call may take")
+    webhook_attempts: int = Field(
+        default=14, ge=1, le=30, description="attempts before a webhook delivery is a dead letter (about 6 h)"
+    )
+    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="wait after a webhook's first failed attempt")
+    webhook_retry_cap_s: float = Field(default=3600.0, gt=0, description="longest wait between webhook attempts")
     pacing_max_wait_s: float = Field(
         default=5.0, ge=0, description="longest a send waits for its slot before its job is deferred"
     )

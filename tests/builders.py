@@ -18,6 +18,7 @@ import attrs
 from adapters.memory import InMemoryStore
 from adapters.security import JwtTokenIssuer, TokenSettings
 from adapters.system import UuidGenerator
+from adapters.webhooks import EgressPolicy, EgressUrlPolicy
 from application import commands as c
 from application import views as v
 from application.bus import MessageBus
@@ -294,6 +295,7 @@ def a_chat4all(
         hasher=hasher or FakePasswordHasher(),
         tokens=JwtTokenIssuer(TokenSettings(secret="x" * 32)),
         settings=settings or Settings(),
+        webhook_urls=EgressUrlPolicy(EgressPolicy()),
     )
     return Chat4All(store=store, clock=clock, bus=MessageBus(deps, limits=limits))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,6 +19,7 @@ from application.ports import (
     ConversationPage,
     ConversationRepository,
     DeliveryKey,
+    DueDelivery,
     DuplicateMessage,
     EarlyReceipt,
     EarlyReceipts,
@@ -38,14 +39,16 @@ from application.ports import (
     UnitOfWork,
     UploadRepository,
     UserRepository,
+    WebhookRepository,
 )
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus
-from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId, WebhookDeliveryId, WebhookId
 from domain.messages import FileContent, Message
 from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
+from domain.webhooks import Webhook, WebhookDelivery, WebhookDeliveryState, WebhookEvent
 
 
 @attrs.define
@@ -66,6 +69,9 @@ class _State:
     bindings: dict[ChannelAddress, tuple[ConversationId, datetime]] = attrs.Factory(dict)
     early_receipts: dict[tuple[Channel, str, DeliveryStatus], tuple[EarlyReceipt, datetime]] = attrs.Factory(dict)
     uploads: dict[FileId, UploadSession] = attrs.Factory(dict)
+    webhooks: dict[WebhookId, Webhook] = attrs.Factory(dict)
+    webhook_deliveries: dict[WebhookDeliveryId, WebhookDelivery] = attrs.Factory(dict)
+    webhook_leases: dict[WebhookDeliveryId, datetime] = attrs.Factory(dict)
 
 
 class InMemoryStore:
@@ -536,6 +542,75 @@ class InMemoryAddressBindings(_Repo):
         return current[0]
 
 
+class InMemoryWebhookRepository(_Repo):
+    async def add(self, webhook: Webhook) -> None:
+        self.s.webhooks[webhook.id] = copy.deepcopy(webhook)
+
+    async def get(self, webhook_id: WebhookId) -> Webhook | None:
+        return copy.deepcopy(self.s.webhooks.get(webhook_id))
+
+    async def list_for(self, owner: UserId) -> Sequence[Webhook]:
+        mine = [w for w in self.s.webhooks.values() if w.owner == owner]
+        return [copy.deepcopy(w) for w in sorted(mine, key=lambda w: (w.created_at, str(w.id)))]
+
+    async def remove(self, webhook_id: WebhookId) -> None:
+        self.s.webhooks.pop(webhook_id, None)
+        for d in [d for d in self.s.webhook_deliveries.values() if d.webhook_id == webhook_id]:
+            del self.s.webhook_deliveries[d.id]
+
+    async def save(self, webhook: Webhook) -> None:
+        if webhook.id in self.s.webhooks:
+            self.s.webhooks[webhook.id] = copy.deepcopy(webhook)
+
+    async def subscribed(self, owners: Iterable[UserId], events: Iterable[WebhookEvent]) -> Sequence[Webhook]:
+        who, what = set(owners), set(events)
+        return [copy.deepcopy(w) for w in self.s.webhooks.values() if w.owner in who and w.active and w.events & what]
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        added = 0
+        for d in deliveries:
+            if d.id in self.s.webhook_deliveries or d.webhook_id not in self.s.webhooks:
+                continue
+            stored = copy.deepcopy(d)
+            stored.position = 1 + max((x.position for x in self.s.webhook_deliveries.values()), default=0)
+            self.s.webhook_deliveries[d.id] = stored
+            added += 1
+        return added
+
+    async def claim_due(self, *, at: datetime, lease: timedelta, limit: int) -> Sequence[DueDelivery]:
+        heads: dict[tuple[WebhookId, str], WebhookDelivery] = {}
+        for d in sorted(self.s.webhook_deliveries.values(), key=lambda d: d.position):
+            if d.state is WebhookDeliveryState.PENDING:
+                heads.setdefault((d.webhook_id, d.ordering_key), d)
+        due = [d for d in heads.values() if d.next_attempt_at <= at and self.s.webhook_leases.get(d.id, at) <= at]
+        claimed = sorted(due, key=lambda d: (d.next_attempt_at, d.position))[:limit]
+        for d in claimed:
+            self.s.webhook_leases[d.id] = at + lease
+        return [DueDelivery(copy.deepcopy(d), copy.deepcopy(self.s.webhooks[d.webhook_id])) for d in claimed]
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        stored = self.s.webhook_deliveries.get(delivery.id)
+        if stored is not None:
+            self.s.webhook_deliveries[delivery.id] = attrs.evolve(copy.deepcopy(delivery), position=stored.position)
+            self.s.webhook_leases.pop(delivery.id, None)
+
+    async def get_delivery(self, webhook_id: WebhookId, delivery_id: WebhookDeliveryId) -> WebhookDelivery | None:
+        d = self.s.webhook_deliveries.get(delivery_id)
+        return copy.deepcopy(d) if d is not None and d.webhook_id == webhook_id else None
+
+    async def deliveries_of(
+        self, webhook_id: WebhookId, *, state: WebhookDeliveryState | None, before: int | None, limit: int
+    ) -> Sequence[WebhookDelivery]:
+        found = [
+            d
+            for d in self.s.webhook_deliveries.values()
+            if d.webhook_id == webhook_id
+            and (state is None or d.state is state)
+            and (before is None or d.position < before)
+        ]
+        return [copy.deepcopy(d) for d in sorted(found, key=lambda d: -d.position)[:limit]]
+
+
 class InMemoryUnitOfWork:
     """A transaction over an InMemoryStore; rolls back unless committed."""
 
@@ -555,6 +630,7 @@ class InMemoryUnitOfWork:
         self.bindings: AddressBindings = InMemoryAddressBindings(self)
         self.early_receipts: EarlyReceipts = InMemoryEarlyReceipts(self)
         self.uploads: UploadRepository = InMemoryUploadRepository(self)
+        self.webhooks: WebhookRepository = InMemoryWebhookRepository(self)
         self._snapshot: _State | None = None
 
     async def __aenter__(self) -> Self:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, LiteralString, Self, TypeVar
 from uuid import UUID
@@ -27,6 +27,7 @@ from application.ports import (
     ConversationPage,
     ConversationRepository,
     DeliveryKey,
+    DueDelivery,
     DuplicateMessage,
     EarlyReceipt,
     EarlyReceipts,
@@ -45,14 +46,16 @@ from application.ports import (
     SendLookups,
     UploadRepository,
     UserRepository,
+    WebhookRepository,
 )
 from domain.channels import Channel, ChannelAddress
 from domain.conversations import Conversation, ConversationType, Participant
 from domain.deliveries import RANK, Delivery, DeliveryStatus, StatusChange
-from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId
+from domain.ids import ClientId, ConversationId, FileId, MessageId, UserId, WebhookDeliveryId, WebhookId
 from domain.messages import Content, FileContent, FileInfo, Message, TextContent
 from domain.uploads import UploadSession, UploadStatus
 from domain.users import ApiClient, ChannelIdentity, User
+from domain.webhooks import Webhook, WebhookDelivery, WebhookDeliveryState, WebhookEvent
 
 R = TypeVar("R")
 
@@ -1338,6 +1341,167 @@ class PostgresAddressBindings(_Repo):
 # --- the unit of work ------------------------------------------------------------------
 
 
+# --- outbound webhooks ------------------------------------------------------------------------
+
+_WEBHOOK = "SELECT id, owner_id, url, events, secret, created_at, disabled_at, disabled_reason FROM webhooks"
+
+
+def _webhook(row: Mapping[str, Any], prefix: str = "") -> Webhook:
+    return Webhook(
+        id=row[prefix + "id"],
+        owner=row[prefix + "owner_id"],
+        url=row[prefix + "url"],
+        events=frozenset(WebhookEvent(e) for e in row[prefix + "events"]),
+        secret=row[prefix + "secret"],
+        created_at=row[prefix + "created_at"],
+        disabled_at=row[prefix + "disabled_at"],
+        disabled_reason=row[prefix + "disabled_reason"],
+    )
+
+
+def _webhook_delivery(row: Mapping[str, Any]) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        webhook_id=row["webhook_id"],
+        event=WebhookEvent(row["event"]),
+        ordering_key=row["ordering_key"],
+        body=bytes(row["body"]),
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        state=WebhookDeliveryState(row["state"]),
+        attempts=row["attempts"],
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        delivered_at=row["delivered_at"],
+        position=row["position"],
+    )
+
+
+# Only the first pending delivery of each (webhook, ordering key) is due: a conversation's deliveries go
+# out in order. Claimed rows are skipped by concurrent dispatchers (SKIP LOCKED) and, once the lease is
+# committed, by everyone until it ends.
+_CLAIM_DUE = """
+WITH due AS (
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.state = 'pending' AND d.next_attempt_at <= %(at)s
+      AND (d.leased_until IS NULL OR d.leased_until <= %(at)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook_deliveries e
+          WHERE e.webhook_id = d.webhook_id AND e.ordering_key = d.ordering_key
+            AND e.state = 'pending' AND e.position < d.position)
+    ORDER BY d.next_attempt_at, d.position
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d SET leased_until = %(until)s
+FROM due, webhooks w
+WHERE d.id = due.id AND w.id = d.webhook_id
+RETURNING d.*, w.id AS w_id, w.owner_id AS w_owner_id, w.url AS w_url, w.events AS w_events,
+          w.secret AS w_secret, w.created_at AS w_created_at, w.disabled_at AS w_disabled_at,
+          w.disabled_reason AS w_disabled_reason
+"""
+
+
+class PostgresWebhookRepository(_Repo):
+    async def add(self, webhook: Webhook) -> None:
+        w = webhook
+        await self._db.execute(
+            "INSERT INTO webhooks (id, owner_id, url, events, secret, created_at, disabled_at, disabled_reason)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                w.id,
+                w.owner,
+                w.url,
+                sorted(e.value for e in w.events),
+                w.secret,
+                w.created_at,
+                w.disabled_at,
+                w.disabled_reason,
+            ),
+        )
+
+    async def get(self, webhook_id: WebhookId) -> Webhook | None:
+        row = await self._db.row(_WEBHOOK + " WHERE id = %s", (webhook_id,))
+        return None if row is None else _webhook(row)
+
+    async def list_for(self, owner: UserId) -> Sequence[Webhook]:
+        rows = await self._db.rows(_WEBHOOK + " WHERE owner_id = %s ORDER BY created_at, id", (owner,))
+        return [_webhook(r) for r in rows]
+
+    async def remove(self, webhook_id: WebhookId) -> None:
+        await self._db.execute("DELETE FROM webhooks WHERE id = %s", (webhook_id,))
+
+    async def save(self, webhook: Webhook) -> None:
+        await self._db.execute(
+            "UPDATE webhooks SET disabled_at = %s, disabled_reason = %s WHERE id = %s",
+            (webhook.disabled_at, webhook.disabled_reason, webhook.id),
+        )
+
+    async def subscribed(self, owners: Iterable[UserId], events: Iterable[WebhookEvent]) -> Sequence[Webhook]:
+        rows = await self._db.rows(
+            _WEBHOOK + " WHERE owner_id = ANY(%s::uuid[]) AND disabled_at IS NULL AND events && %s::text[]",
+            (list(owners), [e.value for e in events]),
+        )
+        return [_webhook(r) for r in rows]
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> int:
+        if not deliveries:
+            return 0
+        row = await self._db.row(
+            "WITH given AS ("
+            "  SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::bytea[],"
+            "                       %s::timestamptz[], %s::timestamptz[]) WITH ORDINALITY"
+            "    AS g(id, webhook_id, event, ordering_key, body, created_at, next_attempt_at, n)),"
+            " added AS ("
+            "  INSERT INTO webhook_deliveries (id, webhook_id, event, ordering_key, body, created_at, next_attempt_at)"
+            "  SELECT g.id, g.webhook_id, g.event, g.ordering_key, g.body, g.created_at, g.next_attempt_at"
+            "  FROM given g JOIN webhooks w ON w.id = g.webhook_id ORDER BY g.n"
+            "  ON CONFLICT (id) DO NOTHING RETURNING 1)"
+            " SELECT count(*) AS added FROM added",
+            (
+                [d.id for d in deliveries],
+                [d.webhook_id for d in deliveries],
+                [d.event.value for d in deliveries],
+                [d.ordering_key for d in deliveries],
+                [d.body for d in deliveries],
+                [d.created_at for d in deliveries],
+                [d.next_attempt_at for d in deliveries],
+            ),
+        )
+        return 0 if row is None else int(row["added"])
+
+    async def claim_due(self, *, at: datetime, lease: timedelta, limit: int) -> Sequence[DueDelivery]:
+        rows = await self._db.rows(_CLAIM_DUE, {"at": at, "until": at + lease, "limit": limit})
+        due = [DueDelivery(_webhook_delivery(r), _webhook(r, "w_")) for r in rows]
+        return sorted(due, key=lambda x: (x.delivery.next_attempt_at, x.delivery.position))
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        d = delivery
+        await self._db.execute(
+            "UPDATE webhook_deliveries SET state = %s, attempts = %s, next_attempt_at = %s, leased_until = NULL,"
+            " last_status = %s, last_error = %s, delivered_at = %s WHERE id = %s",
+            (d.state.value, d.attempts, d.next_attempt_at, d.last_status, d.last_error, d.delivered_at, d.id),
+        )
+
+    async def get_delivery(self, webhook_id: WebhookId, delivery_id: WebhookDeliveryId) -> WebhookDelivery | None:
+        row = await self._db.row(
+            "SELECT * FROM webhook_deliveries WHERE id = %s AND webhook_id = %s", (delivery_id, webhook_id)
+        )
+        return None if row is None else _webhook_delivery(row)
+
+    async def deliveries_of(
+        self, webhook_id: WebhookId, *, state: WebhookDeliveryState | None, before: int | None, limit: int
+    ) -> Sequence[WebhookDelivery]:
+        rows = await self._db.rows(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = %(webhook)s"
+            " AND (%(state)s::text IS NULL OR state = %(state)s)"
+            " AND (%(before)s::bigint IS NULL OR position < %(before)s)"
+            " ORDER BY position DESC LIMIT %(limit)s",
+            {"webhook": webhook_id, "state": None if state is None else state.value, "before": before, "limit": limit},
+        )
+        return [_webhook_delivery(r) for r in rows]
+
+
 class PostgresUnitOfWork:
     """One transaction on one pooled connection; rolls back unless committed.
 
@@ -1363,6 +1527,7 @@ class PostgresUnitOfWork:
         self.bindings: AddressBindings = PostgresAddressBindings(self._db)
         self.early_receipts: EarlyReceipts = PostgresEarlyReceipts(self._db)
         self.uploads: UploadRepository = PostgresUploadRepository(self._db)
+        self.webhooks: WebhookRepository = PostgresWebhookRepository(self._db)
 
     async def __aenter__(self) -> Self:
         if self._db.conn is not None:

@@ -37,6 +37,7 @@ from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM
 from entrypoints.http.files import FilesController, blob
 from entrypoints.http.metrics import request_metrics
 from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
+from entrypoints.http.subscriptions import WebhooksController
 from entrypoints.http.tokens import CachedToken
 from entrypoints.http.webhooks import webhook, webhook_handshake
 from entrypoints.realtime import channels_plugin, realtime
@@ -152,6 +153,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             FilesController,
             PresenceController,
             SyncController,
+            WebhooksController,
             realtime_socket,
             blob,
             webhook_handshake,

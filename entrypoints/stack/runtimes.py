@@ -167,6 +167,9 @@ def runtime_env(
     )
     if redis_url is not None:
         env["CHAT4ALL_REDIS_URL"] = redis_url
+    # A stack on one machine: webhook receivers on it (a script, a test) are reachable; private networks
+    # and metadata addresses stay refused. Set CHAT4ALL_WEBHOOK_ALLOW_LOOPBACK=false to refuse them too.
+    env.setdefault("CHAT4ALL_WEBHOOK_ALLOW_LOOPBACK", "true")
     env[METRICS_ENV] = str(metrics_dir(data_dir, settings))
     return env
 

@@ -1,8 +1,9 @@
-"""The worker kinds: outbox relay, router, channel workers, status worker, real-time push and sweeper."""
+"""The worker kinds: outbox relay, router, channel workers, status worker, real-time push, webhooks and sweeper."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -119,6 +120,51 @@ async def run_push(w: Worker) -> None:
         await consume(w, w.consumer([topics.MESSAGES, topics.STATUS], "chat4all-push"), handle)
     finally:
         await redis.aclose()
+
+
+async def run_webhooks(w: Worker) -> None:
+    """Outbound webhooks: record the deliveries events make (consumer group chat4all-webhooks), and attempt the
+    due ones. Several of these may run: dispatchers claim deliveries with SKIP LOCKED and a lease."""
+    from adapters.webhooks import HttpWebhookSender
+    from application.webhooks import TOPICS, DispatchDeps, RetrySchedule, dispatch_due, record_events
+    from entrypoints.container import egress_policy
+
+    s = w.settings
+    sender = HttpWebhookSender(egress_policy(s), timeout=s.webhook_timeout_s)
+    schedule = RetrySchedule(
+        max_attempts=s.webhook_attempts,
+        base=timedelta(seconds=s.webhook_retry_base_s),
+        cap=timedelta(seconds=s.webhook_retry_cap_s),
+    )
+    lease = timedelta(seconds=s.webhook_timeout_s * 2 + 15)
+    dispatch = DispatchDeps(w.deps.uow, w.deps.clock, sender, schedule, lease=lease, observe=metrics.webhook_attempted)
+    recorded = asyncio.Event()
+    metrics.webhooks_started()
+
+    async def handle(batch: list[Received]) -> None:
+        if await record_events(w.deps.uow, w.deps.clock, [r.payload for r in batch]):
+            recorded.set()
+
+    async def dispatcher() -> None:
+        while not w.stop.is_set():
+            try:
+                attempted = await dispatch_due(dispatch, limit=100)
+            except TRANSIENT as exc:
+                log.warning("webhooks: %s; retrying", exc)
+                await w.sleep(1.0)
+                continue
+            if attempted < 100:  # caught up: wait for new deliveries, or the next retry to come due
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(recorded.wait(), timeout=0.5)
+                recorded.clear()
+
+    task = asyncio.create_task(dispatcher())
+    try:
+        await consume(w, w.consumer(list(TOPICS), "chat4all-webhooks"), handle)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sender.close()
 
 
 async def run_sweeper(w: Worker) -> None:
@@ -275,6 +321,7 @@ KINDS: dict[str, Callable[[Worker], Awaitable[None]]] = {
     "status": run_status,
     "sweeper": run_sweeper,
     "push": run_push,
+    "webhooks": run_webhooks,
     "channels": run_channels,
     "telegram-updates": run_telegram_updates,
 }

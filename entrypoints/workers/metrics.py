@@ -37,6 +37,11 @@ FRAMES_PUSHED = Counter(
     "Real-time frames the push worker published, by outcome (published, dropped).",
     ["outcome"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "chat4all_webhook_attempts",
+    "Outbound webhook attempts, by outcome (delivered, retrying, dead, gone: the receiver answered 410).",
+    ["outcome"],
+)
 CIRCUIT_OPEN = Gauge(
     "chat4all_circuit_open",
     "1 while a channel's circuit breaker is open or half-open in some channel worker, else 0.",
@@ -90,3 +95,12 @@ def sweeper_started() -> None:
 def swept(s: Swept) -> None:
     SWEEPER_REDRIVEN.labels("conversations").inc(s.conversations)
     SWEEPER_REDRIVEN.labels("jobs").inc(s.jobs)
+
+
+def webhooks_started() -> None:
+    for outcome in ("delivered", "retrying", "dead", "gone"):
+        WEBHOOK_ATTEMPTS.labels(outcome)
+
+
+def webhook_attempted(outcome: str) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()

@@ -129,7 +129,7 @@ async def test_send_is_idempotent_and_ordered(api: Api, store: InMemoryStore) ->
     second = await api.send(ana, conv["conversation_id"], "again")
     assert second.json()["seq"] == 2
     assert len(store.state.messages) == 2
-    assert [t for t, _, _ in store.state.outbox] == ["chat.messages", "chat.messages"]
+    assert [t for t, _, _ in store.state.outbox] == ["chat.activity", "chat.messages", "chat.messages"]
 
 
 async def test_history_status_and_read(api: Api) -> None:

@@ -43,6 +43,10 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
         CHAT4ALL_SWEEP_INTERVAL_S="1",
         CHAT4ALL_SWEEP_DEADLINE_S="5",
         CHAT4ALL_BREAKER_RESET_S="2",
+        # Webhook retries within seconds, and a dead letter after four attempts.
+        CHAT4ALL_WEBHOOK_RETRY_BASE_S="0.2",
+        CHAT4ALL_WEBHOOK_RETRY_CAP_S="1",
+        CHAT4ALL_WEBHOOK_ATTEMPTS="4",
         # The tests sign up, log in and send from one address much faster than people do; the limits stay on
         # (through Redis), far enough away. tests/api covers what happens past them.
         CHAT4ALL_RATE_LIMITS=json.dumps(

@@ -10,8 +10,7 @@ import attrs
 import pytest
 
 from application import commands as c
-from application.bus import BATCH_HANDLERS, GroupCommit
-from application.handlers import HANDLERS
+from application.bus import ALL_HANDLERS, BATCH_HANDLERS, GroupCommit
 from tests.builders import Chat4All
 
 
@@ -21,9 +20,9 @@ def test_every_command_has_a_handler() -> None:
     }
 
     assert commands
-    assert commands == set(HANDLERS)
+    assert commands == set(ALL_HANDLERS)
     assert set(BATCH_HANDLERS) <= commands
-    assert all(inspect.iscoroutinefunction(h) for h in [*HANDLERS.values(), *BATCH_HANDLERS.values()])
+    assert all(inspect.iscoroutinefunction(h) for h in [*ALL_HANDLERS.values(), *BATCH_HANDLERS.values()])
 
 
 async def test_an_unknown_command_is_a_type_error(app: Chat4All) -> None:

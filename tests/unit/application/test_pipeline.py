@@ -115,11 +115,13 @@ async def test_the_relay_publishes_committed_events_once_in_order(
         await app.send("ana", pair, f"m{i}")
 
     assert await relay_outbox(deps, limit=4) == 4
-    assert await relay_outbox(deps, limit=4) == 2
+    assert await relay_outbox(deps, limit=4) == 3
     assert await relay_outbox(deps) == 0
 
     telegram = topics.outbound(Channel.TELEGRAM)
-    assert [(e.topic, e.key, e.payload["seq"]) for e in log.events] == [
+    started, *sent = log.events
+    assert (started.topic, started.key, started.payload["type"]) == (topics.ACTIVITY, str(pair), "conversation.created")
+    assert [(e.topic, e.key, e.payload["seq"]) for e in sent] == [
         (topics.MESSAGES, str(pair), 1),
         (telegram, str(pair), 1),  # each message's job is queued with it (ADR 004)
         (topics.MESSAGES, str(pair), 2),
@@ -138,7 +140,7 @@ async def test_a_relay_that_cannot_publish_leaves_the_events_for_the_next_attemp
         await relay_outbox(deps)
 
     log.failing = False
-    assert await relay_outbox(deps) == 2  # the message's event and its telegram job
+    assert await relay_outbox(deps) == 3  # the conversation's event, the message's and its telegram job
     assert len(log.on(topics.MESSAGES)) == 1
 
 

@@ -147,10 +147,11 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     # one prometheus multiprocess directory for the whole stack: the HTTP API's /metrics shows the workers' counters
     assert env["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "metrics" / "stack-8123")
     assert env["CHAT4ALL_HTTP_REUSE_PORT"] == "1"
+    assert env["CHAT4ALL_WEBHOOK_ALLOW_LOOPBACK"] == "true"  # receivers on this machine; private networks stay out
     http, http2, grpc, *workers = runtime_specs(settings, env)
     assert (http2.name, http2.argv, http2.url) == ("http-2", http.argv, http.url)  # two API processes, one port
     assert grpc.name == "grpc"
-    assert [w.name for w in workers] == ["relay", "router", "channels", "status", "push", "sweeper"]
+    assert [w.name for w in workers] == ["relay", "router", "channels", "status", "push", "webhooks", "sweeper"]
     assert all(list(w.argv) == [sys.executable, "-m", "entrypoints.workers", w.name] for w in workers)
     assert all(w.env is env and w.health_url is None for w in workers)
     assert http.name == "http"
@@ -168,6 +169,7 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         "channels-3",
         "status",
         "push",
+        "webhooks",
     ]
     polling = Settings(
         telegram_updates="polling", telegram_bot_token="1:a", worker_processes={"telegram-updates": 3}, sandbox=False
