@@ -20,13 +20,11 @@ def _settings() -> Settings:
         raise click.ClickException(f"invalid CHAT4ALL_* settings:\n{exc}") from exc
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: str = "json", runtime: str | None = None) -> None:
+    """Structured logs on stderr (entrypoints/logs.py); stdout stays for the command's own output."""
+    from entrypoints.logs import configure_logging
+
+    configure_logging(level, fmt, runtime=runtime)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +44,7 @@ def up() -> None:
     from entrypoints.stack.commands import up as run_up
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format, runtime="supervisor")
     sys.exit(run_up(settings))
 
 
@@ -57,7 +55,7 @@ def ps(as_json: bool) -> None:
     from entrypoints.stack.commands import ps as run_ps
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format, runtime="ps")
     sys.exit(run_ps(settings.data_dir, as_json=as_json))
 
 
@@ -67,7 +65,7 @@ def migrate() -> None:
     from entrypoints.stack.commands import migrate as run_migrate
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format, runtime="migrate")
     sys.exit(run_migrate(settings))
 
 
@@ -79,7 +77,7 @@ def sandbox() -> None:
     from entrypoints.sandbox.__main__ import run as run_sandbox
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format, runtime="sandbox")
     sys.exit(run_sandbox(settings))
 
 
@@ -93,7 +91,7 @@ def dlq() -> None:
 
 def _dlq_settings() -> Settings:
     settings = _settings()
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format, runtime="dlq")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     return settings
 

@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from domain.channels import Channel
+from entrypoints.logs import configure_logging
 from entrypoints.sandbox.app import create_app
 from entrypoints.sandbox.config import SandboxConfig
 from entrypoints.sandbox.platforms import SERVED, Sandbox
@@ -18,6 +19,9 @@ log = logging.getLogger("chat4all.sandbox")
 def run(settings: Settings) -> int:
     """Serve until interrupted; the platforms played are those whose credentials ``settings`` hold."""
     config = SandboxConfig.from_settings(settings)
+    app = create_app(config)
+    # after the app: building a Litestar app installs Litestar's own logging config, which this replaces
+    configure_logging(settings.log_level, settings.log_format, runtime="sandbox")
     probe = Sandbox(config)
     served = [c.value for c in SERVED if probe.configured(c)] or ["none"]
     telegram = (probe.telegram.webhook_url or "getUpdates") if probe.configured(Channel.TELEGRAM) else "-"
@@ -30,10 +34,11 @@ def run(settings: Settings) -> int:
         telegram,
     )
     uvicorn.run(
-        create_app(config),
+        app,
         host=settings.host,
         port=settings.sandbox_port,
         log_level=settings.log_level,
+        log_config=None,  # keep our handler: uvicorn's records go through it
         access_log=False,
         timeout_graceful_shutdown=5,
     )
@@ -41,8 +46,9 @@ def run(settings: Settings) -> int:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    raise SystemExit(run(Settings()))
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format, runtime="sandbox")
+    raise SystemExit(run(settings))
 
 
 if __name__ == "__main__":

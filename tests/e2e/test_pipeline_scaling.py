@@ -6,6 +6,7 @@ then the broker is killed (Tansu keeps its data in memory: it comes back empty).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from tests.e2e.test_pipeline import _assert_in_seq_order, _conversation, _handed
 
 pytestmark = pytest.mark.e2e
 
-ASSIGNED = re.compile(r"\[(\d+)\]: group chat4all-router: partitions assigned: (.*)")
+ASSIGNED = "group chat4all-router: partitions assigned: "
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +37,14 @@ def scaled(launch_stack: StackLauncher) -> Iterator[RunningStack]:
 
 
 def _router_assignments(log: str) -> dict[int, set[int]]:
-    """Each router pid's latest partition assignment of chat.messages, from the stack's log."""
+    """Each router pid's latest partition assignment of chat.messages, from the stack's log (JSON lines)."""
     latest: dict[int, set[int]] = {}
-    for pid, parts in ASSIGNED.findall(log):
-        latest[int(pid)] = {int(p) for p in re.findall(r"chat\.messages\[(\d+)\]", parts)}
+    for line in log.splitlines():
+        if ASSIGNED not in line or not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        parts = str(entry["event"]).partition(ASSIGNED)[2]
+        latest[int(entry["process"])] = {int(p) for p in re.findall(r"chat\.messages\[(\d+)\]", parts)}
     return latest
 
 
