@@ -37,6 +37,8 @@ class Acceptance:
     metadata: Mapping[str, Any]
     fingerprint: str
     deliveries: Sequence[Delivery]
+    trace: Mapping[str, str] | None = None
+    """The trace context of the request that sent it: its events carry it to the log (None: the current one)."""
 
 
 def message_event(m: Message, deliveries: Sequence[Delivery]) -> dict[str, Any]:
@@ -80,14 +82,19 @@ async def accept_messages(uow: UnitOfWork, acceptances: Sequence[Acceptance], *,
             fingerprint=a.fingerprint,
         )
         stored.append((message, a.deliveries))
-        await uow.outbox.add(topics.MESSAGES, str(conv.id), message_event(message, a.deliveries))
+        await uow.outbox.add(topics.MESSAGES, str(conv.id), message_event(message, a.deliveries), headers=a.trace)
     await uow.messages.add_many(stored)
-    await _queue_delivery_jobs(uow, stored, at=at)
+    traces = {a.message_id: a.trace for a in acceptances}
+    await _queue_delivery_jobs(uow, stored, at=at, traces=traces)
     return [m for m, _ in stored]
 
 
 async def _queue_delivery_jobs(
-    uow: UnitOfWork, stored: Sequence[tuple[Message, Sequence[Delivery]]], *, at: datetime
+    uow: UnitOfWork,
+    stored: Sequence[tuple[Message, Sequence[Delivery]]],
+    *,
+    at: datetime,
+    traces: Mapping[MessageId, Mapping[str, str] | None],
 ) -> None:
     """Queue the platform deliveries' jobs with the messages, and mark the messages routed (ADR 004).
 
@@ -98,7 +105,7 @@ async def _queue_delivery_jobs(
     keys = [dl.key for _, deliveries in stored for dl in deliveries if dl.channel.is_platform]
     for job in await jobs_for(uow, messages, keys, at=at) if keys else []:
         event = job.to_event()
-        await uow.outbox.add(event.topic, event.key, event.payload)
+        await uow.outbox.add(event.topic, event.key, event.payload, headers=traces.get(job.message_id))
     routed: dict[ConversationId, int] = {}
     for m in messages:
         routed[m.conversation_id] = max(m.seq, routed.get(m.conversation_id, 0))

@@ -123,6 +123,8 @@ class SendMessage:
     to: Sequence[str] | None = None
     channels: Sequence[str] | None = None
     metadata: Mapping[str, Any] = attrs.field(factory=dict)
+    trace: Mapping[str, str] | None = None
+    """The caller's trace context (W3C ``traceparent``), carried to the events this send causes."""
 
 
 @attrs.frozen

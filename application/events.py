@@ -27,7 +27,11 @@ def payload_of(content: Content) -> dict[str, Any]:
 
 
 def status_event(conversation_id: ConversationId, sender: str, dl: Delivery) -> dict[str, Any]:
-    """The ``message.status`` event of a delivery's current status; ``sender`` is the message's sender key."""
+    """The ``message.status`` event of a delivery's current status; ``sender`` is the message's sender key.
+
+    ``sent_at`` is when the delivery began (its first history entry: the message's acceptance), so
+    that readers of the log can tell how long it took to reach ``status`` (``at - sent_at``).
+    """
     return {
         "type": "message.status",
         "message_id": str(dl.message_id),
@@ -37,6 +41,7 @@ def status_event(conversation_id: ConversationId, sender: str, dl: Delivery) -> 
         "channel": dl.channel.value,
         "status": dl.status.value,
         "at": dl.updated_at.isoformat(),
+        "sent_at": (dl.history[0].at if dl.history else dl.updated_at).isoformat(),
         **({"error": dl.error} if dl.error else {}),
     }
 

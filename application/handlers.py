@@ -511,6 +511,7 @@ async def _accept_batch(sends: Sequence[tuple[int, _Send]], d: Deps) -> dict[int
                         metadata=p.send.cmd.metadata,
                         fingerprint=p.send.fingerprint,
                         deliveries=deliveries,
+                        trace=p.send.cmd.trace,
                     )
                     for p, deliveries in ready
                 ],

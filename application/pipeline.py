@@ -68,10 +68,16 @@ async def relay_outbox(d: PipelineDeps, *, limit: int = 500) -> int:
         records = await uow.outbox.claim(limit)
         if not records:
             return 0
-        await d.publisher.publish([Event(r.topic, r.key, r.payload) for r in records])
+        await d.publisher.publish([Event(r.topic, r.key, r.payload, headers=r.headers) for r in records])
         await uow.outbox.mark_published([r.id for r in records], at=d.clock.now())
         await uow.commit()
     return len(records)
+
+
+async def outbox_backlog(d: PipelineDeps) -> int:
+    """How many committed outbox events wait for the relay (a gauge's sample)."""
+    async with d.uow() as uow:
+        return await uow.outbox.backlog()
 
 
 async def purge_outbox(d: PipelineDeps, *, keep: timedelta, limit: int = 10_000) -> int:
@@ -846,3 +852,9 @@ async def sweep(
     if jobs:
         await d.publisher.publish([j.to_event() for j in jobs])
     return Swept(conversations=len(behind), jobs=routed.jobs + len(jobs))
+
+
+async def open_uploads(d: PipelineDeps) -> int:
+    """How many upload sessions still take chunks (a gauge the sweeper samples as it expires abandoned ones)."""
+    async with d.uow() as uow:
+        return await uow.uploads.count_open()

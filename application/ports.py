@@ -353,14 +353,20 @@ class OutboxRecord:
     topic: str
     key: str
     payload: Mapping[str, Any]
+    headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
 
 
 class Outbox(Protocol):
     """Integration events written in the same transaction as the change they describe."""
 
     @abstractmethod
-    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
-        """Queue ``event`` for publication on ``topic`` under partition ``key``."""
+    async def add(
+        self, topic: str, key: str, event: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Queue ``event`` for publication on ``topic`` under partition ``key``.
+
+        ``headers`` travel with it to the log (a trace context); None: whatever the adapter finds current.
+        """
 
     @abstractmethod
     async def claim(self, limit: int) -> Sequence[OutboxRecord]:
@@ -376,6 +382,10 @@ class Outbox(Protocol):
     @abstractmethod
     async def purge(self, *, published_before: datetime, limit: int) -> int:
         """Delete at most ``limit`` events published before ``published_before``; return how many."""
+
+    @abstractmethod
+    async def backlog(self) -> int:
+        """How many committed events are not published yet."""
 
 
 class RoutingProgress(Protocol):
@@ -506,6 +516,9 @@ class Event:
     topic: str
     key: str
     payload: Mapping[str, Any]
+    headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
+    """Opaque metadata that travels with the event (the trace context of the request that caused it); empty:
+    the publisher's own context."""
 
 
 class EventPublisher(Protocol):
@@ -571,6 +584,10 @@ class UploadRepository(Protocol):
     @abstractmethod
     async def expired(self, *, at: datetime, limit: int) -> Sequence[UploadSession]:
         """Sessions still uploading whose ``expires_at`` is past ``at``, oldest first."""
+
+    @abstractmethod
+    async def count_open(self) -> int:
+        """How many sessions are still uploading (expired or not)."""
 
 
 class UnitOfWork(Protocol):

@@ -386,7 +386,16 @@ async def _attempt(d: DispatchDeps, due: DueDelivery) -> tuple[WebhookDelivery, 
     if delivery.attempts + 1 >= d.schedule.max_attempts:
         delivery.failed(status, error, retry_at=None)
         d.observe("dead")
-        log.warning("webhook delivery %s is a dead letter after %d attempts: %s", delivery.id, delivery.attempts, error)
+        log.warning(
+            "webhook delivery is a dead letter after %d attempts: %s",
+            delivery.attempts,
+            error,
+            extra={
+                "delivery_id": str(delivery.id),
+                "webhook_id": str(webhook.id),
+                "webhook_event": delivery.event.value,
+            },
+        )
         return delivery, None
     retry_after = response.retry_after if response is not None else None
     delivery.failed(status, error, retry_at=now + d.schedule.delay(delivery.attempts + 1, retry_after))

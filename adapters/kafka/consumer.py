@@ -21,6 +21,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from adapters.kafka.clients import starting
+from adapters.tracing import from_kafka_headers
 from application.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Received:
     key: str
     payload: dict[str, Any]
     timestamp: dt.datetime
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    """The record's headers (the trace context of the request that caused it)."""
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes]) -> Received | None:
@@ -56,6 +59,7 @@ def decode_record(record: ConsumerRecord[bytes, bytes]) -> Received | None:
         key=key,
         payload=payload,
         timestamp=dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC),
+        headers=from_kafka_headers(record.headers),
     )
 
 
@@ -280,6 +284,21 @@ class KafkaBatchConsumer:
     def _on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         if self._paused and self._consumer is not None and assigned:
             self._consumer.pause(*assigned)
+
+    async def lag(self) -> dict[str, int]:
+        """Records behind the end of each topic, summed over the partitions this member owns (as of the last fetch)."""
+        consumer = self._started()
+        behind: dict[str, int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except (KafkaError, IllegalStateError):
+                continue
+            behind[tp.topic] = behind.get(tp.topic, 0) + max(0, end - position)
+        return behind
 
     def assignment(self) -> frozenset[tuple[str, int]]:
         """The (topic, partition) pairs this member owns right now."""

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from adapters.kafka.clients import starting
+from adapters.tracing import current_trace_headers, kafka_headers
 from application.errors import Unavailable
 from application.ports import Event
 
@@ -107,7 +108,9 @@ class KafkaPublisher:
         """
         if not events:
             return
-        records = [(event.topic, *encode_event(event)) for event in events]  # a bad payload fails before any send
+        # A bad payload fails before any send. Each record carries its event's trace context, else the current one.
+        context = current_trace_headers()
+        records = [(event.topic, *encode_event(event), kafka_headers(event.headers or context)) for event in events]
         if self._producer is None:
             await self.start()
         producer = self._producer
@@ -116,8 +119,8 @@ class KafkaPublisher:
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self.publish_timeout):
-                for topic, key, value in records:
-                    futures.append(await producer.send(topic, value=value, key=key))
+                for topic, key, value, headers in records:
+                    futures.append(await producer.send(topic, value=value, key=key, headers=headers or None))
                 await asyncio.wait(futures)
             for future in futures:
                 future.result()

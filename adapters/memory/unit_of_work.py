@@ -61,6 +61,7 @@ class _State:
     deliveries: dict[MessageId, list[Delivery]] = attrs.Factory(dict)
     refresh_tokens: dict[str, tuple[UserId, datetime, bool]] = attrs.Factory(dict)
     outbox: list[tuple[str, str, dict[str, Any]]] = attrs.Factory(list)
+    outbox_headers: dict[int, dict[str, str]] = attrs.Factory(dict)  # by outbox position
     published: set[int] = attrs.Factory(set)  # outbox positions (ids are position + 1)
     published_at: dict[int, datetime] = attrs.Factory(dict)
     purged: set[int] = attrs.Factory(set)
@@ -363,7 +364,11 @@ class InMemoryRefreshTokenRepository(_Repo):
 
 
 class InMemoryOutbox(_Repo):
-    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
+    async def add(
+        self, topic: str, key: str, event: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if headers:
+            self.s.outbox_headers[len(self.s.outbox)] = dict(headers)
         self.s.outbox.append((topic, key, dict(event)))
 
     async def claim(self, limit: int) -> Sequence[OutboxRecord]:
@@ -373,11 +378,24 @@ class InMemoryOutbox(_Repo):
         snapshot = self._uow._snapshot
         committed = len(snapshot.outbox) if snapshot is not None else len(self.s.outbox)
         waiting = [i for i in range(committed) if i not in self.s.published][:limit]
-        return [OutboxRecord(i + 1, *self.s.outbox[i][:2], copy.deepcopy(self.s.outbox[i][2])) for i in waiting]
+        return [
+            OutboxRecord(
+                i + 1,
+                *self.s.outbox[i][:2],
+                copy.deepcopy(self.s.outbox[i][2]),
+                headers=dict(self.s.outbox_headers.get(i, {})),
+            )
+            for i in waiting
+        ]
 
     async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
         self.s.published.update(i - 1 for i in ids)
         self.s.published_at.update((i - 1, at) for i in ids)
+
+    async def backlog(self) -> int:
+        snapshot = self._uow._snapshot  # committed rows only, as claim sees them
+        committed = len(snapshot.outbox) if snapshot is not None else len(self.s.outbox)
+        return sum(1 for i in range(committed) if i not in self.s.published)
 
     async def purge(self, *, published_before: datetime, limit: int) -> int:
         # Positions stay (tests read the outbox as a list); purged ones are only marked.
@@ -526,6 +544,9 @@ class InMemoryUploadRepository(_Repo):
     async def expired(self, *, at: datetime, limit: int) -> Sequence[UploadSession]:
         due = [u for u in self.s.uploads.values() if u.status is UploadStatus.UPLOADING and u.expires_at <= at]
         return [copy.deepcopy(u) for u in sorted(due, key=lambda u: u.expires_at)[:limit]]
+
+    async def count_open(self) -> int:
+        return sum(1 for u in self.s.uploads.values() if u.status is UploadStatus.UPLOADING)
 
 
 class InMemoryAddressBindings(_Repo):

@@ -19,6 +19,7 @@ from psycopg.rows import BaseRowFactory, DictRow, class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from adapters.tracing import current_trace_headers
 from application.cursors import SyncPosition, decode_conversation_cursor
 from application.errors import Conflict, Unavailable
 from application.ports import (
@@ -73,8 +74,9 @@ def _translated_errors() -> Iterator[None]:
 
 # Every outbox row of a unit of work in one statement, whatever their number.
 _INSERT_OUTBOX = """
-INSERT INTO outbox (topic, key, payload)
-SELECT x.topic, x.key, x.payload FROM jsonb_to_recordset(%s) AS x(topic text, key text, payload jsonb)
+INSERT INTO outbox (topic, key, payload, headers)
+SELECT x.topic, x.key, x.payload, x.headers
+FROM jsonb_to_recordset(%s) AS x(topic text, key text, payload jsonb, headers jsonb)
 """
 
 
@@ -971,16 +973,20 @@ class PostgresOutbox(_Repo):
         super().__init__(db)
         self.pending: list[Mapping[str, Any]] = []
 
-    async def add(self, topic: str, key: str, event: Mapping[str, Any]) -> None:
-        self.pending.append({"topic": topic, "key": key, "payload": event})
+    async def add(
+        self, topic: str, key: str, event: Mapping[str, Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        if headers is None:
+            headers = current_trace_headers()
+        self.pending.append({"topic": topic, "key": key, "payload": event, "headers": headers or None})
 
     async def claim(self, limit: int) -> Sequence[OutboxRecord]:
         rows = await self._db.rows(
-            "SELECT id, topic, key, payload FROM outbox WHERE published_at IS NULL"
+            "SELECT id, topic, key, payload, headers FROM outbox WHERE published_at IS NULL"
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
             (limit,),
         )
-        return [OutboxRecord(r["id"], r["topic"], r["key"], r["payload"]) for r in rows]
+        return [OutboxRecord(r["id"], r["topic"], r["key"], r["payload"], headers=r["headers"] or {}) for r in rows]
 
     async def mark_published(self, ids: Sequence[int], *, at: datetime) -> None:
         if ids:
@@ -991,6 +997,11 @@ class PostgresOutbox(_Repo):
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE published_at < %s ORDER BY id LIMIT %s)",
             (published_before, limit),
         )
+
+    async def backlog(self) -> int:
+        # Counted on the partial index of unpublished rows (outbox_unpublished): only the backlog is read.
+        row = await self._db.row("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+        return int(row["n"]) if row is not None else 0
 
 
 # --- the pipeline's bookkeeping ----------------------------------------------------------
@@ -1318,6 +1329,11 @@ class PostgresUploadRepository(_Repo):
             (at, limit),
         )
         return [_upload(r) for r in rows]
+
+    async def count_open(self) -> int:
+        # Counted on the partial index of open sessions (uploads_open_expiry).
+        row = await self._db.row("SELECT count(*) AS n FROM uploads WHERE status = 'uploading'")
+        return int(row["n"]) if row is not None else 0
 
 
 class PostgresAddressBindings(_Repo):

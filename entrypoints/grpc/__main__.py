@@ -7,12 +7,13 @@ SIGTERM or SIGINT stops it gracefully: health turns NOT_SERVING, the calls in fl
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from entrypoints.grpc.server import serve
+from entrypoints.logs import configure_logging
 from entrypoints.loop import run
 from entrypoints.settings import Settings
+from entrypoints.tracing import configure_tracing
 
 
 async def _main(settings: Settings) -> None:
@@ -25,9 +26,8 @@ async def _main(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format, runtime="grpc")
+    configure_tracing("grpc")
     run(_main(settings))
 
 

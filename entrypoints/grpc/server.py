@@ -37,7 +37,7 @@ from application.uploads import FileDeps
 from domain.errors import DomainError
 from domain.ids import UserId
 from entrypoints.container import container_for, resolve
-from entrypoints.grpc import convert
+from entrypoints.grpc import convert, metrics
 from entrypoints.grpc._generated.chat4all import v1 as pb
 from entrypoints.grpc.auth import BearerAuth
 from entrypoints.grpc.errors import Mapped, mapped
@@ -350,6 +350,7 @@ async def serve(
                 max_message_bytes=settings.grpc_max_message_bytes,
             )
         )
+        metrics.instrument(server)
         try:
             await server.start(settings.host, settings.grpc_port)
         except OSError as e:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from typing import TYPE_CHECKING
 
 import uvicorn
 
+from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
+from entrypoints.tracing import configure_tracing
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -28,8 +34,24 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def asgi_app() -> Litestar:
+    """uvicorn's factory: the API, then our logging, in every process that serves (uvicorn's workers too).
+
+    Building a Litestar app installs Litestar's own logging config (a text handler on the root logger);
+    configuring ours after it replaces that handler.
+    """
+    from entrypoints.http.app import app_factory  # imported after main() set the metrics directory
+
+    settings = Settings()
+    configure_tracing("http")
+    application = app_factory()
+    configure_logging(settings.log_level, settings.log_format, runtime="http")
+    return application
+
+
 def main() -> None:
     settings = Settings()
+    configure_logging(settings.log_level, settings.log_format, runtime="http")
     shared_port = os.environ.get("CHAT4ALL_HTTP_REUSE_PORT") == "1"
     workers = 1 if shared_port else settings.http_workers
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -39,18 +61,17 @@ def main() -> None:
         shutil.rmtree(metrics, ignore_errors=True)
         metrics.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-    from entrypoints.http.app import app_factory  # imported after the metrics directory is set
-
     # Build the app once here: uvicorn's multi-worker parent would respawn workers that fail to
     # import forever, hiding the error from the supervisor; failing here exits the runtime instead.
-    app_factory()
+    asgi_app()
     config = uvicorn.Config(
-        "entrypoints.http.app:app_factory",
+        "entrypoints.http.__main__:asgi_app",
         factory=True,
         host=settings.host,
         port=settings.http_port,
         workers=workers,
         log_level=settings.log_level,
+        log_config=None,  # keep our handler: uvicorn's own records go through it
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,

@@ -42,6 +42,7 @@ from entrypoints.http.tokens import CachedToken
 from entrypoints.http.webhooks import webhook, webhook_handshake
 from entrypoints.realtime import channels_plugin, realtime
 from entrypoints.settings import Settings
+from entrypoints.tracing import tracing_enabled
 
 
 async def _user_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> UserId | None:
@@ -90,6 +91,26 @@ def _metrics_outermost(app_config: AppConfig) -> AppConfig:
     """Request metrics wrap authentication too, so refused requests are counted with their status."""
     app_config.middleware.insert(0, request_metrics)
     return app_config
+
+
+def _span_name(scope: Any) -> tuple[str, dict[str, Any]]:
+    """Spans named by method and route template (the raw path would make one name per id)."""
+    route = str(scope.get("path_template") or scope.get("path", ""))
+    return f"{scope.get('method', 'WS')} {route}", {"http.route": route}
+
+
+def tracing_plugins() -> list[Any]:
+    """Litestar's OpenTelemetry plugin when tracing is on (``OTEL_EXPORTER_OTLP_ENDPOINT``), else none."""
+    if not tracing_enabled():
+        return []
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    config = OpenTelemetryConfig(
+        scope_span_details_extractor=_span_name,
+        exclude_spans=["receive", "send"],  # one span per request, not one per ASGI message
+        exclude=["^/metrics$", "^/health/"],
+    )
+    return [OpenTelemetryPlugin(config)]
 
 
 def create_app(container: Container, settings: Settings) -> Litestar:
@@ -165,7 +186,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
         ],
         dependencies={"bus": Provide(bus, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
-        plugins=[PROBLEM_DETAILS, channels],
+        plugins=[PROBLEM_DETAILS, channels, *tracing_plugins()],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init, _operation_level_security, _metrics_outermost],
         request_max_body_size=settings.max_body_bytes,

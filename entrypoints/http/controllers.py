@@ -23,6 +23,7 @@ from application.cursors import decode_history_cursor
 from domain.conversations import ConversationType
 from domain.ids import ConversationId, MessageId, UserId
 from entrypoints.http import schemas as s
+from entrypoints.tracing import trace_headers
 
 Bus = NamedDependency[MessageBus]
 AuthedRequest = Request[UserId, Token, Any]
@@ -216,6 +217,7 @@ class MessagesController(Controller):
             to=data.to,
             channels=data.channels,
             metadata=data.metadata,
+            trace=trace_headers(),
         )
         return s.accepted_out(await bus.handle(cmd))
 

@@ -20,6 +20,7 @@ from domain.ids import FileId
 from domain.uploads import UploadSession
 from entrypoints.http.controllers import BEARER, PUBLIC, AuthedRequest
 from entrypoints.http.errors import problem
+from entrypoints.http.metrics import UPLOAD_BYTES
 
 
 class InitiateIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -160,6 +161,7 @@ class FilesController(Controller):
         """One chunk's raw bytes (exactly the chunk's length); resending a chunk is harmless."""
         length = _content_length(request)
         r = await uploads.put_chunk(_files(state), request.user, FileId(file_id), index, request.stream(), length)
+        UPLOAD_BYTES.inc(length)  # stored: exactly the chunk's length, or put_chunk refused it
         return ChunkOut(index=r.index, received=r.received, total_chunks=r.total_chunks)
 
     @get("/{file_id:uuid}", operation_id="getUpload")

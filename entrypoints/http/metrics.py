@@ -4,6 +4,9 @@ A plain ASGI middleware rather than Litestar's Prometheus plugin middleware, whi
 ``Request`` and updates four metrics (an in-progress gauge among them) on every call: about
 0.4 ms of CPU per request, a fifth of the whole cost of accepting a message. This one reads the
 scope, caches each label set's children and updates two metrics.
+
+Beside them, what only the API sees: the bytes of file chunks it stores, and its open WebSockets (a
+``livesum`` gauge: under `chat4all up` the API processes' counts add up, and a dead process's drop out).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "chat4all_http_requests",
@@ -25,6 +28,13 @@ LATENCY = Histogram(
     "Time from receiving an HTTP request to the end of its answer, by method and route template.",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+UPLOAD_BYTES = Counter("chat4all_upload_bytes", "Bytes of file chunks received and stored (PUT .../chunks/{index}).")
+WEBSOCKETS = Gauge(
+    "chat4all_websocket_connections",
+    "WebSockets open (authenticated), summed over the live API processes.",
+    multiprocess_mode="livesum",
 )
 
 _counters: dict[tuple[str, str, int], Any] = {}

@@ -34,6 +34,7 @@ from domain.ids import ConversationId, MessageId, UserId
 from entrypoints.http import schemas as s
 from entrypoints.http.controllers import BEARER, PUBLIC, AuthedRequest, Bus
 from entrypoints.http.errors import app_error
+from entrypoints.http.metrics import WEBSOCKETS
 from entrypoints.realtime import Feed, Realtime
 
 log = logging.getLogger("chat4all.ws")
@@ -226,4 +227,8 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any], state: State) -> Non
     if user_id is None:
         await socket.close(code=POLICY_VIOLATION, reason="a valid access token is required")
         return
-    await _Connection(socket, user_id, state.realtime, state.bus).run()
+    WEBSOCKETS.inc()
+    try:
+        await _Connection(socket, user_id, state.realtime, state.bus).run()
+    finally:
+        WEBSOCKETS.dec()

@@ -7,6 +7,7 @@ import gc
 
 from entrypoints.loop import run
 from entrypoints.settings import Settings
+from entrypoints.tracing import configure_tracing
 from entrypoints.workers.kinds import KINDS
 from entrypoints.workers.runner import configure_logging, worker_resources
 
@@ -24,7 +25,8 @@ def main() -> None:
     parser.add_argument("kind", choices=sorted(KINDS))
     args = parser.parse_args()
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, kind=args.kind)
+    configure_tracing(args.kind)
     run(_main(args.kind, settings))
 
 

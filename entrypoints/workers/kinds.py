@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+
+import structlog
 
 from adapters.channels.instagram import InstagramConnector
 from adapters.channels.loopback import LoopbackConnector
@@ -24,24 +26,28 @@ from application.pipeline import (
     ChannelDeps,
     CircuitBreaker,
     DeliveryJob,
+    JobResult,
     Outcome,
     Receipt,
     RetryPolicy,
     Watermark,
     apply_receipts,
     deliver_jobs,
+    open_uploads,
+    outbox_backlog,
     purge_outbox,
     relay_outbox,
     route_events,
     sweep,
 )
-from application.ports import ChannelConnector, ChannelError, ObjectStore
+from application.ports import ChannelConnector, ChannelError, ObjectStore, WebhookSender
 from application.realtime import push_events
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
 from entrypoints.limits import limiter_for, pacer_for
 from entrypoints.realtime import redis_for
 from entrypoints.storage import object_store_for
+from entrypoints.tracing import TracedConnector, TracedWebhookSender, tracing_enabled
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import TRANSIENT, Worker, consume
 
@@ -53,7 +59,7 @@ async def run_relay(w: Worker) -> None:
     s = w.settings
     assert s.database_url is not None
     keep = timedelta(seconds=s.outbox_retention_s)
-    next_purge = 0.0
+    next_purge = next_sample = 0.0
     loop = asyncio.get_running_loop()
     async with OutboxWakeups(s.database_url) as wakeups:
         while not w.stop.is_set():
@@ -63,6 +69,9 @@ async def run_relay(w: Worker) -> None:
                     purged = await purge_outbox(w.deps, keep=keep)
                     if purged:
                         log.info("relay: purged %d published outbox events", purged)
+                if loop.time() >= next_sample:  # the backlog gauge, sampled at most every 5 s
+                    next_sample = loop.time() + 5.0
+                    metrics.outbox_backlog(await outbox_backlog(w.deps))
                 published = await relay_outbox(w.deps, limit=s.relay_batch)
             except TRANSIENT as exc:
                 log.warning("relay: %s; retrying", exc)
@@ -130,7 +139,8 @@ async def run_webhooks(w: Worker) -> None:
     from entrypoints.container import egress_policy
 
     s = w.settings
-    sender = HttpWebhookSender(egress_policy(s), timeout=s.webhook_timeout_s)
+    http = HttpWebhookSender(egress_policy(s), timeout=s.webhook_timeout_s)
+    sender: WebhookSender = TracedWebhookSender(http) if tracing_enabled() else http
     schedule = RetrySchedule(
         max_attempts=s.webhook_attempts,
         base=timedelta(seconds=s.webhook_retry_base_s),
@@ -144,6 +154,7 @@ async def run_webhooks(w: Worker) -> None:
     async def handle(batch: list[Received]) -> None:
         if await record_events(w.deps.uow, w.deps.clock, [r.payload for r in batch]):
             recorded.set()
+        metrics.events_seen(r.payload for r in batch)  # after recording: a batch that fails is counted when retried
 
     async def dispatcher() -> None:
         while not w.stop.is_set():
@@ -164,7 +175,7 @@ async def run_webhooks(w: Worker) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await sender.close()
+        await http.close()
 
 
 async def run_sweeper(w: Worker) -> None:
@@ -182,6 +193,7 @@ async def run_sweeper(w: Worker) -> None:
             try:
                 swept = await sweep(w.deps, deadline=deadline)
                 expired = await expire_abandoned(files)
+                metrics.uploads_active(await open_uploads(w.deps))
             except TRANSIENT as exc:
                 log.warning("sweeper: %s; trying again next round", exc)
                 continue
@@ -230,8 +242,11 @@ def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
 
 async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
     s = w.settings
+    structlog.contextvars.bind_contextvars(channel=channel.value)  # every line of this channel's task says so
     connector = connector_for(w, channel)
     log.info("%s: sending through %s", channel.value, type(connector).__name__)
+    if tracing_enabled():
+        connector = TracedConnector(connector)
     redis = redis_for(s.redis_url)  # the pace is shared by every worker of the channel through Redis
     cd = ChannelDeps(
         pipeline=w.deps,
@@ -265,6 +280,7 @@ def _channel_handler(
                 log.warning("%s: skipping %s[%d]@%d: %s", cd.connector.channel, r.topic, r.partition, r.offset, exc)
         results = await deliver_jobs(cd, [job for _, job in parsed])
         metrics.delivered(cd.connector.channel, results, cd.breaker.state)
+        _log_outcomes(results)
         deferred: dict[tuple[str, int], int] = {}
         for (r, _), result in zip(parsed, results, strict=True):
             if result.outcome is Outcome.DEFERRED:
@@ -281,6 +297,27 @@ def _channel_handler(
             await w.sleep(wait)
 
     return handle
+
+
+def _log_outcomes(results: Sequence[JobResult]) -> None:
+    """A line per delivery that failed (WARNING) or went out (DEBUG), with its ids as fields; never the text."""
+    for r in results:
+        if r.outcome in (Outcome.FAILED, Outcome.DEAD):
+            log.warning("delivery %s: %s", r.outcome.value, r.error, extra=_job_fields(r))
+        elif r.outcome is Outcome.HANDED_OVER and log.isEnabledFor(logging.DEBUG):
+            log.debug("delivery handed over", extra=_job_fields(r))
+
+
+def _job_fields(r: JobResult) -> dict[str, object]:
+    job = r.job
+    return {
+        "message_id": str(job.message_id),
+        "conversation_id": str(job.conversation_id),
+        "channel": job.channel.value,
+        "seq": job.seq,
+        "attempts": r.attempts,
+        "platform_message_id": r.platform_message_id,
+    }
 
 
 async def run_telegram_updates(w: Worker) -> None:

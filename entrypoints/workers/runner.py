@@ -11,6 +11,7 @@ from functools import partial
 
 import attrs
 import stamina
+from prometheus_client import Gauge
 
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
 from adapters.kafka.publisher import KafkaPublisher
@@ -19,7 +20,9 @@ from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.system import SystemClock
 from application.errors import Unavailable
 from application.pipeline import PipelineDeps
+from entrypoints import logs
 from entrypoints.settings import Settings
+from entrypoints.tracing import batch_span
 
 log = logging.getLogger("chat4all.workers")
 
@@ -27,6 +30,15 @@ Handler = Callable[[list[Received]], Awaitable[None]]
 
 # Failures worth waiting out: the database or the broker is away for a moment.
 TRANSIENT = (Unavailable, OSError, TimeoutError)
+
+CONSUMER_LAG = Gauge(
+    "chat4all_consumer_lag",
+    "Records behind the end of the topic, by consumer group and topic (summed over the group's live members).",
+    ["group", "topic"],
+    multiprocess_mode="livesum",
+)
+LAG_EVERY_S = 2.0
+"""How often a consumer reports its lag (after a batch, or while idle)."""
 
 
 @attrs.define
@@ -96,18 +108,39 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
     async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None):
         with attempt:
             await consumer.start()
+    loop = asyncio.get_running_loop()
+    next_lag = 0.0
     try:
         while not worker.stop.is_set():
             batch = await consumer.poll(timeout_ms=500)
             if not batch:
+                if loop.time() >= next_lag:  # caught up: say so
+                    next_lag = loop.time() + LAG_EVERY_S
+                    await _report_lag(consumer)
                 continue
             try:
-                await _until_done(worker, partial(handle, batch))
+                with batch_span(consumer.group_id, batch):
+                    await _until_done(worker, partial(handle, batch))
             except _Stopping:
                 break  # the batch stays uncommitted: whoever owns the partitions next gets it again
             await consumer.commit()
+            if loop.time() >= next_lag:
+                next_lag = loop.time() + LAG_EVERY_S
+                await _report_lag(consumer)
     finally:
+        for topic in consumer.topics:
+            CONSUMER_LAG.labels(consumer.group_id, topic).set(0)
         await consumer.stop()
+
+
+async def _report_lag(consumer: KafkaBatchConsumer) -> None:
+    try:
+        async with asyncio.timeout(1.0):
+            behind = await consumer.lag()
+    except (TimeoutError, *TRANSIENT):
+        return
+    for topic in consumer.topics:
+        CONSUMER_LAG.labels(consumer.group_id, topic).set(behind.get(topic, 0))
 
 
 class _Stopping(Exception):
@@ -122,6 +155,7 @@ async def _until_done(worker: Worker, work: Callable[[], Awaitable[None]]) -> No
             await work()
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+def configure_logging(level: str, fmt: str, *, kind: str) -> None:
+    """Structured logs (entrypoints/logs.py) named after the worker ``kind``; aiokafka stays at WARNING or above."""
+    logs.configure_logging(level, fmt, runtime=kind)
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))

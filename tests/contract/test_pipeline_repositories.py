@@ -181,6 +181,30 @@ async def test_a_rolled_back_claim_and_mark_leave_the_events_claimable(uow_facto
     assert third == first
 
 
+async def test_the_backlog_counts_committed_events_not_yet_published(uow_factory: Backend) -> None:
+    async with uow_factory() as uow:
+        empty = await uow.outbox.backlog()
+    await queue(uow_factory, event(1), event(2), event(3))
+    async with uow_factory() as uow:
+        await uow.outbox.add(*event(4))  # not committed: not waiting
+        queued = await uow.outbox.backlog()
+        claimed = await uow.outbox.claim(2)
+        await uow.outbox.mark_published([r.id for r in claimed], at=T0)
+        await uow.commit()
+    async with uow_factory() as uow:
+        left = await uow.outbox.backlog()
+        rest = await uow.outbox.claim(10)
+        await uow.outbox.mark_published([r.id for r in rest], at=T0)
+        await uow.commit()
+    async with uow_factory() as uow:
+        await uow.outbox.purge(published_before=LATER, limit=10)
+        await uow.commit()
+    async with uow_factory() as uow:
+        drained = await uow.outbox.backlog()
+
+    assert (empty, queued, left, drained) == (0, 3, 2, 0)  # the 4th was committed with the claim
+
+
 # --- routing progress ------------------------------------------------------------------
 
 

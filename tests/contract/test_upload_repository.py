@@ -127,3 +127,21 @@ async def test_a_direct_upload_is_stored_as_one(uow_factory: Backend) -> None:
 
     assert found is not None and other is not None
     assert (found.direct, other.direct) == (True, False)
+
+
+async def test_count_open_counts_the_sessions_still_uploading(uow_factory: Backend) -> None:
+    async with uow_factory() as uow:
+        none = await uow.uploads.count_open()
+    open_, past_expiry, aborted, completed = an_upload(), an_upload(expires_at=T0), an_upload(), an_upload()
+    aborted.abort()
+    completed.received = set(range(completed.total_chunks))
+    completed.complete(sha256=DIGEST, checksum=None, at=T0)
+    async with uow_factory() as uow:
+        for s in (open_, past_expiry, aborted, completed):
+            await uow.uploads.add(s)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        counted = await uow.uploads.count_open()
+
+    assert (none, counted) == (0, 2)  # open until the janitor expires them, even past their expiry

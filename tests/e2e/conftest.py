@@ -43,6 +43,9 @@ def stack_env(data_dir: Path, *, http_port: int | None = None, pg_port: int | No
         CHAT4ALL_SWEEP_INTERVAL_S="1",
         CHAT4ALL_SWEEP_DEADLINE_S="5",
         CHAT4ALL_BREAKER_RESET_S="2",
+        # The pipeline tests send hundreds of messages to one platform user in seconds; the pace a platform would
+        # hold them to (Telegram: one per second per chat) is tested in tests/unit and tests/contract.
+        CHAT4ALL_PACING="false",
         # Webhook retries within seconds, and a dead letter after four attempts.
         CHAT4ALL_WEBHOOK_RETRY_BASE_S="0.2",
         CHAT4ALL_WEBHOOK_RETRY_CAP_S="1",

@@ -55,6 +55,7 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.server.shutdown()
+    r.server.server_close()
 
 
 def user(stack: Any, name: str) -> dict[str, str]:

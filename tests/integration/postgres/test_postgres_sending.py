@@ -106,7 +106,7 @@ async def test_the_same_message_id_from_several_processes_is_accepted_once(bus: 
     assert all(len(same) == 1 for same in by_id.values())
     assert sorted(next(iter(same)).seq for same in by_id.values()) == list(range(1, 11))
     assert await scalar(pool, "SELECT count(*) FROM messages") == 10
-    assert await scalar(pool, "SELECT count(*) FROM outbox") == 10
+    assert await scalar(pool, "SELECT count(*) FROM outbox WHERE topic = 'chat.messages'") == 10
     assert await scalar(pool, "SELECT last_seq FROM conversations WHERE id = %s", conv) == 10
 
 
@@ -122,7 +122,7 @@ async def test_concurrent_retries_of_one_message_are_accepted_once(bus: MessageB
     assert answers[0].seq == 1
     assert await scalar(pool, "SELECT count(*) FROM messages") == 1
     assert await scalar(pool, "SELECT count(*) FROM deliveries") == 1
-    assert await scalar(pool, "SELECT count(*) FROM outbox") == 1
+    assert await scalar(pool, "SELECT count(*) FROM outbox WHERE topic = 'chat.messages'") == 1
     assert await scalar(pool, "SELECT last_seq FROM conversations WHERE id = %s", conv) == 1
     follow_up = await bus.handle(c.SendMessage(sender=alice, conversation_id=conv, payload=text("next")))
     assert follow_up.seq == 2

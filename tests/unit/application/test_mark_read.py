@@ -152,6 +152,7 @@ async def test_reading_emits_one_status_event_per_delivery_read(
     app: Chat4All, group: ConversationId, clock: FakeClock
 ) -> None:
     accepted = await app.send("ana", group)
+    sent_at = clock.now()
     read_at = clock.advance()
 
     await app.mark_read("bruno", accepted.message_id)
@@ -169,6 +170,7 @@ async def test_reading_emits_one_status_event_per_delivery_read(
             "channel": channel,
             "status": "READ",
             "at": read_at.isoformat(),
+            "sent_at": sent_at.isoformat(),
         }
         for channel in ("internal", "whatsapp")
     ]
