@@ -43,7 +43,7 @@ def start_stack(workers: int) -> tuple[subprocess.Popen[bytes], str, str, Path]:
         # A few senders on one address, far faster than people: the limits stay on (their cost is in the
         # figures) but far away, and the loopback platform is not paced (it is not what is measured).
         "CHAT4ALL_RATE_LIMITS": json.dumps(
-            {name: {"per_second": 1e6, "burst": 10**6} for name in ("send", "anonymous", "login")}
+            {name: {"per_second": 1e6, "burst": 10**6} for name in ("send", "expensive", "anonymous", "login")}
         ),
         "CHAT4ALL_PACING": "false",
         "CHAT4ALL_DB_POOL_MAX": "20",
