@@ -21,7 +21,7 @@ import pytest
 
 from entrypoints.stack.postgres import free_port
 
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # thirteen processes importing at once on two cores, beside the stacks other tests keep up
 STOP_TIMEOUT = 30.0
 REPO = Path(__file__).resolve().parents[2]
 

@@ -85,3 +85,18 @@ def test_a_port_in_use_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="in use"):
             server.start()
     assert server.process is None
+
+
+async def test_asking_about_a_missing_topic_does_not_create_it(kafka_bootstrap: str) -> None:
+    """A client that mentions a topic must not create it with the broker's default partitions (Tansu: 4): after an
+    in-memory broker restart, workers would otherwise re-create our 8-partition topics with 4 before
+    ``ensure_topics`` does."""
+    from adapters.kafka import KafkaPublisher
+    from application.errors import Unavailable
+    from application.ports import Event
+
+    async with KafkaPublisher(kafka_bootstrap, request_timeout_ms=1000, publish_timeout=3) as publisher:
+        with pytest.raises(Unavailable):
+            await publisher.publish([Event("never.created", "k", {"n": 1})])
+        assert "never.created" not in await topic_names(kafka_bootstrap)
+        await publisher.publish([Event("chat.messages", "k", {"n": 1})])  # ensure_topics' topics work as ever
