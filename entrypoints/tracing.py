@@ -17,12 +17,11 @@ import atexit
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from adapters.kafka.consumer import Received
 from adapters.tracing import context_of, current_trace_headers
 from application.ports import (
     ChannelCapabilities,
@@ -35,6 +34,9 @@ from application.ports import (
     WebhookUnreachable,
 )
 from domain.channels import Channel
+
+if TYPE_CHECKING:
+    from adapters.kafka.consumer import Received
 
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -70,6 +72,27 @@ def configure_tracing(runtime: str) -> bool:
     trace.set_tracer_provider(provider)
     atexit.register(provider.shutdown)  # flush what is buffered when the process ends
     return True
+
+
+def trace_grpc_calls(server: Any) -> None:
+    """A server span around every call ``server`` answers (grpclib has no OpenTelemetry instrumentation): it
+    continues the caller's ``traceparent`` metadata, and a send made inside it carries it to the log."""
+    from grpclib.events import RecvRequest, listen
+
+    async def received(event: RecvRequest) -> None:
+        handler = event.method_func
+        parent = context_of({k: v for k, v in event.metadata.items() if isinstance(v, str)})
+        method = event.method_name
+        service, _, name = method.lstrip("/").rpartition("/")
+
+        async def traced(stream: Any) -> None:
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+            with tracer.start_as_current_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes):
+                await handler(stream)
+
+        event.method_func = traced
+
+    listen(server, RecvRequest, received)
 
 
 def trace_headers() -> dict[str, str] | None:

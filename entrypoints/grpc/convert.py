@@ -22,6 +22,7 @@ from domain.ids import ConversationId, MessageId, UserId
 from entrypoints.grpc._generated.chat4all import v1 as pb
 from entrypoints.grpc._generated.google.protobuf import Struct
 from entrypoints.grpc.errors import invalid
+from entrypoints.tracing import trace_headers
 
 MAX_REF = 128
 """The longest member reference (username, user id, address) or ``from``, as REST's schema."""
@@ -105,6 +106,7 @@ def send_command(sender: UserId, r: pb.SendMessageRequest) -> c.SendMessage:
         to=_refs(r.to, "to", longest=MAX_REF, most=MAX_REFS),
         channels=_refs(r.channels, "channels", longest=MAX_CHANNEL, most=MAX_CHANNELS),
         metadata=dict_of(r.metadata),
+        trace=trace_headers(),
     )
 
 

@@ -45,6 +45,7 @@ from entrypoints.grpc.files import upload_file
 from entrypoints.grpc.limits import Capped, cap_reads
 from entrypoints.realtime import Feed, Realtime, realtime
 from entrypoints.settings import Settings
+from entrypoints.tracing import trace_grpc_calls, tracing_enabled
 
 log = logging.getLogger("chat4all.grpc")
 
@@ -351,6 +352,8 @@ async def serve(
             )
         )
         metrics.instrument(server)
+        if tracing_enabled():
+            trace_grpc_calls(server)
         try:
             await server.start(settings.host, settings.grpc_port)
         except OSError as e:
