@@ -299,7 +299,7 @@ async def handle_get_conversation(cmd: c.GetConversation, d: Deps) -> v.Conversa
 
 async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.ConversationListView:
     """The caller's conversations, most recent activity first."""
-    limit = _bounded(cmd.limit, d.settings.list_max, field="limit")
+    limit = bounded(cmd.limit, d.settings.list_max, field="limit")
     async with d.uow() as uow:
         page = await uow.conversations.list_for(Participant.user(cmd.viewer), PageRequest(limit, cmd.cursor))
         users = await _users_of(uow, (m for conv in page.items for m in conv.members))
@@ -307,7 +307,8 @@ async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.Conv
     return v.ConversationListView(items=items, next_cursor=page.next_cursor)
 
 
-def _bounded(value: int, most: int, *, field: str) -> int:
+def bounded(value: int, most: int, *, field: str) -> int:
+    """``value`` if it is between 1 and ``most``, else a violation of ``field``."""
     if not 1 <= value <= most:
         raise BusinessRuleViolation(f"{field} is between 1 and {most}", field=field)
     return value
@@ -593,7 +594,7 @@ async def handle_get_message(cmd: c.GetMessage, d: Deps) -> v.MessageView:
 
 async def handle_get_history(cmd: c.GetHistory, d: Deps) -> v.HistoryView:
     """A page of messages the caller sent or receives, ascending by seq."""
-    limit = _bounded(cmd.limit, d.settings.history_max, field="limit")
+    limit = bounded(cmd.limit, d.settings.history_max, field="limit")
     if cmd.after_seq is not None and cmd.before_seq is not None:
         raise BusinessRuleViolation("use after_seq or before_seq, not both", field="after_seq")
     viewer = Participant.user(cmd.viewer)
@@ -654,7 +655,7 @@ async def handle_sync(cmd: c.Sync, d: Deps) -> v.SyncView:
     Without a cursor: nothing yet, and the cursor to start from. The viewer's ``internal``
     deliveries among the messages become DELIVERED, as when history is fetched.
     """
-    limit = _bounded(cmd.limit, d.settings.history_max, field="limit")
+    limit = bounded(cmd.limit, d.settings.history_max, field="limit")
     now = d.clock.now()
     floor = SyncPosition(now - d.settings.sync_settle)
     if cmd.cursor is None:

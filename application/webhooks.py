@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,7 +30,8 @@ from application import commands as c
 from application import topics
 from application import views as v
 from application.errors import NotFound, Unavailable
-from application.handlers import Deps
+from application.handlers import Deps, bounded
+from application.pipeline import RetryPolicy
 from application.ports import Clock, DueDelivery, UnitOfWork, WebhookResponse, WebhookSender, WebhookUnreachable
 from domain.conversations import Participant, ParticipantKind
 from domain.errors import BusinessRuleViolation
@@ -122,8 +122,7 @@ def _delivery_view(dl: WebhookDelivery) -> v.WebhookDeliveryView:
 
 async def handle_list_webhook_deliveries(cmd: c.ListWebhookDeliveries, d: Deps) -> v.WebhookDeliveryPage:
     """A webhook's deliveries, newest first, optionally only those in one state (``failed``: the dead letters)."""
-    if not 1 <= cmd.limit <= d.settings.list_max:
-        raise BusinessRuleViolation(f"limit is between 1 and {d.settings.list_max}", field="limit")
+    limit = bounded(cmd.limit, d.settings.list_max, field="limit")
     state = None
     if cmd.state is not None:
         try:
@@ -139,9 +138,9 @@ async def handle_list_webhook_deliveries(cmd: c.ListWebhookDeliveries, d: Deps) 
             raise BusinessRuleViolation("not a cursor of this list", field="cursor") from None
     async with d.uow() as uow:
         await _owned(uow, cmd.webhook_id, cmd.owner)
-        found = await uow.webhooks.deliveries_of(cmd.webhook_id, state=state, before=before, limit=cmd.limit + 1)
-    page = found[: cmd.limit]
-    more = len(found) > cmd.limit
+        found = await uow.webhooks.deliveries_of(cmd.webhook_id, state=state, before=before, limit=limit + 1)
+    page = found[:limit]
+    more = len(found) > limit
     return v.WebhookDeliveryPage(
         items=[_delivery_view(x) for x in page], next_cursor=str(page[-1].position) if more else None
     )
@@ -311,22 +310,9 @@ async def record_events(uow: Callable[[], UnitOfWork], clock: Clock, events: Seq
 # --- attempts --------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class RetrySchedule:
-    """Exponential backoff with jitter, for hours; a receiver's Retry-After wins when longer.
-
-    With the defaults: about 5 s, 10 s, 20 s ... doubling to an hour, 14 attempts over about 6 hours.
-    """
-
-    max_attempts: int = 14
-    base: timedelta = timedelta(seconds=5)
-    cap: timedelta = timedelta(hours=1)
-
-    def delay(self, attempts: int, retry_after: float | None = None) -> timedelta:
-        """How long after attempt number ``attempts`` (1 or more) the next one goes."""
-        step = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** (attempts - 1))
-        jittered = step / 2 + random.uniform(0, step / 2)  # noqa: S311 (spreading retries, not secrecy)
-        return timedelta(seconds=max(jittered, min(retry_after or 0.0, self.cap.total_seconds())))
+WEBHOOK_RETRIES = RetryPolicy(max_attempts=18, base_delay=5.0, max_delay=3600.0)
+"""Each wait a random time up to 5 s, 10 s, 20 s ... doubling to an hour; 18 attempts take about 4 hours on
+average (8 at most). A receiver's Retry-After wins when longer."""
 
 
 @attrs.frozen
@@ -334,7 +320,7 @@ class DispatchDeps:
     uow: Callable[[], UnitOfWork]
     clock: Clock
     sender: WebhookSender
-    schedule: RetrySchedule = RetrySchedule()
+    retry: RetryPolicy = WEBHOOK_RETRIES
     lease: timedelta = timedelta(seconds=60)
     """How long a claimed delivery is left to its dispatcher: longer than an attempt can take."""
     observe: Callable[[str], None] = lambda _: None
@@ -383,7 +369,7 @@ async def _attempt(d: DispatchDeps, due: DueDelivery) -> tuple[WebhookDelivery, 
         return delivery, webhook
     if response is not None:
         error = f"answered {status}" + (" (redirects are not followed)" if 300 <= response.status < 400 else "")
-    if delivery.attempts + 1 >= d.schedule.max_attempts:
+    if delivery.attempts + 1 >= d.retry.max_attempts:
         delivery.failed(status, error, retry_at=None)
         d.observe("dead")
         log.warning(
@@ -398,7 +384,8 @@ async def _attempt(d: DispatchDeps, due: DueDelivery) -> tuple[WebhookDelivery, 
         )
         return delivery, None
     retry_after = response.retry_after if response is not None else None
-    delivery.failed(status, error, retry_at=now + d.schedule.delay(delivery.attempts + 1, retry_after))
+    wait = timedelta(seconds=d.retry.delay(delivery.attempts + 1, retry_after))
+    delivery.failed(status, error, retry_at=now + wait)
     d.observe("retrying")
     return delivery, None
 

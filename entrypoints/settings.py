@@ -86,9 +86,13 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0, le=60, description="longest a webhook call may take")
     webhook_attempts: int = Field(
-        default=14, ge=1, le=30, description="attempts before a webhook delivery is a dead letter (about 6 h)"
+        default=18, ge=1, le=40, description="attempts before a webhook delivery is a dead letter (about 4 h)"
     )
-    webhook_retry_base_s: float = Field(default=5.0, gt=0, description="wait after a webhook's first failed attempt")
+    webhook_retry_base_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="bound of the first wait between webhook attempts (each wait is random up to a bound that doubles)",
+    )
     webhook_retry_cap_s: float = Field(default=3600.0, gt=0, description="longest wait between webhook attempts")
     pacing_max_wait_s: float = Field(
         default=5.0, ge=0, description="longest a send waits for its slot before its job is deferred"

@@ -135,19 +135,17 @@ async def run_webhooks(w: Worker) -> None:
     """Outbound webhooks: record the deliveries events make (consumer group chat4all-webhooks), and attempt the
     due ones. Several of these may run: dispatchers claim deliveries with SKIP LOCKED and a lease."""
     from adapters.webhooks import HttpWebhookSender
-    from application.webhooks import TOPICS, DispatchDeps, RetrySchedule, dispatch_due, record_events
+    from application.webhooks import TOPICS, DispatchDeps, dispatch_due, record_events
     from entrypoints.container import egress_policy
 
     s = w.settings
     http = HttpWebhookSender(egress_policy(s), timeout=s.webhook_timeout_s)
     sender: WebhookSender = TracedWebhookSender(http) if tracing_enabled() else http
-    schedule = RetrySchedule(
-        max_attempts=s.webhook_attempts,
-        base=timedelta(seconds=s.webhook_retry_base_s),
-        cap=timedelta(seconds=s.webhook_retry_cap_s),
+    retry = RetryPolicy(
+        max_attempts=s.webhook_attempts, base_delay=s.webhook_retry_base_s, max_delay=s.webhook_retry_cap_s
     )
     lease = timedelta(seconds=s.webhook_timeout_s * 2 + 15)
-    dispatch = DispatchDeps(w.deps.uow, w.deps.clock, sender, schedule, lease=lease, observe=metrics.webhook_attempted)
+    dispatch = DispatchDeps(w.deps.uow, w.deps.clock, sender, retry, lease=lease, observe=metrics.webhook_attempted)
     recorded = asyncio.Event()
     metrics.webhooks_started()
 

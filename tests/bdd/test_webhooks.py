@@ -14,8 +14,9 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from application import commands as c
 from application import topics
+from application.pipeline import RetryPolicy
 from application.ports import WebhookResponse, WebhookSender
-from application.webhooks import DispatchDeps, RetrySchedule, dispatch_due, record_events
+from application.webhooks import DispatchDeps, dispatch_due, record_events
 from tests.bdd.world import World, step
 
 pytestmark = pytest.mark.bdd
@@ -56,7 +57,9 @@ def hooks() -> dict[str, Any]:
 
 
 def dispatcher(world: World, crm: Crm) -> DispatchDeps:
-    return DispatchDeps(world.app.store.uow, world.app.clock, crm, RetrySchedule(max_attempts=5))
+    return DispatchDeps(
+        world.app.store.uow, world.app.clock, crm, RetryPolicy(max_attempts=5, base_delay=5.0, max_delay=3600.0)
+    )
 
 
 def call_due(world: World, crm: Crm) -> None:

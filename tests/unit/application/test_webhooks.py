@@ -15,8 +15,9 @@ import pytest
 from application import commands as c
 from application import topics
 from application.errors import NotFound
+from application.pipeline import RetryPolicy
 from application.ports import WebhookResponse, WebhookSender, WebhookUnreachable
-from application.webhooks import DispatchDeps, RetrySchedule, dispatch_due, record_events, signature
+from application.webhooks import DispatchDeps, dispatch_due, record_events, signature
 from domain.errors import BusinessRuleViolation
 from domain.ids import ConversationId
 from domain.webhooks import WebhookDeliveryState
@@ -66,8 +67,8 @@ async def pump(app: Chat4All) -> int:
 
 
 def dispatcher(app: Chat4All, receiver: Receiver, *, attempts: int = 3) -> DispatchDeps:
-    schedule = RetrySchedule(max_attempts=attempts, base=timedelta(seconds=10), cap=timedelta(minutes=5))
-    return DispatchDeps(app.store.uow, app.clock, receiver, schedule)
+    retry = RetryPolicy(max_attempts=attempts, base_delay=10.0, max_delay=300.0)
+    return DispatchDeps(app.store.uow, app.clock, receiver, retry)
 
 
 @pytest.fixture
@@ -207,7 +208,7 @@ async def test_failed_attempts_are_retried_later_with_the_same_id_and_body_then_
     assert await dispatch_due(d) == 0  # not due yet: backing off
     (delivery,) = app.store.state.webhook_deliveries.values()
     assert (delivery.attempts, delivery.last_status, delivery.last_error) == (1, 500, "answered 500")
-    assert timedelta(seconds=5) <= delivery.next_attempt_at - clock.now() <= timedelta(seconds=10)
+    assert timedelta(0) < delivery.next_attempt_at - clock.now() <= timedelta(seconds=10)  # jittered, up to base
     clock.advance(timedelta(seconds=10))
     assert await dispatch_due(d) == 1
     clock.advance(timedelta(seconds=20))
