@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +15,16 @@ only when Telegram updates are polled (at most one: Telegram refuses concurrent 
 
 PLATFORM_NAMES = ("whatsapp", "instagram", "messenger", "telegram")
 RATE_LIMIT_NAMES = ("send", "expensive", "login", "anonymous")
+
+M = TypeVar("M", bound=Mapping[str, Any])
+
+
+def _only(value: M, known: tuple[str, ...], what: str) -> M:
+    """``value`` if every key of it is one of ``known``."""
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {list(known)}")
+    return value
 
 
 class RateSetting(BaseModel):
@@ -223,36 +235,20 @@ class Settings(BaseSettings):
         default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
     )
 
-    @field_validator("inbox_owners")
+    @field_validator("inbox_owners", "channel_paces")
     @classmethod
-    def _known_channels(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(PLATFORM_NAMES))
-        if unknown:
-            raise ValueError(f"unknown channels {unknown}; known: {list(PLATFORM_NAMES)}")
-        return value
+    def _known_channels(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _only(value, PLATFORM_NAMES, "channels")
 
     @field_validator("rate_limits")
     @classmethod
     def _known_limits(cls, value: dict[str, RateSetting | None]) -> dict[str, RateSetting | None]:
-        unknown = sorted(set(value) - set(RATE_LIMIT_NAMES))
-        if unknown:
-            raise ValueError(f"unknown rate limits {unknown}; known: {list(RATE_LIMIT_NAMES)}")
-        return value
-
-    @field_validator("channel_paces")
-    @classmethod
-    def _known_paces(cls, value: dict[str, PaceSetting]) -> dict[str, PaceSetting]:
-        unknown = sorted(set(value) - set(PLATFORM_NAMES))
-        if unknown:
-            raise ValueError(f"unknown channels {unknown}; known: {list(PLATFORM_NAMES)}")
-        return value
+        return _only(value, RATE_LIMIT_NAMES, "rate limits")
 
     @field_validator("worker_processes")
     @classmethod
     def _known_workers(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = sorted(set(value) - set(WORKER_KINDS))
-        if unknown:
-            raise ValueError(f"unknown worker kinds {unknown}; known: {list(WORKER_KINDS)}")
+        _only(value, WORKER_KINDS, "worker kinds")
         for kind, count in value.items():
             if not 0 <= count <= 16:
                 raise ValueError(f"{kind}: between 0 and 16 processes")

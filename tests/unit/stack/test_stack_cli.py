@@ -178,6 +178,10 @@ def test_the_http_runtime(tmp_path: Path) -> None:
     assert "telegram-updates" not in [w.name for w in runtime_specs(Settings(telegram_updates="polling"), env)]
     with pytest.raises(ValueError, match="unknown worker kinds"):
         Settings(worker_processes={"routers": 2})
+    with pytest.raises(ValueError, match="unknown rate limits"):
+        Settings(rate_limits={"sends": None})
+    with pytest.raises(ValueError, match="unknown channels"):
+        Settings(channel_paces={"signal": {}})
     with pytest.raises(ValueError, match="between 0 and 16"):
         Settings(worker_processes={"router": 17})
 
