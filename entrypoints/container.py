@@ -15,7 +15,7 @@ from adapters.postgres.pool import open_pool
 from adapters.postgres.unit_of_work import PostgresUnitOfWork
 from adapters.security import Argon2PasswordHasher, JwtTokenIssuer, TokenSettings
 from adapters.system import SystemClock, UuidGenerator
-from adapters.webhooks import EgressPolicy, EgressUrlPolicy
+from adapters.webhooks import EgressUrlPolicy
 from application.bus import MessageBus
 from application.handlers import Deps
 from application.handlers import Settings as CoreSettings
@@ -25,7 +25,7 @@ from application.ports import Clock, IdGenerator, ObjectStore, PasswordHasher, U
 from application.uploads import FileDeps, FileSettings
 from domain.channels import Channel
 from entrypoints.channels import inbox_owners
-from entrypoints.limits import rate_limits_for
+from entrypoints.limits import egress_policy, rate_limits_for
 from entrypoints.realtime import redis_for
 from entrypoints.settings import Settings
 from entrypoints.storage import object_store_for
@@ -79,11 +79,6 @@ def _bus(
         uow=uow, clock=clock, ids=ids, hasher=hasher, tokens=tokens, settings=settings, webhook_urls=webhook_urls
     )
     return MessageBus(deps, limits=limits)
-
-
-def egress_policy(settings: Settings) -> EgressPolicy:
-    """Where webhook calls may go: public addresses, plus loopback or private ones if the operator allows."""
-    return EgressPolicy(allow_loopback=settings.webhook_allow_loopback, allow_private=settings.webhook_allow_private)
 
 
 def _webhook_urls(settings: Settings | None) -> UrlPolicy:

@@ -1,5 +1,6 @@
-"""The rate limits and platform paces a runtime enforces, built from its settings (``CHAT4ALL_RATE_LIMITS``,
-``CHAT4ALL_CHANNEL_PACES``), in Redis when there is one, else in this process."""
+"""What a runtime holds calls to, built from its settings: the rate limits and platform paces
+(``CHAT4ALL_RATE_LIMITS``, ``CHAT4ALL_CHANNEL_PACES``; in Redis when there is one, else in this process), and
+where webhook calls may go (``CHAT4ALL_WEBHOOK_ALLOW_*``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from redis.asyncio import Redis
 
 from adapters.memory.limits import InMemoryRateLimiter
 from adapters.redis import RedisRateLimiter
+from adapters.webhooks import EgressPolicy
 from application.limits import DEFAULT_PACES, DEFAULT_RATES, Bucket, ChannelPace, Pacer, RateLimits
 from application.ports import Rate, RateLimiter
 from domain.channels import Channel
@@ -55,3 +57,8 @@ def pacer_for(settings: Settings, channel: Channel, limiter: RateLimiter) -> Pac
     if override is not None:
         pace = ChannelPace(overall=_rate(override.overall), per_recipient=_rate(override.per_recipient))
     return Pacer(limiter, channel, pace, max_wait=settings.pacing_max_wait_s)
+
+
+def egress_policy(settings: Settings) -> EgressPolicy:
+    """Where webhook calls may go: public addresses, plus loopback or private ones if the operator allows."""
+    return EgressPolicy(allow_loopback=settings.webhook_allow_loopback, allow_private=settings.webhook_allow_private)

@@ -40,11 +40,11 @@ from application.pipeline import (
     route_events,
     sweep,
 )
-from application.ports import ChannelConnector, ChannelError, ObjectStore, WebhookSender
+from application.ports import ChannelConnector, ChannelError, ObjectStore, RateLimiter, WebhookSender
 from application.realtime import push_events
 from domain.channels import Channel
 from entrypoints.channels import count_inbound, inbox_owners
-from entrypoints.limits import limiter_for, pacer_for
+from entrypoints.limits import egress_policy, limiter_for, pacer_for
 from entrypoints.realtime import redis_for
 from entrypoints.storage import object_store_for
 from entrypoints.tracing import TracedConnector, TracedWebhookSender, tracing_enabled
@@ -136,7 +136,6 @@ async def run_webhooks(w: Worker) -> None:
     due ones. Several of these may run: dispatchers claim deliveries with SKIP LOCKED and a lease."""
     from adapters.webhooks import HttpWebhookSender
     from application.webhooks import TOPICS, DispatchDeps, dispatch_due, record_events
-    from entrypoints.container import egress_policy
 
     s = w.settings
     http = HttpWebhookSender(egress_policy(s), timeout=s.webhook_timeout_s)
@@ -207,8 +206,14 @@ async def run_channels(w: Worker) -> None:
     channels = [Channel(c) for c in w.settings.channels]
     if w.settings.storage == "filesystem" and w.settings.jwt_secret is None:
         log.warning("channels: no CHAT4ALL_JWT_SECRET: the file links this worker sends will not verify")
-    async with object_store_for(w.settings) as store:  # file messages go out as links to the store
-        await asyncio.gather(*(_run_channel(w, ch, store) for ch in channels))
+    redis = redis_for(w.settings.redis_url)  # each platform's pace is shared by all its workers through Redis
+    limiter = limiter_for(redis)
+    try:
+        async with object_store_for(w.settings) as store:  # file messages go out as links to the store
+            await asyncio.gather(*(_run_channel(w, ch, store, limiter) for ch in channels))
+    finally:
+        if redis is not None:
+            await redis.aclose()
 
 
 def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
@@ -238,14 +243,13 @@ def connector_for(w: Worker, channel: Channel) -> ChannelConnector:
     )
 
 
-async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
+async def _run_channel(w: Worker, channel: Channel, store: ObjectStore, limiter: RateLimiter) -> None:
     s = w.settings
     structlog.contextvars.bind_contextvars(channel=channel.value)  # every line of this channel's task says so
     connector = connector_for(w, channel)
     log.info("%s: sending through %s", channel.value, type(connector).__name__)
     if tracing_enabled():
         connector = TracedConnector(connector)
-    redis = redis_for(s.redis_url)  # the pace is shared by every worker of the channel through Redis
     cd = ChannelDeps(
         pipeline=w.deps,
         connector=connector,
@@ -254,7 +258,7 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
         ),
         retry=RetryPolicy(max_attempts=s.delivery_attempts),
         attachments=Attachments(uow=w.deps.uow, store=store, clock=w.deps.clock),
-        pacer=pacer_for(s, channel, limiter_for(redis)),
+        pacer=pacer_for(s, channel, limiter),
     )
     consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
     metrics.channel_started(channel)
@@ -262,8 +266,6 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore) -> None:
         await consume(w, consumer, _channel_handler(w, cd, consumer))
     finally:
         await connector.close()
-        if redis is not None:
-            await redis.aclose()
 
 
 def _channel_handler(
