@@ -20,6 +20,8 @@ class FakePlatform(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.answer = answer
         self.calls: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.raw: list[bytes] = []
+        """Each call's body as it came, in the order of ``calls`` (what a signature covers)."""
         self.lock = threading.Lock()
 
     @property
@@ -35,17 +37,19 @@ class _Handler(BaseHTTPRequestHandler):
     server: FakePlatform
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        body = json.loads(raw)
         headers = {k.lower(): v for k, v in self.headers.items()}
         with self.server.lock:
             self.server.calls.append((self.path, headers, body))
+            self.server.raw.append(raw)
             status, answer = self.server.answer(self.path, headers, body)
-        raw = json.dumps(answer).encode()
+        encoded = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
+        self.send_header("Content-Length", str(len(encoded)))
         self.end_headers()
-        self.wfile.write(raw)
+        self.wfile.write(encoded)
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -7,66 +7,53 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import attrs
 import pytest
 
+from tests.e2e.platforms import FakePlatform, a_user, running
 from tests.e2e.test_metrics import metric
 
 pytestmark = pytest.mark.e2e
 
 
+@attrs.define
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records each call and answers what ``answers[path]`` says next (then 200)."""
+    """A webhook receiver on 127.0.0.1 (a ``FakePlatform``): answers what ``answers[path]`` says next, then 200."""
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.answers: dict[str, list[int]] = {}
-        receiver = self
+    platform: FakePlatform
+    answers: dict[str, list[int]]
+    statuses: list[int]
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                script = receiver.answers.get(self.path, [])
-                status = script.pop(0) if script else 200
-                call = {"path": self.path, "headers": dict(self.headers), "body": body, "status": status}
-                receiver.calls.append(call)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def url(self) -> str:
+        return self.platform.url
 
     def on(self, path: str) -> list[dict[str, Any]]:
-        return [c for c in self.calls if c["path"] == path]
+        """The calls to ``path``: their headers (lower case), raw body and the status they got."""
+        with self.platform.lock:
+            calls = zip(self.platform.calls, self.platform.raw, self.statuses, strict=True)
+            return [{"headers": h, "body": raw, "status": st} for (p, h, _), raw, st in calls if p == path]
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+    answers: dict[str, list[int]] = {}
+    statuses: list[int] = []
 
+    def answer(path: str, headers: dict[str, str], body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        script = answers.get(path, [])
+        statuses.append(script.pop(0) if script else 200)  # under the platform's lock, beside its call
+        return statuses[-1], {}
 
-def user(stack: Any, name: str) -> dict[str, str]:
-    http = stack.http
-    assert http.post("/v1/users", json={"username": name, "password": "webhooks-pw"}).status_code == 201
-    token = http.post("/auth/token", json={"username": name, "password": "webhooks-pw"}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+    with running(answer) as platform:
+        yield Receiver(platform, answers, statuses)
 
 
 def verified(call: dict[str, Any], secret: str) -> bool:
-    headers = {k.lower(): v for k, v in call["headers"].items()}
+    headers = call["headers"]
     signed = f"{headers['x-chat4all-timestamp']}.".encode() + call["body"]
     expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, headers["x-chat4all-signature"])
@@ -74,8 +61,8 @@ def verified(call: dict[str, Any], secret: str) -> bool:
 
 def test_webhooks_are_signed_retried_with_one_id_dead_lettered_and_replayed(stack: Any, receiver: Receiver) -> None:
     http = stack.http
-    names = {who: f"{who}{uuid.uuid4().hex[:8]}" for who in ("ana", "bob")}
-    ana, bob = user(stack, names["ana"]), user(stack, names["bob"])
+    ana_user, bob_user = a_user(http, "ana"), a_user(http, "bob")
+    ana, bob = ana_user["headers"], bob_user["headers"]
     retried = http.post(
         "/v1/webhooks", json={"url": receiver.url + "/retried", "events": ["message.created"]}, headers=ana
     )
@@ -86,7 +73,7 @@ def test_webhooks_are_signed_retried_with_one_id_dead_lettered_and_replayed(stac
     receiver.answers["/dead"] = [500] * 40  # every attempt of every status fails, until the replay below
     before = metric(stack, "chat4all_webhook_attempts_total", outcome="delivered") or 0.0
 
-    conv = http.post("/v1/conversations", json={"type": "private", "members": [names["ana"]]}, headers=bob)
+    conv = http.post("/v1/conversations", json={"type": "private", "members": [ana_user["username"]]}, headers=bob)
     sent = http.post(
         "/v1/messages",
         json={"conversation_id": conv.json()["conversation_id"], "payload": {"type": "text", "text": "olá"}},
@@ -98,11 +85,11 @@ def test_webhooks_are_signed_retried_with_one_id_dead_lettered_and_replayed(stac
     stack.wait_until(lambda: len(receiver.on("/retried")) >= 3, 30, "three attempts at ana's webhook")
     calls = receiver.on("/retried")
     assert [c["status"] for c in calls] == [500, 500, 200]
-    assert len({c["headers"]["X-Chat4All-Delivery"] for c in calls}) == 1  # one id across the retries
+    assert len({c["headers"]["x-chat4all-delivery"] for c in calls}) == 1  # one id across the retries
     assert len({c["body"] for c in calls}) == 1
     assert all(verified(c, retried.json()["secret"]) for c in calls)
     body = json.loads(calls[0]["body"])
-    assert body["id"] == calls[0]["headers"]["X-Chat4All-Delivery"]
+    assert body["id"] == calls[0]["headers"]["x-chat4all-delivery"]
     assert (body["type"], body["data"]["message_id"], body["data"]["payload"]["text"]) == (
         "message.created",
         message_id,
@@ -129,7 +116,7 @@ def test_webhooks_are_signed_retried_with_one_id_dead_lettered_and_replayed(stac
 
     def replayed() -> bool:
         return any(
-            c["status"] == 200 and c["headers"]["X-Chat4All-Delivery"] == letter["delivery_id"]
+            c["status"] == 200 and c["headers"]["x-chat4all-delivery"] == letter["delivery_id"]
             for c in receiver.on("/dead")
         )
 
@@ -143,7 +130,7 @@ def test_webhooks_are_signed_retried_with_one_id_dead_lettered_and_replayed(stac
 
 
 def test_a_metadata_address_is_refused_and_nothing_is_called(stack: Any) -> None:
-    ana = user(stack, f"ana{uuid.uuid4().hex[:8]}")
+    ana = a_user(stack.http, "ana")["headers"]
     for url in ("http://169.254.169.254/latest/meta-data/", "http://[::ffff:169.254.169.254]/", "http://10.0.0.1/"):
         r = stack.http.post("/v1/webhooks", json={"url": url, "events": ["message.created"]}, headers=ana)
         assert r.status_code == 422, r.text

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.conftest import RunningStack, StackLauncher
+from tests.e2e.platforms import a_user
 
 pytestmark = pytest.mark.e2e
 
@@ -80,24 +81,15 @@ def test_one_trace_spans_the_api_and_the_workers_that_deliver_the_message(
     traced: RunningStack, collector: Collector
 ) -> None:
     http = traced.http
-    names = {who: f"{who}{uuid.uuid4().hex[:8]}" for who in ("ana", "bob")}
-    headers = {}
-    for who, name in names.items():
-        assert http.post("/v1/users", json={"username": name, "password": "tracing-pw"}).status_code == 201
-        token = http.post("/auth/token", json={"username": name, "password": "tracing-pw"}).json()["access_token"]
-        headers[who] = {"Authorization": f"Bearer {token}"}
-    linked = http.post(
-        "/v1/users/me/identities",
-        json={"channel": "telegram", "external_id": str(uuid.uuid4().int % 10**9)},
-        headers=headers["bob"],
-    )
-    assert linked.status_code == 201, linked.text
-    conv = http.post("/v1/conversations", json={"type": "private", "members": [names["bob"]]}, headers=headers["ana"])
+    ana = a_user(http, "ana")
+    bob = a_user(http, "bob", channel="telegram", external_id=str(uuid.uuid4().int % 10**9))
+    members = {"type": "private", "members": [bob["username"]]}
+    conv = http.post("/v1/conversations", json=members, headers=ana["headers"])
     trace_id = uuid.uuid4().hex
     sent = http.post(
         "/v1/messages",
         json={"conversation_id": conv.json()["conversation_id"], "payload": {"type": "text", "text": "traced"}},
-        headers={**headers["ana"], "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
+        headers={**ana["headers"], "traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"},
     )
     assert sent.status_code == 202, sent.text
 

@@ -21,7 +21,7 @@ from application.webhooks import DispatchDeps, dispatch_due, record_events, sign
 from domain.errors import BusinessRuleViolation
 from domain.ids import ConversationId
 from domain.webhooks import WebhookDeliveryState
-from tests.builders import Chat4All, FakeClock, a_chat4all
+from tests.builders import Chat4All, FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -44,16 +44,6 @@ class Receiver(WebhookSender):
 
     def bodies(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body, _ in self.calls]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def app(clock: FakeClock) -> Chat4All:
-    return a_chat4all(clock=clock)
 
 
 async def subscribe(app: Chat4All, who: str, *events: str, url: str = URL) -> Any:
