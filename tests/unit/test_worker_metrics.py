@@ -36,6 +36,23 @@ def value(name: str, **labels: str) -> float:
 # --- events_seen ------------------------------------------------------------------------------------
 
 
+def delivery_samples() -> dict[str, float]:
+    """The samples events_seen moves, by a short name."""
+    return {
+        "accepted": value("chat4all_messages_accepted_total"),
+        "planned_internal": value("chat4all_deliveries_planned_total", channel="internal"),
+        "planned_telegram": value("chat4all_deliveries_planned_total", channel="telegram"),
+        "delivered": value("chat4all_deliveries_total", channel="telegram", status="DELIVERED"),
+        "read": value("chat4all_deliveries_total", channel="internal", status="READ"),
+        "sent": value("chat4all_deliveries_total", channel="telegram", status="SENT"),
+        "latency_count": value("chat4all_delivery_latency_seconds_count", channel="telegram"),
+        "latency_sum": value("chat4all_delivery_latency_seconds_sum", channel="telegram"),
+        "latency_le_2_5": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="2.5"),
+        "latency_le_1": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="1.0"),
+        "internal_latency": value("chat4all_delivery_latency_seconds_count", channel="internal"),
+    }
+
+
 def test_the_log_counts_accepted_messages_planned_deliveries_status_changes_and_latency() -> None:
     conv = a_conversation()
     sender, bob = conv.members[0], conv.members[1]
@@ -54,19 +71,7 @@ def test_the_log_counts_accepted_messages_planned_deliveries_status_changes_and_
     read = status_event(conv.id, sender.key, internal)
     assert delivered["sent_at"] == read["sent_at"] == T0.isoformat()
 
-    before = {
-        "accepted": value("chat4all_messages_accepted_total"),
-        "planned_internal": value("chat4all_deliveries_planned_total", channel="internal"),
-        "planned_telegram": value("chat4all_deliveries_planned_total", channel="telegram"),
-        "delivered": value("chat4all_deliveries_total", channel="telegram", status="DELIVERED"),
-        "read": value("chat4all_deliveries_total", channel="internal", status="READ"),
-        "sent": value("chat4all_deliveries_total", channel="telegram", status="SENT"),
-        "latency_count": value("chat4all_delivery_latency_seconds_count", channel="telegram"),
-        "latency_sum": value("chat4all_delivery_latency_seconds_sum", channel="telegram"),
-        "latency_le_2_5": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="2.5"),
-        "latency_le_1": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="1.0"),
-        "internal_latency": value("chat4all_delivery_latency_seconds_count", channel="internal"),
-    }
+    before = delivery_samples()
     noise = [
         {"type": "conversation.created"},
         {"type": "message.status", "channel": "fax", "status": "DELIVERED"},
@@ -77,19 +82,7 @@ def test_the_log_counts_accepted_messages_planned_deliveries_status_changes_and_
 
     metrics.events_seen([created, delivered, read, *noise])
 
-    after = {
-        "accepted": value("chat4all_messages_accepted_total"),
-        "planned_internal": value("chat4all_deliveries_planned_total", channel="internal"),
-        "planned_telegram": value("chat4all_deliveries_planned_total", channel="telegram"),
-        "delivered": value("chat4all_deliveries_total", channel="telegram", status="DELIVERED"),
-        "read": value("chat4all_deliveries_total", channel="internal", status="READ"),
-        "sent": value("chat4all_deliveries_total", channel="telegram", status="SENT"),
-        "latency_count": value("chat4all_delivery_latency_seconds_count", channel="telegram"),
-        "latency_sum": value("chat4all_delivery_latency_seconds_sum", channel="telegram"),
-        "latency_le_2_5": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="2.5"),
-        "latency_le_1": value("chat4all_delivery_latency_seconds_bucket", channel="telegram", le="1.0"),
-        "internal_latency": value("chat4all_delivery_latency_seconds_count", channel="internal"),
-    }
+    after = delivery_samples()
     assert {k: after[k] - before[k] for k in before} == {
         "accepted": 1,
         "planned_internal": 1,
