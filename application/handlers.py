@@ -249,7 +249,9 @@ def _member_view(m: Participant, users: Mapping[UserId, User]) -> v.MemberView:
     return v.MemberView(kind="contact", address=str(m.address))
 
 
-def _conversation_view(conv: Conversation, users: Mapping[UserId, User]) -> v.ConversationView:
+def _conversation_view(
+    conv: Conversation, users: Mapping[UserId, User], last_message: v.MessageView | None = None, unread: int = 0
+) -> v.ConversationView:
     return v.ConversationView(
         conversation_id=conv.id,
         type=conv.type.value,
@@ -258,7 +260,28 @@ def _conversation_view(conv: Conversation, users: Mapping[UserId, User]) -> v.Co
         created_at=conv.created_at,
         last_activity_at=conv.last_activity_at,
         last_seq=conv.last_seq,
+        last_message=last_message,
+        unread_count=unread,
     )
+
+
+async def _viewed_conversations(
+    uow: UnitOfWork, viewer: UserId, conversations: Sequence[Conversation]
+) -> list[v.ConversationView]:
+    """The conversations as ``viewer`` sees them: each with its last message and unread count.
+
+    Three queries however many conversations: the summaries, the users, the last messages' deliveries.
+    Reading them changes no delivery (unlike history, which counts as fetching the messages).
+    """
+    summaries = await uow.messages.summaries(Participant.user(viewer), [conv.id for conv in conversations])
+    last = [s.last_message for s in summaries.values() if s.last_message is not None]
+    members = (m for conv in conversations for m in conv.members)
+    users = await _users_of(uow, [*members, *(p for m in last for p in (m.sender, *m.recipients))])
+    shown = {view.conversation_id: view for view in await _message_views(uow, last, users)}
+    return [
+        _conversation_view(conv, users, shown.get(conv.id), s.unread if (s := summaries.get(conv.id)) else 0)
+        for conv in conversations
+    ]
 
 
 async def handle_create_conversation(cmd: c.CreateConversation, d: Deps) -> v.ConversationView:
@@ -294,7 +317,8 @@ async def handle_get_conversation(cmd: c.GetConversation, d: Deps) -> v.Conversa
     """One of the caller's conversations."""
     async with d.uow() as uow:
         conv = await _member_conversation(uow, cmd.conversation_id, cmd.viewer)
-        return _conversation_view(conv, await _users_of(uow, conv.members))
+        (view,) = await _viewed_conversations(uow, cmd.viewer, [conv])
+    return view
 
 
 async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.ConversationListView:
@@ -302,8 +326,7 @@ async def handle_list_conversations(cmd: c.ListConversations, d: Deps) -> v.Conv
     limit = bounded(cmd.limit, d.settings.list_max, field="limit")
     async with d.uow() as uow:
         page = await uow.conversations.list_for(Participant.user(cmd.viewer), PageRequest(limit, cmd.cursor))
-        users = await _users_of(uow, (m for conv in page.items for m in conv.members))
-        items = [_conversation_view(conv, users) for conv in page.items]
+        items = await _viewed_conversations(uow, cmd.viewer, page.items)
     return v.ConversationListView(items=items, next_cursor=page.next_cursor)
 
 
@@ -686,14 +709,18 @@ async def handle_sync(cmd: c.Sync, d: Deps) -> v.SyncView:
     return v.SyncView(events=[frame for _, frame, _ in page], cursor=encode_sync_cursor(cursor), has_more=more)
 
 
-async def _message_views(uow: UnitOfWork, messages: Sequence[Message]) -> list[v.MessageView]:
+async def _message_views(
+    uow: UnitOfWork, messages: Sequence[Message], users: Mapping[UserId, User] | None = None
+) -> list[v.MessageView]:
+    """The messages as history shows them; ``users`` must hold their senders' and recipients' (None: looked up)."""
     if not messages:
         return []
     deliveries = await uow.messages.deliveries([m.id for m in messages])
     by_message: dict[MessageId, list[DeliveryStatus]] = {}
     for dl in deliveries:
         by_message.setdefault(dl.message_id, []).append(dl.status)
-    users = await _users_of(uow, (p for m in messages for p in (m.sender, *m.recipients)))
+    if users is None:
+        users = await _users_of(uow, (p for m in messages for p in (m.sender, *m.recipients)))
     return [
         v.MessageView(
             message_id=m.id,

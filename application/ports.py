@@ -233,6 +233,20 @@ class HistoryQuery:
     since: datetime | None = None
 
 
+@attrs.frozen
+class ConversationSummary:
+    """What a conversation list shows of one conversation's messages, as one viewer sees them."""
+
+    last_message: Message | None
+    """The latest (highest seq) message the viewer sent or receives, as history has it; None: there is none."""
+    unread: int
+    """How many of the messages the viewer receives it has read on none of its channels.
+
+    A message is unread while the viewer has deliveries of it and none of them is READ: a read on any
+    channel (``POST /v1/messages/{id}/read`` reads every channel; a platform's read receipt one) reads it.
+    """
+
+
 class MessageRepository(Protocol):
     """Messages and their deliveries."""
 
@@ -267,6 +281,16 @@ class MessageRepository(Protocol):
 
         With ``after_seq`` the first ``limit`` after it; otherwise the last ``limit``
         before ``before_seq`` (or the end).
+        """
+
+    @abstractmethod
+    async def summaries(
+        self, viewer: Participant, conversation_ids: Sequence[ConversationId]
+    ) -> Mapping[ConversationId, ConversationSummary]:
+        """Each conversation's summary as ``viewer`` sees it (see ``ConversationSummary``), all in one query.
+
+        One entry per id given: with no last message and nothing unread when the conversation holds
+        nothing for the viewer, or does not exist. Membership is the caller's to check, as for ``history``.
         """
 
     @abstractmethod

@@ -63,7 +63,7 @@ class MemberView:
 
 @attrs.frozen
 class ConversationView:
-    """A conversation as its members see it."""
+    """A conversation as the member asking sees it."""
 
     conversation_id: ConversationId
     type: str
@@ -72,6 +72,10 @@ class ConversationView:
     created_at: datetime
     last_activity_at: datetime | None
     last_seq: int
+    last_message: MessageView | None = None
+    """The latest message the viewer sent or receives, as history shows it; None: none yet."""
+    unread_count: int = 0
+    """How many messages the viewer receives and has read on none of its channels."""
 
 
 @attrs.frozen

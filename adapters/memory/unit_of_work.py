@@ -18,6 +18,7 @@ from application.ports import (
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
+    ConversationSummary,
     DeliveryKey,
     DueDelivery,
     DuplicateMessage,
@@ -236,6 +237,27 @@ class InMemoryMessageRepository(_Repo):
             before = query.before_seq
             chosen = [m for m in visible if before is None or m.seq < before][-query.limit :]
         return copy.deepcopy(chosen)
+
+    async def summaries(
+        self, viewer: Participant, conversation_ids: Sequence[ConversationId]
+    ) -> Mapping[ConversationId, ConversationSummary]:
+        last: dict[ConversationId, Message] = {}
+        unread: dict[ConversationId, int] = {}
+        wanted = set(conversation_ids)
+        for m in self.s.messages.values():
+            if m.conversation_id not in wanted:
+                continue
+            if (m.sender == viewer or viewer in m.recipients) and (
+                (seen := last.get(m.conversation_id)) is None or m.seq > seen.seq
+            ):
+                last[m.conversation_id] = m
+            mine = [dl.status for dl in self.s.deliveries.get(m.id, []) if dl.recipient == viewer]
+            if mine and DeliveryStatus.READ not in mine:
+                unread[m.conversation_id] = unread.get(m.conversation_id, 0) + 1
+        return {
+            i: ConversationSummary(last_message=copy.deepcopy(last.get(i)), unread=unread.get(i, 0))
+            for i in conversation_ids
+        }
 
     def _visible(self, m: Message, viewer: Participant) -> bool:
         conv = self.s.conversations.get(m.conversation_id)

@@ -27,6 +27,7 @@ from application.ports import (
     ApiClientRepository,
     ConversationPage,
     ConversationRepository,
+    ConversationSummary,
     DeliveryKey,
     DueDelivery,
     DuplicateMessage,
@@ -604,6 +605,31 @@ _SYNCED_DELIVERY = _DELIVERY.replace(
     "\n     , d.conversation_id, m.sender_key\nFROM deliveries d JOIN messages m ON m.id = d.message_id\n",
 )
 
+# Per conversation of a page, as one viewer sees it: its latest visible message (the last row of
+# its history: messages_position backwards) and how many messages the viewer receives and has
+# read on no channel (deliveries_unread, each message's READ copy looked up by primary key).
+_SUMMARIES = """
+SELECT p.summary_of, u.unread,
+       m.id, m.conversation_id, m.seq, m.sender_key, m.content, m.recipient_keys, m.channels, m.metadata,
+       m.fingerprint, m.created_at
+FROM unnest(%(ids)s::uuid[]) AS p(summary_of)
+LEFT JOIN LATERAL (
+    SELECT * FROM messages
+    WHERE conversation_id = p.summary_of AND (sender_key = %(viewer)s OR %(viewer)s = ANY(recipient_keys))
+    ORDER BY seq DESC
+    LIMIT 1
+) m ON true
+CROSS JOIN LATERAL (
+    SELECT count(DISTINCT d.message_id) AS unread
+    FROM deliveries d
+    WHERE d.conversation_id = p.summary_of AND d.recipient_key = %(viewer)s AND d.status <> 'READ'
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries r
+          WHERE r.message_id = d.message_id AND r.recipient_key = d.recipient_key AND r.status = 'READ'
+      )
+) u
+"""
+
 # A recipient's deliveries not yet READ in a conversation, up to a position: locked, then read.
 _LOCK_UNREAD = """
 SELECT 1 FROM deliveries d
@@ -749,6 +775,19 @@ class PostgresMessageRepository(_Repo):
         )
         found = [_message(r) for r in await self._db.rows(statement, params)]
         return found if forward else found[::-1]
+
+    async def summaries(
+        self, viewer: Participant, conversation_ids: Sequence[ConversationId]
+    ) -> Mapping[ConversationId, ConversationSummary]:
+        if not conversation_ids:
+            return {}
+        rows = await self._db.rows(_SUMMARIES, {"ids": list(dict.fromkeys(conversation_ids)), "viewer": viewer.key})
+        return {
+            r["summary_of"]: ConversationSummary(
+                last_message=_message(r) if r["id"] is not None else None, unread=r["unread"]
+            )
+            for r in rows
+        }
 
     async def created_since(self, viewer: Participant, after: SyncPosition, *, limit: int) -> Sequence[Message]:
         # Keys compare as text in the C collation, as Python compares str (a uuid's text sorts like the uuid).

@@ -221,6 +221,8 @@ def conversation(x: v.ConversationView) -> pb.Conversation:
         created_at=x.created_at,
         last_activity_at=x.last_activity_at,
         last_seq=x.last_seq,
+        last_message=message(x.last_message) if x.last_message is not None else None,
+        unread_count=x.unread_count,
     )
 
 

@@ -105,6 +105,10 @@ class ConversationOut(msgspec.Struct):
     created_at: datetime
     last_activity_at: datetime | None
     last_seq: int
+    last_message: MessageOut | None
+    """The latest message the caller sent or receives, as history shows it; null when there is none."""
+    unread_count: int
+    """How many messages the caller receives and has read on none of its channels."""
 
 
 class ConversationList(msgspec.Struct):
@@ -211,6 +215,8 @@ def conversation_out(c: v.ConversationView) -> ConversationOut:
         created_at=c.created_at,
         last_activity_at=c.last_activity_at,
         last_seq=c.last_seq,
+        last_message=message_out(c.last_message) if c.last_message is not None else None,
+        unread_count=c.unread_count,
     )
 
 

@@ -418,3 +418,92 @@ async def test_unsent_of_names_the_platform_deliveries_still_sent_in_planned_ord
 
     assert list(unsent) == [deliveries[second.id][1].key, deliveries[second.id][2].key, deliveries[first.id][1].key]
     assert list(none) == []
+
+
+# --- conversation summaries ------------------------------------------------------------
+
+
+async def test_a_summary_shows_the_last_message_the_viewer_sees_in_each_conversation(
+    uow_factory: Backend, chat: Conversation
+) -> None:
+    # chat: bob sees 1, 2, 4, 5, 7 and 8 (3 and 6 go only to the contact).
+    aside, empty = group(), group()
+    to_all = sent(aside, 1, ALICE, [BOB, CONTACT])
+    to_contact = sent(aside, 2, ALICE, [CONTACT])  # the group's latest, but not bob's
+    await store(uow_factory, conversations=[aside, empty], messages=[to_all, to_contact])
+    unknown = ConversationId(uuid.uuid4())
+
+    async with uow_factory() as uow:
+        for_bob = await uow.messages.summaries(BOB, [chat.id, aside.id, empty.id, unknown])
+        for_alice = await uow.messages.summaries(ALICE, [aside.id])
+        bobs_history = await uow.messages.history(HistoryQuery(conversation_id=chat.id, viewer=BOB, limit=1))
+        nothing = await uow.messages.summaries(BOB, [])
+
+    assert set(for_bob) == {chat.id, aside.id, empty.id, unknown}
+    last = for_bob[chat.id].last_message
+    assert last is not None and last.seq == 8
+    assert fields(last) == fields(bobs_history[-1])  # whole, as history has it
+    aside_last = for_bob[aside.id].last_message
+    assert aside_last is not None and aside_last.id == to_all[0].id
+    alices = for_alice[aside.id].last_message
+    assert alices is not None and alices.id == to_contact[0].id  # the sender sees its own
+    assert (for_bob[empty.id].last_message, for_bob[empty.id].unread) == (None, 0)
+    assert (for_bob[unknown].last_message, for_bob[unknown].unread) == (None, 0)
+    assert dict(nothing) == {}
+
+
+async def test_a_file_message_is_summarised_whole(uow_factory: Backend) -> None:
+    conv = group()
+    content = FileContent(FileId(uuid.uuid4()), "see", FileInfo("plan.pdf", 1234, "application/pdf"))
+    m, deliveries = sent(conv, 1, ALICE, [BOB], content=content)
+    await store(uow_factory, conversations=[conv], messages=[(m, deliveries)])
+
+    async with uow_factory() as uow:
+        summary = (await uow.messages.summaries(BOB, [conv.id]))[conv.id]
+
+    assert fields(summary.last_message) == fields(m)
+
+
+async def read_on(
+    uow_factory: Backend, message: Message, reader: Participant, status: DeliveryStatus, *on: Channel
+) -> None:
+    """The reader's deliveries of ``message`` on the channels ``on`` reach ``status``."""
+    async with uow_factory() as uow:
+        mine = [dl for dl in await uow.messages.deliveries([message.id]) if dl.recipient == reader and dl.channel in on]
+        assert len(mine) == len(on)
+        for dl in mine:
+            assert dl.advance(status, at=message.created_at + timedelta(seconds=30))
+        await uow.messages.save_progress(mine)
+        await uow.commit()
+
+
+async def unread(uow_factory: Backend, viewer: Participant, conv: Conversation) -> int:
+    async with uow_factory() as uow:
+        return (await uow.messages.summaries(viewer, [conv.id]))[conv.id].unread
+
+
+async def test_unread_counts_the_messages_the_viewer_received_and_read_on_no_channel(uow_factory: Backend) -> None:
+    conv = group()
+    # bob is reached on internal and telegram: two deliveries of each message to him, counted once.
+    first, second, third = (sent(conv, seq, ALICE, [BOB]) for seq in (1, 2, 3))
+    reply = sent(conv, 4, BOB, [ALICE, CONTACT])
+    later = sent(conv, 5, ALICE, [BOB, CONTACT])
+    aside = sent(conv, 6, ALICE, [CONTACT])  # not bob's
+    await store(uow_factory, conversations=[conv], messages=[first, second, third, reply, later, aside])
+
+    assert await unread(uow_factory, BOB, conv) == 4  # 1, 2, 3 and 5: not his own reply, not 6
+    assert await unread(uow_factory, ALICE, conv) == 1  # bob's reply: what she sent is never unread
+    assert await unread(uow_factory, CONTACT, conv) == 3  # 4, 5 and 6, on its channel
+
+    # POST /v1/messages/{id}/read reads every channel of this and the earlier messages.
+    for m, _ in (first, second):
+        await read_on(uow_factory, m, BOB, DeliveryStatus.READ, Channel.INTERNAL, Channel.TELEGRAM)
+    assert await unread(uow_factory, BOB, conv) == 2
+    # A platform's read receipt reads one channel: read on any channel is read.
+    await read_on(uow_factory, third[0], BOB, DeliveryStatus.READ, Channel.TELEGRAM)
+    assert await unread(uow_factory, BOB, conv) == 1
+    # Delivered is not read.
+    await read_on(uow_factory, later[0], BOB, DeliveryStatus.DELIVERED, Channel.INTERNAL)
+    assert await unread(uow_factory, BOB, conv) == 1
+    await read_on(uow_factory, reply[0], ALICE, DeliveryStatus.READ, Channel.INTERNAL)
+    assert await unread(uow_factory, ALICE, conv) == 0

@@ -313,6 +313,9 @@ async def test_list_conversations(grpc: Grpc) -> None:
     assert sorted(m.username for m in first.members) == ["ana", "bob"]
     assert first.last_seq == 1
     assert first.created_at is not None and first.last_activity_at is not None
+    assert first.last_message is not None and first.last_message.payload.text.text == "bump"
+    assert first.unread_count == 0  # ana sent it
+    assert page.items[1].last_message is None and page.items[1].unread_count == 0
 
     one = await grpc.stub(ana).list_conversations(pb.ListConversationsRequest(limit=1))
     assert len(one.items) == 1 and one.next_cursor
@@ -321,6 +324,23 @@ async def test_list_conversations(grpc: Grpc) -> None:
     assert [x.conversation_id for x in (await grpc.stub(bob).list_conversations(pb.ListConversationsRequest())).items]
     err = await refused(grpc.stub(ana).list_conversations(pb.ListConversationsRequest(limit=101)))
     assert err.status is Status.INVALID_ARGUMENT
+
+
+async def test_a_conversation_shows_its_last_message_as_list_messages_does_and_the_unread_count(grpc: Grpc) -> None:
+    ana, bob, conv = await grpc.pair()
+    sent = [await grpc.stub(ana).send_message(text(conv, body)) for body in ("one", "two")]
+    await grpc.stub(bob).send_message(text(conv, "three"))
+    await grpc.stub(ana).send_message(text(conv, "four"))
+
+    before = (await grpc.stub(bob).list_conversations(pb.ListConversationsRequest())).items[0]
+    history = await grpc.stub(bob).list_messages(pb.ListMessagesRequest(conversation_id=conv))
+    await grpc.stub(bob).mark_read(pb.MarkReadRequest(message_id=sent[1].message_id))
+    after = (await grpc.stub(bob).list_conversations(pb.ListConversationsRequest())).items[0]
+
+    assert before.unread_count == 3  # one, two and four: not his own
+    assert before.last_message is not None and before.last_message.seq == 4
+    assert after.last_message == history.items[-1]  # the same message, as ListMessages shows it
+    assert after.unread_count == 1  # two and every earlier one were read
 
 
 async def test_message_status_and_mark_read(grpc: Grpc) -> None:

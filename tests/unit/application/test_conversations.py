@@ -223,3 +223,84 @@ async def test_a_garbled_cursor_is_refused(app: Chat4All) -> None:
         await app.handle(c.ListConversations(ana, cursor="not a cursor!"))
 
     assert raised.value.field == "cursor"
+
+
+# --- last message and unread count --------------------------------------------------------
+
+
+async def test_a_new_conversation_has_no_last_message_and_nothing_unread(app: Chat4All) -> None:
+    ana, _ = await app.register_all("ana", "bruno")
+
+    view = await app.handle(c.CreateConversation(ana, PRIVATE, ["bruno"]))
+    listed = await app.handle(c.ListConversations(ana))
+
+    assert (view.last_message, view.unread_count) == (None, 0)
+    assert [(i.last_message, i.unread_count) for i in listed.items] == [(None, 0)]
+
+
+async def test_each_conversation_shows_the_last_message_the_viewer_sees_and_how_many_it_has_not_read(
+    app: Chat4All, clock: FakeClock
+) -> None:
+    _, bruno, carla = await app.register_all("ana", "bruno", "carla")
+    private = await app.start("ana", "bruno")
+    group = await app.start("ana", "bruno", "carla")
+    for sender, text in [("ana", "one"), ("bruno", "two"), ("ana", "three")]:
+        clock.advance()
+        await app.send(sender, private, text)
+    clock.advance()
+    await app.send("ana", group, "to all")
+    clock.advance()
+    await app.send("ana", group, "only carla", to=["carla"])
+
+    brunos = {i.conversation_id: i for i in (await app.handle(c.ListConversations(bruno))).items}
+    carlas = await app.handle(c.GetConversation(carla, group))
+    anas = await app.handle(c.GetConversation(app.users["ana"], private))
+
+    assert brunos[private].last_message is not None and brunos[private].last_message.payload["text"] == "three"
+    assert brunos[private].unread_count == 2  # one and three: not his own
+    assert brunos[group].last_message is not None and brunos[group].last_message.payload["text"] == "to all"
+    assert brunos[group].unread_count == 1  # "only carla" is not his
+    assert carlas.last_message is not None and carlas.last_message.payload["text"] == "only carla"
+    assert carlas.unread_count == 2
+    assert anas.last_message is not None and anas.last_message.payload["text"] == "three"  # her own
+    assert anas.unread_count == 1
+
+
+async def test_the_last_message_is_shown_as_history_shows_it(app: Chat4All) -> None:
+    _, bruno = await app.register_all("ana", "bruno")
+    private = await app.start("ana", "bruno")
+    await app.send("ana", private, "hello", metadata={"client": "web"})
+
+    history = await app.history("bruno", private)
+    view = await app.handle(c.GetConversation(bruno, private))
+
+    assert view.last_message == history.items[-1]
+
+
+async def test_listing_changes_no_delivery(app: Chat4All) -> None:
+    _, bruno = await app.register_all("ana", "bruno")
+    private = await app.start("ana", "bruno")
+    sent = await app.send("ana", private, "hello")
+
+    await app.handle(c.ListConversations(bruno))
+    view = await app.handle(c.GetConversation(bruno, private))
+
+    assert view.last_message is not None and view.last_message.status == "SENT"
+    assert (await app.status("ana", sent.message_id)).status == "SENT"
+
+
+async def test_reading_a_message_reads_it_and_every_earlier_one(app: Chat4All) -> None:
+    _, bruno = await app.register_all("ana", "bruno")
+    await app.link("bruno", "telegram", "42")  # two deliveries of each message: still one message each
+    private = await app.start("ana", "bruno")
+    sent = [await app.send("ana", private, text) for text in ("one", "two", "three")]
+
+    async def unread() -> int:
+        view: v.ConversationView = await app.handle(c.GetConversation(bruno, private))
+        return view.unread_count
+
+    assert await unread() == 3
+    await app.mark_read("bruno", sent[1].message_id)
+    assert await unread() == 1
+    await app.mark_read("bruno", sent[2].message_id)
+    assert await unread() == 0
