@@ -1,11 +1,12 @@
 # The two commands a fresh machine needs: `make up` and `make test`.
-# Only python3, pip and make are assumed; uv is installed from PyPI into .tools/.
+# Only python3, pip, make and Node.js (npm, for the web app) are assumed; uv is installed from PyPI into .tools/,
+# and `make test` installs Debian's chromium for the browser tests when it is missing (as root, with apt).
 SHELL := /bin/bash
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 RUN := $(UV) run --locked --all-extras
 
-.PHONY: up test lint typecheck imports unit bench migrate ps env clean proto proto-check
+.PHONY: up test lint typecheck imports unit bench migrate ps env clean proto proto-check web browser
 
 $(UV):
 	python3 -m pip install --quiet --disable-pip-version-check --target .tools "uv==$(UV_VERSION)"
@@ -13,7 +14,7 @@ $(UV):
 env: $(UV)
 	$(UV) sync --locked --all-extras
 
-up: env
+up: env web
 	$(RUN) chat4all up
 
 ps: env
@@ -32,8 +33,39 @@ typecheck: env
 imports: env
 	$(RUN) lint-imports
 
-test: proto-check lint typecheck imports
+test: proto-check lint typecheck imports web browser
+	cd web && npm test
 	$(RUN) pytest -q
+
+# The web app (web/): built into web/dist, which the HTTP API serves at /. Each step runs only when its inputs
+# changed: `npm ci` when the lock file is newer than node_modules, `vite build` when anything it reads is newer
+# than the build (directories are listed too, so a deleted or renamed source counts).
+WEB_INPUTS := $(shell find web/src web/public 2>/dev/null) \
+	$(wildcard web/index.html web/vite.config.js web/package.json) web/package-lock.json
+
+web: web/dist/index.html
+
+web/node_modules: web/package-lock.json
+	@command -v npm >/dev/null || { echo "web: npm is missing; install Node.js 20.19 or newer" >&2; exit 1; }
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+# node_modules is order-only: tools write caches into it, which must not make the build look stale.
+web/dist/index.html: $(WEB_INPUTS) | web/node_modules
+	cd web && npm run build
+	touch $@
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; `playwright install` is never run.
+CHROMIUM := /usr/bin/chromium
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "browser: $@ is missing; install Debian's chromium package as root" \
+			"(apt-get install --no-install-recommends chromium), or run make as root" >&2; exit 1; fi
+	@command -v apt-get >/dev/null || { echo "browser: $@ is missing and there is no apt-get to install it" >&2; exit 1; }
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 # gRPC: the .proto is the contract; the betterproto2 code generated from it is checked in.
 PROTO_SRC := proto/chat4all/v1/chat4all.proto
@@ -56,4 +88,4 @@ bench: env
 	$(RUN) python benchmarks/accept.py
 
 clean:
-	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis web/node_modules web/dist

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,8 @@ only when Telegram updates are polled (at most one: Telegram refuses concurrent 
 
 PLATFORM_NAMES = ("whatsapp", "instagram", "messenger", "telegram")
 RATE_LIMIT_NAMES = ("send", "expensive", "login", "anonymous")
+WEB_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
+"""Where `make web` builds the web app (``web/`` of the checkout this package runs from)."""
 
 M = TypeVar("M", bound=Mapping[str, Any])
 
@@ -210,6 +213,14 @@ class Settings(BaseSettings):
     sandbox_chat4all_url: str = Field(
         default="http://127.0.0.1:8000", description="where the channel sandbox sends its webhooks (the HTTP API)"
     )
+    web_dir: Path = Field(
+        default=WEB_DIST,
+        description="the built web app the HTTP API serves at / (`make web` builds it); without index.html, / is 503",
+    )
+    web_sandbox_url: str | None = Field(
+        default=None,
+        description="the channel sandbox's URL as the web app reaches it (GET /config.json); `up` sets it",
+    )
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")
@@ -239,6 +250,16 @@ class Settings(BaseSettings):
     @classmethod
     def _known_channels(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _only(value, PLATFORM_NAMES, "channels")
+
+    @field_validator("web_sandbox_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"an http:// or https:// URL, not {value!r}")
+        return value.rstrip("/")
 
     @field_validator("rate_limits")
     @classmethod

@@ -39,6 +39,7 @@ from entrypoints.http.metrics import request_metrics
 from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
 from entrypoints.http.subscriptions import WebhooksController
 from entrypoints.http.tokens import CachedToken
+from entrypoints.http.web import web_routes
 from entrypoints.http.webhooks import webhook, webhook_handshake
 from entrypoints.realtime import channels_plugin, realtime
 from entrypoints.settings import Settings
@@ -183,6 +184,7 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             ready,
             docs,
             Metrics,
+            *web_routes(settings),  # /, /config.json and the build's files (only top-level paths no route has)
         ],
         dependencies={"bus": Provide(bus, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,

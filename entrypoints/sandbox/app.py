@@ -15,12 +15,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import attrs
 import httpx
 import msgspec
 from litestar import Litestar, Request, Response, get, post, route
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.enums import HttpMethod
@@ -180,6 +181,10 @@ ChannelQuery = Annotated[str | None, QueryParameter(description="whatsapp, messe
 ToQuery = Annotated[
     str | None, QueryParameter(description="the recipient as Chat4All writes it (+5511... on WhatsApp)")
 ]
+DirectionQuery = Annotated[
+    Literal["outbound", "both"],
+    QueryParameter(description="`outbound`: what Chat4All sent; `both`: also what people wrote (`from`)"),
+]
 SandboxDep = NamedDependency[Sandbox]
 WebhooksDep = NamedDependency[Webhooks]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -246,10 +251,12 @@ async def channels(sandbox: SandboxDep) -> dict[str, Any]:
 
 
 @get("/sandbox/messages", operation_id="messages", tags=["sandbox"])
-async def messages(sandbox: SandboxDep, channel: ChannelQuery = None, to: ToQuery = None) -> dict[str, Any]:
-    """What the platforms accepted from Chat4All, oldest first."""
+async def messages(
+    sandbox: SandboxDep, channel: ChannelQuery = None, to: ToQuery = None, direction: DirectionQuery = "outbound"
+) -> dict[str, Any]:
+    """What the platforms accepted from Chat4All (``direction=both``: and what people wrote), oldest first."""
     wanted = _channel(channel) if channel else None
-    return {"items": [m.as_json() for m in sandbox.messages(wanted, to)]}
+    return {"items": [m.as_json() for m in sandbox.messages(wanted, to, inbound=direction == "both")]}
 
 
 @post("/sandbox/inbound", status_code=200, operation_id="inbound", tags=["sandbox"])
@@ -474,6 +481,9 @@ def create_app(config: SandboxConfig, *, transport: httpx.AsyncBaseTransport | N
         },
         exception_handlers={HTTPException: _http_problem, InvalidControl: _control_problem},
         on_shutdown=[webhooks.close],
+        # The web app (served by the HTTP API, another origin) drives the control API for its phones view. Any
+        # origin may: the sandbox is a local development tool on loopback that holds nothing but test data.
+        cors_config=CORSConfig(allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Content-Type"]),
         openapi_config=OpenAPIConfig(title="Chat4All channel sandbox", version="1.0.0"),
         request_max_body_size=MAX_BODY_BYTES,
     )

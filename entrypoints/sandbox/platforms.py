@@ -205,7 +205,8 @@ class Message:
     def as_json(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             "channel": self.channel.value,
-            "to": self.to,
+            "direction": "outbound" if self.outbound else "inbound",
+            ("to" if self.outbound else "from"): self.to,
             "type": self.type,
             "text": self.text,
             "platform_message_id": self.platform_message_id,
@@ -661,12 +662,17 @@ class Sandbox:
             return INSTAGRAM_ACCOUNT_ID if c.instagram_account_id == "me" else c.instagram_account_id
         return str(self.telegram.user["id"])
 
-    def messages(self, channel: Channel | None = None, to: str | None = None) -> list[Message]:
-        """What the platforms accepted from Chat4All, oldest first."""
+    def messages(
+        self, channel: Channel | None = None, to: str | None = None, *, inbound: bool = False
+    ) -> list[Message]:
+        """What the platforms accepted from Chat4All (with ``inbound``, also what people wrote), oldest first.
+
+        ``to`` names the person either way: the recipient of a send, the sender of an inbound message.
+        """
         return [
             m
             for m in self._messages
-            if m.outbound and (channel is None or m.channel is channel) and (to is None or m.to == to)
+            if (m.outbound or inbound) and (channel is None or m.channel is channel) and (to is None or m.to == to)
         ]
 
     def faults(self, channel: Channel) -> Faults:

@@ -101,13 +101,18 @@ def load_or_create_sandbox_credentials(data_dir: Path) -> dict[str, str]:
 
 
 def sandbox_env(settings: Settings, credentials: Mapping[str, str]) -> dict[str, str]:
-    """What points every channel at the sandbox (and the sandbox back at the API): the credentials and base URLs."""
+    """What points every channel at the sandbox (and the sandbox back at the API): the credentials and base URLs.
+
+    The web app gets the sandbox's URL too (``GET /config.json``), for its phones view; a URL set by hand
+    (``CHAT4ALL_WEB_SANDBOX_URL``: the sandbox as a browser elsewhere reaches it) wins.
+    """
     sandbox = http_base(settings.host, settings.sandbox_port)
     return {
         **credentials,
         "CHAT4ALL_GRAPH_API_BASE": sandbox,
         "CHAT4ALL_TELEGRAM_API_BASE": sandbox,
         "CHAT4ALL_SANDBOX_CHAT4ALL_URL": http_base(settings.host, settings.http_port),
+        "CHAT4ALL_WEB_SANDBOX_URL": settings.web_sandbox_url or sandbox,
     }
 
 

@@ -68,6 +68,23 @@ async def test_messages_filter_by_channel_and_recipient(sandbox: AsyncTestClient
     assert [i["text"] for i in one["items"]] == ["b"]
 
 
+async def test_messages_both_ways_name_the_person_as_recipient_or_sender(sandbox: AsyncTestClient[Any]) -> None:
+    await send(sandbox, "whatsapp", "pedido saiu", to="5511999998888")
+    inbound = {"channel": "whatsapp", "from": "+5511999998888", "text": "chegou!"}
+    assert (await sandbox.post("/sandbox/inbound", json=inbound)).status_code == 200
+
+    sent_only = (await sandbox.get("/sandbox/messages")).json()["items"]
+    both = (await sandbox.get("/sandbox/messages", params={"direction": "both", "to": "+5511999998888"})).json()
+    wrong = await sandbox.get("/sandbox/messages", params={"direction": "sideways"})
+
+    assert [i["text"] for i in sent_only] == ["pedido saiu"]
+    assert [(i["direction"], i.get("to"), i.get("from"), i["text"]) for i in both["items"]] == [
+        ("outbound", "+5511999998888", None, "pedido saiu"),
+        ("inbound", None, "+5511999998888", "chegou!"),
+    ]
+    assert wrong.status_code == 400
+
+
 async def test_an_unknown_channel_is_a_problem(sandbox: AsyncTestClient[Any]) -> None:
     response = await sandbox.get("/sandbox/messages", params={"channel": "internal"})
 
@@ -395,6 +412,34 @@ async def test_the_openapi_document_describes_the_control_api(sandbox: AsyncTest
     paths = (await sandbox.get("/schema/openapi.json")).json()["paths"]
 
     assert {"/sandbox/messages", "/sandbox/inbound", "/sandbox/settings", "/sandbox/faults"} <= set(paths)
+
+
+async def test_the_web_app_may_call_the_control_api_from_another_origin(
+    sandbox: AsyncTestClient[Any], chat4all: Chat4AllStub
+) -> None:
+    web = "http://127.0.0.1:8000"
+    preflight = await sandbox.options(
+        "/sandbox/inbound",
+        headers={
+            "Origin": web,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    sent = await sandbox.post(
+        "/sandbox/inbound",
+        json={"channel": "whatsapp", "from": "+5511999998888", "text": "oi"},
+        headers={"Origin": web},
+    )
+    listed = await sandbox.get("/sandbox/messages", headers={"Origin": web})
+
+    assert preflight.status_code in {200, 204}
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert {"GET", "POST"} <= {m.strip() for m in preflight.headers["access-control-allow-methods"].split(",")}
+    assert "content-type" in preflight.headers["access-control-allow-headers"].lower()
+    assert sent.status_code == 200
+    assert sent.headers["access-control-allow-origin"] == listed.headers["access-control-allow-origin"] == "*"
+    assert len(chat4all.to("whatsapp")) == 1
 
 
 def test_the_configuration_comes_from_chat4all_s_settings() -> None:
