@@ -43,7 +43,7 @@ export function preview(message) {
   if (!message) return 'No messages yet';
   const p = message.payload ?? {};
   if (p.type === 'text') return p.text;
-  if (p.type === 'file') return `📎 ${p.filename ?? 'file'}${p.caption ? ` — ${p.caption}` : ''}`;
+  if (p.type === 'file') return `File: ${p.filename ?? 'file'}${p.caption ? ` — ${p.caption}` : ''}`;
   return 'Message';
 }
 

@@ -44,7 +44,7 @@ export function applyDelivery(deliveries, { recipient, channel, status, error })
 export function tick(status, deliveries = {}) {
   switch (status) {
     case 'PENDING':
-      return { icon: '🕓', label: 'Sending', tone: 'muted' };
+      return { icon: 'clock', label: 'Sending', tone: 'muted' };
     case 'SENT':
       return { icon: '✓', label: 'Sent', tone: 'muted' };
     case 'DELIVERED':

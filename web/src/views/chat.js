@@ -3,6 +3,7 @@
 import { html } from 'htm/preact';
 import { useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { CHANNELS, channelName, conversationTitle, formatSize, formatTime, memberName, others, presenceText } from '../format.js';
+import { Clock, Paperclip } from '../icons.js';
 import { tick } from '../status.js';
 import { sameFile } from '../uploads.js';
 
@@ -158,9 +159,11 @@ function Messages({ ctx, id, conversation, thread }) {
           ? html`<p class="center muted small">Beginning of the conversation</p>`
           : null}
       ${thread?.loaded && !items.length ? html`<p class="center muted">No messages yet. Say hello!</p>` : null}
-      <ol role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages">
-        ${items.map((m) => html`<${Bubble} key=${m.message_id} ctx=${ctx} message=${m} conversation=${conversation} mine=${!incoming(m)} />`)}
-      </ol>
+      <div role="log" aria-live="polite" aria-relevant="additions" aria-label="Messages">
+        <ol>
+          ${items.map((m) => html`<${Bubble} key=${m.message_id} ctx=${ctx} message=${m} conversation=${conversation} mine=${!incoming(m)} />`)}
+        </ol>
+      </div>
     </div>
   `;
 }
@@ -212,7 +215,7 @@ function Ticks({ ctx, message }) {
     <span class="ticks-wrap">
       <button type="button" class=${`ticks ${t.tone}`} aria-label=${`Status: ${label}`} aria-expanded=${open}
         title=${label} data-status=${message.status} onClick=${toggle}>
-        <span aria-hidden="true">${t.icon}</span>
+        ${t.icon === 'clock' ? html`<${Clock} />` : html`<span aria-hidden="true">${t.icon}</span>`}
       </button>
       ${message.status === 'FAILED' ? html`<span class="failed-reason small">${label}</span>` : null}
       ${open
@@ -246,7 +249,7 @@ function FileCard({ ctx, payload }) {
   }
   return html`
     <div class="file-card">
-      <span class="file-icon" aria-hidden="true">📎</span>
+      <span class="file-icon"><${Paperclip} size=${22} /></span>
       <span class="file-info">
         <span class="file-name">${payload.filename ?? 'file'}</span>
         <span class="muted small">${formatSize(payload.size)}${payload.content_type ? ` · ${payload.content_type}` : ''}</span>
@@ -372,7 +375,7 @@ function Composer({ ctx, id }) {
       </details>
       <div class="compose-row">
         <label class="button secondary attach" title="Attach files">
-          <span aria-hidden="true">📎</span><span class="visually-hidden">Attach files</span>
+          <${Paperclip} /><span class="visually-hidden">Attach files</span>
           <input ref=${picker} type="file" multiple class="visually-hidden" data-testid="attach"
             onChange=${(e) => { for (const f of e.currentTarget.files ?? []) actions.upload(f, id); e.currentTarget.value = ''; }} />
         </label>

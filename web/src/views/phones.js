@@ -3,6 +3,7 @@
 import { html } from 'htm/preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { channelName, formatSize, formatTime } from '../format.js';
+import { Paperclip } from '../icons.js';
 
 const POLL_MS = 1_000;
 const SENDER_HINTS = {
@@ -121,7 +122,7 @@ function Phone({ phone, send }) {
         ${phone.messages.map(
           (m) => html`<li class=${`bubble ${m.direction === 'inbound' ? 'mine' : 'theirs'}`} key=${m.platform_message_id}>
             ${m.type === 'document' || m.file_name
-              ? html`<p class="text">📎 ${m.file_name ?? 'document'} ${m.file_size ? html`<span class="muted small">${formatSize(m.file_size)}</span>` : null}</p>
+              ? html`<p class="text"><${Paperclip} size=${14} /> ${m.file_name ?? 'document'} ${m.file_size ? html`<span class="muted small">${formatSize(m.file_size)}</span>` : null}</p>
                   ${m.text ? html`<p class="text">${m.text}</p>` : null}`
               : html`<p class="text">${m.text}</p>`}
             <span class="meta"><time datetime=${m.received_at}>${formatTime(m.received_at)}</time></span>

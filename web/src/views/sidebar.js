@@ -29,20 +29,19 @@ function Row({ conversation, me, state, active }) {
   const other = conversation.type === 'private' ? others(conversation, me)[0] : null;
   const online = other?.user_id && state.presence[other.user_id]?.status === 'online';
   const who = last && last.from?.user_id === me.user_id ? 'You: ' : last && conversation.type === 'group' ? `${memberName(last.from, conversation.members)}: ` : '';
-  const label = `${title}${unread ? `, ${unread} unread` : ''}`;
   return html`
     <li>
       <a class=${`conversation ${active ? 'active' : ''} ${unread ? 'unread' : ''}`} href=${`#/c/${conversation.conversation_id}`}
-        aria-current=${active ? 'page' : null} aria-label=${label}>
+        aria-current=${active ? 'page' : null}>
         <span class="avatar" aria-hidden="true">${title.slice(0, 1).toUpperCase()}${online ? html`<span class="dot online"></span>` : null}</span>
         <span class="summary">
           <span class="line">
-            <span class="title">${title}</span>
+            <span class="title">${title}${unread ? html`<span class="visually-hidden">, ${unread} unread</span>` : null}</span>
             <span class="time">${formatTime(last?.created_at ?? conversation.last_activity_at)}</span>
           </span>
           <span class="line">
             <span class="preview">${who}${preview(last)}</span>
-            ${unread ? html`<span class="badge" data-testid="unread">${unread}</span>` : null}
+            ${unread ? html`<span class="badge" data-testid="unread" aria-hidden="true">${unread}</span>` : null}
           </span>
         </span>
       </a>
