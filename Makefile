@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 RUN := $(UV) run --locked --all-extras
 
-.PHONY: up test lint typecheck imports unit bench migrate ps env clean proto proto-check web browser
+.PHONY: up test lint typecheck imports unit bench migrate ps env clean proto proto-check web browser screenshots
 
 $(UV):
 	python3 -m pip install --quiet --disable-pip-version-check --target .tools "uv==$(UV_VERSION)"
@@ -83,6 +83,10 @@ proto-check: env
 	{ $(call PROTOC,$$tmp/out) 2>"$$tmp/log" || { cat "$$tmp/log" >&2; exit 1; }; } && \
 	if diff -r --exclude=__pycache__ "$$tmp/out" $(PROTO_OUT); then echo "proto: generated code is up to date"; \
 	else echo "proto: $(PROTO_OUT) is not what $(PROTO_SRC) generates; run 'make proto'" >&2; exit 1; fi
+
+# docs/screenshots/: the web app's main screens, as the browser tests see them.
+screenshots: env web browser
+	CHAT4ALL_SCREENSHOTS=docs/screenshots $(RUN) pytest -q -p no:randomly tests/browser/test_web_app.py
 
 bench: env
 	$(RUN) python benchmarks/accept.py

@@ -372,6 +372,9 @@ class Stack:
             for rt in self.supervisor.runtimes:
                 status = "ready" if ready.get(rt.name) else "starting (not ready yet)"
                 lines.append(f"  {rt.name:<10} pid {rt.pid!s:<8} {rt.spec.url or '-'}  {status}")
+            http = next((rt.spec.url for rt in self.supervisor.runtimes if rt.name == "http" and rt.spec.url), None)
+            if http is not None:
+                lines.append(f"The web app: {http.rstrip('/')}/ (API docs at {http.rstrip('/')}/docs)")
         lines.append(f"Stop with Ctrl-C (or kill -TERM {os.getpid()}); `chat4all ps` lists the processes.")
         return "\n".join(lines)
 

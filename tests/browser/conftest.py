@@ -1,8 +1,8 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright (sync API), against a whole stack.
 
-``chromium`` (session): one browser for the session. ``context_factory``: fresh, isolated browser contexts
-(cookies, storage, downloads), closed after the test. ``page``: a page in a fresh context. ``web_stack``
-(session): `chat4all up` with the channel sandbox, as `make up` runs it, serving the built web app (`make web`).
+``chromium`` (module): one browser per test module (see its docstring). ``context_factory``: fresh, isolated
+browser contexts (cookies, storage, downloads), closed after the test. ``page``: a page in a fresh context.
+``web_stack`` (session): `chat4all up` with the channel sandbox, as `make up` runs it, serving the built web app (`make web`).
 
 Playwright never downloads a browser here (`playwright install` is not run): ``make browser`` installs
 Debian's ``chromium`` package and the fixtures launch ``/usr/bin/chromium``.
@@ -58,9 +58,14 @@ class WebStack:
     """Username and password of the inbox owner (registered)."""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Headless Chromium (``/usr/bin/chromium``), closed at the end of the session."""
+    """Headless Chromium (``/usr/bin/chromium``), for one test module.
+
+    Not for the session: while Playwright's sync API is up, its event loop counts as running in the main
+    thread, and the asyncio tests that pytest-randomly puts between browser tests could not run their own.
+    pytest-randomly keeps a module's tests together, so a module's browser shares one Chromium.
+    """
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium package)")
     with sync_playwright() as p:

@@ -31,6 +31,7 @@ def test_the_page_loads_without_errors_and_names_the_sandbox(
     assert config["sandbox_url"] == web_stack.sandbox_url
     assert isinstance(config["max_file_size"], int) and config["max_file_size"] > 0
     assert problems == []
+    assert f"The web app: {web_stack.base_url}/" in web_stack.stack.log()  # `up` says where to point a browser
 
 
 def _is_error(message: ConsoleMessage) -> bool:

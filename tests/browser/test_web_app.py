@@ -168,8 +168,14 @@ def test_an_upload_pauses_survives_a_reload_resumes_and_downloads_intact(
     sender_page.route(re.compile(r"/v1/files/[^/]+/chunks/2$"), hold)
     sender_page.get_by_test_id("attach").set_input_files(str(source))
     upload = sender_page.locator("li.upload").filter(has_text="relatorio.bin")
-    expect(upload).to_contain_text(re.compile(r"Uploading \d+% of"), timeout=WAIT_MS)
-    expect(upload.locator("progress")).to_have_attribute("value", re.compile(r"^(6[0-9]|[3-5][0-9])$"), timeout=WAIT_MS)
+    expect(upload).to_contain_text(re.compile(r"Uploading \d+% of 16 MiB"), timeout=WAIT_MS)
+    for _ in range(100):  # until the browser has sent chunk 2 (and it hangs)
+        if held:
+            break
+        sender_page.wait_for_timeout(100)
+    assert held, "chunk 2 was never sent"
+    # Short of the end: the bytes of chunk 2 may count as sent (the browser handed them over), never the finish.
+    expect(upload.locator("progress")).to_have_attribute("value", re.compile(r"^[1-9][0-9]?$"))
     shots(sender_page, "upload-progress")
     upload.get_by_role("button", name="Pause").click()
     expect(upload).to_contain_text("Paused")
@@ -258,3 +264,18 @@ def test_the_app_works_on_a_phone_sized_screen(
     shots(page, "mobile-chat")
     page.get_by_role("link", name="Back to conversations").click()
     expect(page.get_by_role("complementary", name="Conversations")).to_be_visible()
+
+
+def test_a_message_the_platform_refuses_shows_failed_with_the_reason(
+    web_stack: WebStack, context_factory: ContextFactory
+) -> None:
+    page = context_factory().new_page()
+    sign_up(page, web_stack, name("fail"), "Failing")
+    # Instagram sends to an Instagram-scoped id: the connector refuses a handle nobody wrote from, for good.
+    start_conversation(page, f"instagram:{name('nobody.')}")
+    send_text(page, "Você está aí?")
+
+    ticks = my_bubble(page, "Você está aí?").locator(".ticks")
+    expect(ticks).to_have_attribute("data-status", "FAILED", timeout=WAIT_MS)
+    expect(my_bubble(page, "Você está aí?")).to_contain_text("Failed: ")
+    expect(my_bubble(page, "Você está aí?")).to_contain_text("is not an Instagram-scoped id")
