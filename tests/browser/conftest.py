@@ -2,7 +2,8 @@
 
 ``chromium`` (module): one browser per test module (see its docstring). ``context_factory``: fresh, isolated
 browser contexts (cookies, storage, downloads), closed after the test. ``page``: a page in a fresh context.
-``web_stack`` (session): `chat4all up` with the channel sandbox, as `make up` runs it, serving the built web app (`make web`).
+``web_stack`` (session): `chat4all up` with the channel sandbox, as `make up` runs it, serving the built web
+app (`make web`).
 
 Playwright never downloads a browser here (`playwright install` is not run): ``make browser`` installs
 Debian's ``chromium`` package and the fixtures launch ``/usr/bin/chromium``.
