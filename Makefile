@@ -33,9 +33,12 @@ typecheck: env
 imports: env
 	$(RUN) lint-imports
 
+# The browser tests run as a pytest session of their own, after the rest: their stack (with the sandbox) then
+# runs alone instead of beside the e2e stacks for the whole session.
 test: proto-check lint typecheck imports web browser
 	cd web && npm test
-	$(RUN) pytest -q
+	$(RUN) pytest -q --ignore=tests/browser
+	$(RUN) pytest -q tests/browser
 
 # The web app (web/): built into web/dist, which the HTTP API serves at /. Each step runs only when its inputs
 # changed: `npm ci` when the lock file is newer than node_modules, `vite build` when anything it reads is newer
