@@ -36,7 +36,11 @@ export function ChatView({ ctx, id, conversation }) {
 
   const title = conversationTitle(conversation, me);
   const typers = Object.keys(state.typing[id] ?? {}).map((userId) => memberName({ user_id: userId }, conversation.members));
-  const status = other?.user_id ? presenceText(state.presence[other.user_id]) : `${conversation.members.length} members`;
+  const status = other?.user_id
+    ? presenceText(state.presence[other.user_id])
+    : other?.address
+      ? `${channelName(other.address.split(':')[0])} contact`
+      : `${conversation.members.length} members`;
 
   const onDrop = (event) => {
     event.preventDefault();
