@@ -17,7 +17,7 @@ import anyio
 import msgspec
 from litestar import Router, get
 from litestar.datastructures import CacheControlHeader, MutableScopeHeaders
-from litestar.enums import ScopeType
+from litestar.enums import MediaType, ScopeType
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import File
 from litestar.static_files import create_static_files_router
@@ -124,7 +124,7 @@ def web_routes(settings: Settings) -> list[HTTPRouteHandler | Router]:
         page = directory / "index.html"
         if not await anyio.Path(page).is_file():
             raise problem(503, "the web app is not built: run `make web` (it serves web/dist, CHAT4ALL_WEB_DIR)")
-        return File(page, media_type="text/html; charset=utf-8", content_disposition_type="inline")
+        return File(page, media_type=MediaType.HTML, content_disposition_type="inline")
 
     @get(
         "/config.json",

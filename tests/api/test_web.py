@@ -68,7 +68,7 @@ async def test_the_page_and_its_assets_are_served_with_their_cache_and_security_
 
     assert page.status_code == 200
     assert page.content == PAGE
-    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["cache-control"] == "no-cache"
     assert security_headers_of(page) == {"x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
     assert csp_of(page) == {
