@@ -196,7 +196,15 @@ def create_app(container: Container, settings: Settings) -> Litestar:
             title="Chat4All",
             version="1.0.0",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
+            # Swagger UI's files come with the web app (`make web`, web/dist/swagger), not from a CDN.
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    js_url="/swagger/swagger-ui-bundle.js",
+                    css_url="/swagger/swagger-ui.css",
+                    standalone_preset_js_url="/swagger/swagger-ui-standalone-preset.js",
+                    favicon='<link rel="icon" type="image/svg+xml" href="/favicon.svg">',
+                )
+            ],
             description="One API for WhatsApp, Instagram Direct, Messenger, Telegram and Chat4All clients.",
             components=Components(
                 security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}

@@ -197,3 +197,18 @@ def test_the_default_web_dir_is_the_checkout_s_web_dist() -> None:
 def test_a_sandbox_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         Settings(web_sandbox_url="127.0.0.1:8081")
+
+
+async def test_the_api_docs_load_swagger_ui_from_the_web_app_not_a_cdn(built: Path, client_with: ClientFactory) -> None:
+    (built / "swagger").mkdir()
+    (built / "swagger" / "swagger-ui.css").write_text("body{}")
+    async with client_with(web_dir=built) as client:
+        page = await client.get("/schema/swagger")
+        css = await client.get("/swagger/swagger-ui.css")
+
+    assert page.status_code == 200
+    assert 'src="/swagger/swagger-ui-bundle.js"' in page.text
+    assert 'src="/swagger/swagger-ui-standalone-preset.js"' in page.text
+    assert 'href="/swagger/swagger-ui.css"' in page.text
+    assert "cdn" not in page.text.lower() and "unpkg" not in page.text.lower()
+    assert (css.status_code, css.text) == (200, "body{}")

@@ -36,3 +36,18 @@ def test_the_page_loads_without_errors_and_names_the_sandbox(
 
 def _is_error(message: ConsoleMessage) -> bool:
     return message.type in {"error", "assert"}
+
+
+def test_the_api_docs_render_offline(web_stack: WebStack, context_factory: ContextFactory) -> None:
+    page = context_factory().new_page()
+    problems: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if _is_error(m) else None)
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(web_stack.base_url) else None)
+
+    page.goto(web_stack.base_url + "/docs")
+
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Chat4All", timeout=20_000)
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert problems == []
+    assert outside == []  # no CDN: the machine has no internet, and users' browsers need none
