@@ -58,6 +58,22 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 50051
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="the gRPC API and each worker serve GET /metrics (this process's metrics) and GET /health/live "
+        "on this port; unset: none (under `up` the HTTP API's /metrics shows every runtime)",
+    )
+    metrics_host: str | None = Field(
+        default=None, description="the address the metrics port binds; unset: CHAT4ALL_HOST"
+    )
+    worker_stall_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="a worker whose loops have not come round (a Kafka poll, a retry, a sweep) for this long "
+        "answers 503 on /health/live, so that it is restarted",
+    )
     grpc_max_message_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,

@@ -2,6 +2,8 @@
 
 SIGTERM or SIGINT stops it gracefully: health turns NOT_SERVING, the calls in flight get up to
 ``DRAIN_S`` seconds to finish, then the server closes and the pool and store are released.
+
+With ``CHAT4ALL_METRICS_PORT`` it serves ``/metrics`` and ``/health/live`` there too (entrypoints/probe.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import signal
 from entrypoints.grpc.server import serve
 from entrypoints.logs import configure_logging
 from entrypoints.loop import run
+from entrypoints.probe import serving
 from entrypoints.settings import Settings
 from entrypoints.tracing import configure_tracing
 
@@ -21,7 +24,9 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(settings, stop=stop)
+    # /health/live there says the event loop answers; grpc.health.v1 says whether to send calls here.
+    async with serving(settings.metrics_host or settings.host, settings.metrics_port):
+        await serve(settings, stop=stop)
 
 
 def main() -> None:

@@ -157,6 +157,9 @@ def runtime_env(
 ) -> dict[str, str]:
     """Our environment plus what the runtimes must agree on (and, with ``sandbox``, the channels pointed at it)."""
     env = dict(base)
+    # One port per process: under `up` the runtimes share the HTTP API's /metrics (PROMETHEUS_MULTIPROC_DIR),
+    # and a CHAT4ALL_METRICS_PORT exported by the developer would make every worker but one fail to bind it.
+    env.pop("CHAT4ALL_METRICS_PORT", None)
     env.update(sandbox or {})
     env.update(
         CHAT4ALL_DATABASE_URL=database_url,

@@ -1,4 +1,8 @@
-"""``python -m entrypoints.workers <kind>``: one pipeline worker process (relay, router, channels, status, sweeper)."""
+"""``python -m entrypoints.workers <kind>``: one pipeline worker process (relay, router, channels, status, sweeper).
+
+With ``CHAT4ALL_METRICS_PORT`` it serves ``/metrics`` and ``/health/live`` there (entrypoints/probe.py); live
+while every loop of the worker comes round within ``CHAT4ALL_WORKER_STALL_S`` (``Worker.beat``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import gc
 
 from entrypoints.loop import run
+from entrypoints.probe import serving
 from entrypoints.settings import Settings
 from entrypoints.tracing import configure_tracing
 from entrypoints.workers.kinds import KINDS
@@ -13,7 +18,11 @@ from entrypoints.workers.runner import configure_logging, worker_resources
 
 
 async def _main(kind: str, settings: Settings) -> None:
-    async with worker_resources(settings) as worker:
+    # The metrics port first: it answers (live) while the worker waits for the database and the broker.
+    host = settings.metrics_host or settings.host
+    async with serving(host, settings.metrics_port) as probe, worker_resources(settings) as worker:
+        if probe is not None:
+            probe.stalled = worker.stalled
         # What start-up built lives as long as the process: keep it out of the collector's way.
         gc.collect()
         gc.freeze()

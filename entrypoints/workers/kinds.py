@@ -63,6 +63,7 @@ async def run_relay(w: Worker) -> None:
     loop = asyncio.get_running_loop()
     async with OutboxWakeups(s.database_url) as wakeups:
         while not w.stop.is_set():
+            w.beat("relay", next_within=s.relay_poll_interval)
             try:
                 if loop.time() >= next_purge:
                     next_purge = loop.time() + min(60.0, s.outbox_retention_s)
@@ -155,6 +156,7 @@ async def run_webhooks(w: Worker) -> None:
 
     async def dispatcher() -> None:
         while not w.stop.is_set():
+            w.beat("webhooks-dispatch", next_within=1.0)
             try:
                 attempted = await dispatch_due(dispatch, limit=100)
             except TRANSIENT as exc:
@@ -186,7 +188,9 @@ async def run_sweeper(w: Worker) -> None:
     metrics.sweeper_started()
     async with object_store_for(s) as store:
         files = FileDeps(uow=w.deps.uow, clock=w.deps.clock, ids=UuidGenerator(), store=store)
+        w.beat("sweeper", next_within=s.sweep_interval_s)
         while await w.sleep(s.sweep_interval_s):
+            w.beat("sweeper", next_within=s.sweep_interval_s)
             try:
                 swept = await sweep(w.deps, deadline=deadline)
                 expired = await expire_abandoned(files)
@@ -335,6 +339,7 @@ async def run_telegram_updates(w: Worker) -> None:
     attempt = 0
     try:
         while not w.stop.is_set():
+            w.beat("telegram-updates", next_within=60.0)  # a long poll, or the longest wait after a failure
             try:
                 batch = await updates.next_batch(offset)
                 messages = tuple(m for m in map(parse_update, batch) if m is not None)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 
@@ -39,6 +40,8 @@ CONSUMER_LAG = Gauge(
 )
 LAG_EVERY_S = 2.0
 """How often a consumer reports its lag (after a batch, or while idle)."""
+_RETRY_WAIT_MAX_S = 5.0
+"""Longest wait between two tries of what failed transiently (starting a consumer, handling a batch)."""
 
 
 @attrs.define
@@ -49,6 +52,24 @@ class Worker:
     deps: PipelineDeps
     bootstrap: str
     stop: asyncio.Event = attrs.Factory(asyncio.Event)
+    deadlines: dict[str, float] = attrs.Factory(dict)
+    """Each running loop's name, and the monotonic time by which it must come round again."""
+
+    def beat(self, loop: str, *, next_within: float = 0.0) -> None:
+        """``loop`` came round (polled, retried, swept); it means to again within ``next_within`` seconds.
+
+        Past that and ``worker_stall_s`` more, ``stalled`` names it (and ``/health/live`` answers 503).
+        """
+        self.deadlines[loop] = time.monotonic() + next_within + self.settings.worker_stall_s
+
+    def done(self, loop: str) -> None:
+        """``loop`` ended: no longer watched."""
+        self.deadlines.pop(loop, None)
+
+    def stalled(self) -> list[str]:
+        """The loops that did not come round in time (liveness: none)."""
+        now = time.monotonic()
+        return sorted(name for name, deadline in self.deadlines.items() if deadline < now)
 
     def consumer(self, topics: Sequence[str], group_id: str, *, max_records: int = 500) -> KafkaBatchConsumer:
         s = self.settings
@@ -104,14 +125,21 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
     A failure worth waiting out (database or broker unavailable) retries the same batch with
     backoff; anything else crashes the process, and the supervisor starts it again (the records
     come back, as they were not committed).
+
+    Every poll and every retry is a heartbeat (``Worker.beat``, named after the group): a loop stuck in
+    one call, not one waiting out an outage, is what ``/health/live`` reports.
     """
-    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None):
+    name = consumer.group_id
+    beat = partial(worker.beat, name, next_within=_RETRY_WAIT_MAX_S)
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
         with attempt:
+            beat()
             await consumer.start()
     loop = asyncio.get_running_loop()
     next_lag = 0.0
     try:
         while not worker.stop.is_set():
+            beat()
             batch = await consumer.poll(timeout_ms=500)
             if not batch:
                 if loop.time() >= next_lag:  # caught up: say so
@@ -120,7 +148,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
                 continue
             try:
                 with batch_span(consumer.group_id, batch):
-                    await _until_done(worker, partial(handle, batch))
+                    await _until_done(worker, partial(handle, batch), beat)
             except _Stopping:
                 break  # the batch stays uncommitted: whoever owns the partitions next gets it again
             await consumer.commit()
@@ -128,6 +156,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
                 next_lag = loop.time() + LAG_EVERY_S
                 await _report_lag(consumer)
     finally:
+        worker.done(name)
         for topic in consumer.topics:
             CONSUMER_LAG.labels(consumer.group_id, topic).set(0)
         await consumer.stop()
@@ -147,9 +176,11 @@ class _Stopping(Exception):
     """Told to stop while waiting out a failure."""
 
 
-async def _until_done(worker: Worker, work: Callable[[], Awaitable[None]]) -> None:
-    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=5.0):
+async def _until_done(worker: Worker, work: Callable[[], Awaitable[None]], beat: Callable[[], None]) -> None:
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
         with attempt:
+            if attempt.num > 1:
+                beat()
             if worker.stop.is_set() and attempt.num > 1:
                 raise _Stopping
             await work()

@@ -6,7 +6,6 @@ the topics are the platform's, with 3 replicas. deploy/README.md says what this 
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -127,33 +126,22 @@ def settings_variables() -> set[str]:
     return {f"CHAT4ALL_{name.upper()}" for name in Settings.model_fields}
 
 
-def runpy_module(command: list[str]) -> tuple[str, list[str]]:
-    """The module and arguments a ``python -c <one-liner> args...`` command of deploy/ runs, its one-liner
-    checked: it serves the metrics on :9100, then runs the module as ``python -m`` would."""
-    assert command[:2] == ["python", "-c"], command
-    code, args = command[2], command[3:]
-    tree = ast.parse(code)
-    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
-    served = [c for c in calls if c.func.attr == "start_http_server"]  # type: ignore[attr-defined]
-    assert [ast.literal_eval(c.args[0]) for c in served] == [METRICS_PORT], code
-    (run,) = [c for c in calls if c.func.attr == "run_module"]  # type: ignore[attr-defined]
-    keywords = {k.arg: ast.literal_eval(k.value) for k in run.keywords}
-    assert keywords == {"run_name": "__main__", "alter_sys": True}, code
-    return ast.literal_eval(run.args[0]), args
-
-
 def runtime_of(command: list[str]) -> tuple[str, ...]:
     """What a Chat4All command of deploy/ runs: ("api",), ("grpc",), ("worker", kind) or ("migrate",)."""
     if command == ["python", "-m", "entrypoints.http"]:
         return ("api",)
     if command == ["chat4all", "migrate"]:
         return ("migrate",)
-    module, args = runpy_module(command)
-    if module == "entrypoints.grpc" and not args:
+    if command == ["python", "-m", "entrypoints.grpc"]:
         return ("grpc",)
-    if module == "entrypoints.workers" and len(args) == 1:
-        return ("worker", args[0])
+    if command[:3] == ["python", "-m", "entrypoints.workers"] and len(command) == 4:
+        return ("worker", command[3])
     raise AssertionError(f"not a Chat4All runtime: {command}")
+
+
+def container_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """A Kubernetes container's own ``env`` (beside the ConfigMap and Secret it loads)."""
+    return {e["name"]: e["value"] for e in container.get("env", [])}
 
 
 def resolved(value: str, required: str = "x" * 40) -> str:
@@ -244,7 +232,20 @@ def test_compose_long_running_services_have_healthchecks() -> None:
     assert "/health/ready" in " ".join(service("chat4all-api")["healthcheck"]["test"])
     assert "HealthStub" in " ".join(service("chat4all-grpc")["healthcheck"]["test"])
     for kind in WORKERS:
-        assert f"127.0.0.1:{METRICS_PORT}/metrics" in " ".join(service(f"chat4all-{kind}")["healthcheck"]["test"])
+        test = " ".join(service(f"chat4all-{kind}")["healthcheck"]["test"])
+        assert f"127.0.0.1:{METRICS_PORT}/health/live" in test, kind
+
+
+def test_compose_grpc_and_workers_serve_their_metrics_port_and_the_api_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for runtime in ("grpc", *WORKERS):
+        s = service(f"chat4all-{runtime}")
+        settings = settings_from({k: resolved(str(v)) for k, v in s["environment"].items()}, monkeypatch)
+        assert (settings.metrics_host, settings.metrics_port) == ("0.0.0.0", METRICS_PORT), runtime
+    api = service("chat4all-api")
+    assert "CHAT4ALL_METRICS_PORT" not in api["environment"]
+    assert str(METRICS_PORT) in service("chat4all-grpc")["expose"]
 
 
 def test_compose_grpc_healthcheck_is_a_python_program() -> None:
@@ -389,12 +390,22 @@ def test_k8s_deployments_have_probes_on_the_right_endpoints() -> None:
     assert {p["name"]: p["containerPort"] for p in api["ports"]} == {"http": 8000}
     grpc = main_container("grpc")
     assert grpc["readinessProbe"]["grpc"]["port"] == 50051
-    assert "tcpSocket" in grpc["livenessProbe"]
+    assert grpc["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "metrics"}
+    assert grpc["startupProbe"]["tcpSocket"]["port"] == "grpc"
     for kind in WORKERS:
         worker = main_container(kind)
         for probe in ("livenessProbe", "readinessProbe"):
-            assert worker[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, kind
+            assert worker[probe]["httpGet"] == {"path": "/health/live", "port": "metrics"}, kind
         assert {p["name"]: p["containerPort"] for p in worker["ports"]} == {"metrics": METRICS_PORT}, kind
+
+
+def test_k8s_grpc_and_workers_serve_their_metrics_port_and_the_api_does_not() -> None:
+    for runtime in ("grpc", *WORKERS):
+        env = container_env(main_container(runtime))
+        assert env == {"CHAT4ALL_METRICS_HOST": "0.0.0.0", "CHAT4ALL_METRICS_PORT": str(METRICS_PORT)}, runtime
+        assert set(env) <= settings_variables()
+    assert container_env(main_container("api")) == {}
+    assert "CHAT4ALL_METRICS_PORT" not in config_map()
 
 
 def test_k8s_pods_are_scraped_where_they_serve_metrics() -> None:
@@ -616,13 +627,12 @@ def test_dockerignore_lets_in_only_what_the_image_copies() -> None:
     assert {"web/node_modules/", "web/dist/", "**/.env"} <= set(lines)
 
 
-def test_worker_one_liner_runs_the_worker_entrypoint() -> None:
-    """The one-liner deploy/ starts workers with really reaches the workers' argument parser (with the metrics
-    on a free port instead of 9100, and --help instead of a kind, so nothing connects anywhere)."""
+def test_worker_command_runs_the_worker_entrypoint() -> None:
+    """The command deploy/ starts workers with really reaches the workers' argument parser (--help instead of a
+    kind, so nothing connects anywhere)."""
     command = service("chat4all-router")["command"]
-    code = command[2].replace(f"start_http_server({METRICS_PORT})", "start_http_server(0)")
     result = subprocess.run(
-        [sys.executable, "-c", code, "--help"], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT
+        [sys.executable, *command[1:-1], "--help"], capture_output=True, text=True, check=False, timeout=120, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m entrypoints.workers")

@@ -131,7 +131,7 @@ def test_port_free() -> None:
 def test_the_http_runtime(tmp_path: Path) -> None:
     settings = Settings(http_port=8123, host="0.0.0.0", sandbox=False)
     env = runtime_env(
-        {"PATH": "/bin"},
+        {"PATH": "/bin", "CHAT4ALL_METRICS_PORT": "9100"},
         settings,
         database_url="postgresql://db/x",
         kafka_bootstrap="127.0.0.1:9092",
@@ -139,6 +139,7 @@ def test_the_http_runtime(tmp_path: Path) -> None:
         data_dir=tmp_path,
     )
     assert env["PATH"] == "/bin"
+    assert "CHAT4ALL_METRICS_PORT" not in env  # every runtime would bind it; they share the API's /metrics instead
     assert env["CHAT4ALL_DATABASE_URL"] == "postgresql://db/x"
     assert env["CHAT4ALL_KAFKA_BOOTSTRAP"] == "127.0.0.1:9092"
     assert env["CHAT4ALL_JWT_SECRET"] == "k"
