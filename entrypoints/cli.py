@@ -70,6 +70,17 @@ def migrate() -> None:
 
 
 @main.command()
+def topics() -> None:
+    """Create the platform's missing Kafka topics on CHAT4ALL_KAFKA_BOOTSTRAP, with CHAT4ALL_KAFKA_PARTITIONS
+    partitions and CHAT4ALL_KAFKA_REPLICATION_FACTOR replicas (and CHAT4ALL_KAFKA_MIN_INSYNC_REPLICAS)."""
+    from entrypoints.stack.commands import topics as run_topics
+
+    settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format, runtime="topics")
+    sys.exit(run_topics(settings))
+
+
+@main.command()
 def sandbox() -> None:
     """Run the channel sandbox on CHAT4ALL_HOST:CHAT4ALL_SANDBOX_PORT: WhatsApp, Messenger, Instagram and Telegram
     as the connectors see them, sending their signed webhooks to CHAT4ALL_SANDBOX_CHAT4ALL_URL (docs/sandbox.md).

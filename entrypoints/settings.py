@@ -54,7 +54,15 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers (host:port[,host:port]); unset: `up` runs an embedded broker"
     )
-    kafka_partitions: int = Field(default=8, ge=1, le=1024, description="partitions of each topic `up` creates")
+    kafka_partitions: int = Field(
+        default=8, ge=1, le=1024, description="partitions of each topic `up` and `chat4all topics` create"
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, le=16, description="replicas of each topic `up` and `chat4all topics` create"
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=16, description="the topics' min.insync.replicas; unset: the broker's default"
+    )
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 50051

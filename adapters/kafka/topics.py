@@ -27,14 +27,26 @@ class TopicSpec:
     name: str
     partitions: int = attrs.field(default=DEFAULT_PARTITIONS, validator=attrs.validators.ge(1))
     replication_factor: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    min_insync_replicas: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    """How many replicas must have a write before it counts (``min.insync.replicas``); None: the broker's default."""
+
+    def new_topic(self) -> NewTopic:
+        configs = {} if self.min_insync_replicas is None else {"min.insync.replicas": str(self.min_insync_replicas)}
+        return NewTopic(self.name, self.partitions, self.replication_factor, topic_configs=configs)
 
 
 def catalogue(
-    partitions: int = DEFAULT_PARTITIONS, topics: Iterable[str] | None = None, *, replication_factor: int = 1
+    partitions: int = DEFAULT_PARTITIONS,
+    topics: Iterable[str] | None = None,
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
 ) -> list[TopicSpec]:
     """Every topic of ``topics`` (default: all the platform uses) with ``partitions`` partitions."""
     names = all_topics() if topics is None else list(topics)
-    return [TopicSpec(name, partitions, replication_factor) for name in names]
+    return [TopicSpec(name, partitions, replication_factor, min_insync_replicas) for name in names]
 
 
 class _Retry(Exception):
@@ -51,9 +63,7 @@ async def _attempt(bootstrap: str, specs: list[TopicSpec], request_timeout_ms: i
         missing = [s for s in specs if s.name not in existing]
         if not missing:
             return []
-        response = await admin.create_topics(
-            [NewTopic(s.name, s.partitions, s.replication_factor) for s in missing], timeout_ms=request_timeout_ms
-        )
+        response = await admin.create_topics([s.new_topic() for s in missing], timeout_ms=request_timeout_ms)
         created: list[str] = []
         retry: list[str] = []
         for topic, code, *rest in response.topic_errors:
@@ -83,6 +93,7 @@ async def ensure_topics(
     topics: Iterable[str] | None = None,
     *,
     replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
     retry_for: float = 30.0,
     request_timeout_ms: int = 5000,
 ) -> list[str]:
@@ -97,7 +108,13 @@ async def ensure_topics(
     Raises:
         Unavailable: the broker was not reachable in time, or refused to create a topic.
     """
-    specs = catalogue(partitions, topics, replication_factor=replication_factor)
+    if min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        raise ValueError(
+            f"min.insync.replicas {min_insync_replicas} exceeds the replication factor {replication_factor}"
+        )
+    specs = catalogue(
+        partitions, topics, replication_factor=replication_factor, min_insync_replicas=min_insync_replicas
+    )
     deadline = time.monotonic() + retry_for
     delay = 0.05
     while True:

@@ -92,15 +92,53 @@ def migrate_database(conninfo: str) -> list[str]:
         raise StackError(f"migrations failed: {exc}") from exc
 
 
-def ensure_kafka_topics(bootstrap: str, partitions: int, timeout: float = 30.0) -> list[str]:
+def ensure_kafka_topics(
+    bootstrap: str,
+    partitions: int,
+    timeout: float = 30.0,
+    *,
+    replication_factor: int = 1,
+    min_insync_replicas: int | None = None,
+) -> list[str]:
     """Create the platform's missing topics on ``bootstrap``; the names of those created."""
     from adapters.kafka.topics import ensure_topics
     from application.errors import Unavailable
 
     try:
-        return asyncio.run(ensure_topics(bootstrap, partitions, retry_for=timeout))
-    except Unavailable as exc:
+        return asyncio.run(
+            ensure_topics(
+                bootstrap,
+                partitions,
+                replication_factor=replication_factor,
+                min_insync_replicas=min_insync_replicas,
+                retry_for=timeout,
+            )
+        )
+    except (Unavailable, ValueError) as exc:
         raise StackError(str(exc)) from exc
+
+
+def replication(settings: Settings) -> dict[str, Any]:
+    """The topics' replication as configured (CHAT4ALL_KAFKA_REPLICATION_FACTOR, CHAT4ALL_KAFKA_MIN_INSYNC_REPLICAS)."""
+    return {
+        "replication_factor": settings.kafka_replication_factor,
+        "min_insync_replicas": settings.kafka_min_insync_replicas,
+    }
+
+
+def topics(settings: Settings) -> int:
+    """`chat4all topics`: create the missing topics on CHAT4ALL_KAFKA_BOOTSTRAP with the configured partitions and
+    replication (existing topics are left as they are). 0 on success, 1 otherwise."""
+    if not settings.kafka_bootstrap:
+        _err("set CHAT4ALL_KAFKA_BOOTSTRAP: `chat4all topics` is for a Kafka cluster (`up` makes its own topics)")
+        return 1
+    try:
+        created = ensure_kafka_topics(settings.kafka_bootstrap, settings.kafka_partitions, **replication(settings))
+    except StackError as exc:
+        _err(str(exc))
+        return 1
+    click.echo(f"created {', '.join(created)}" if created else "every topic exists already")
+    return 0
 
 
 class Revival:
@@ -306,7 +344,7 @@ class Stack:
             bootstrap = kafka.bootstrap
             log.info("kafka is up (pid %s)", kafka.pid)
             self.save()
-        created = ensure_kafka_topics(bootstrap, self.settings.kafka_partitions)
+        created = ensure_kafka_topics(bootstrap, self.settings.kafka_partitions, **replication(self.settings))
         log.info("kafka topics: %s", f"{len(created)} created" if created else "all present")
         return bootstrap
 
@@ -316,7 +354,9 @@ class Stack:
             return
         kafka.start()
         try:
-            ensure_kafka_topics(kafka.bootstrap, self.settings.kafka_partitions, timeout=10.0)
+            ensure_kafka_topics(
+                kafka.bootstrap, self.settings.kafka_partitions, timeout=10.0, **replication(self.settings)
+            )
         except BaseException:
             kafka.stop()  # try the whole restart again later
             raise
