@@ -16,7 +16,7 @@ export function chunkRange(index, chunkSize, size) {
 }
 
 /** Bytes already on the server, given the chunks still missing. */
-export function bytesDone(size, chunkSize, total, missing) {
+export function bytesDone(size, chunkSize, missing) {
   let done = size;
   for (const index of missing) {
     const [start, end] = chunkRange(index, chunkSize, size);
@@ -150,9 +150,9 @@ export class Upload {
       if (!this.record) await this.initiate();
       const session = await this.api.get(`/v1/files/${this.fileId}`);
       if (session.status === 'completed') return await this.finish();
-      const { chunk_size: chunkSize, total_chunks: total } = this.record;
+      const { chunk_size: chunkSize } = this.record;
       let missing = session.missing_chunks;
-      this.base = bytesDone(this.file.size, chunkSize, total, missing);
+      this.base = bytesDone(this.file.size, chunkSize, missing);
       this.inflight.clear();
       this.set({ phase: 'uploading', sent: this.base });
       const checksum = sha256(this.file, controller.signal);

@@ -129,7 +129,7 @@ function Messages({ ctx, id, conversation, thread }) {
             readSeq.current = seq;
             clearTimeout(readTimer.current);
             readTimer.current = setTimeout(() => {
-              const message = items.find((m) => m.seq === readSeq.current) ?? thread.items.find((m) => m.seq === readSeq.current);
+              const message = items.find((m) => m.seq === readSeq.current);
               if (message) actions.markRead(id, message);
             }, 300);
           }
@@ -333,7 +333,6 @@ function Composer({ ctx, id }) {
   const [text, setText] = useState('');
   const [channels, setChannels] = useState(['all']);
   const lastTyping = useRef(0);
-  const picker = useRef(null);
 
   function onInput(event) {
     setText(event.currentTarget.value);
@@ -380,7 +379,7 @@ function Composer({ ctx, id }) {
       <div class="compose-row">
         <label class="button secondary attach" title="Attach files">
           <${Paperclip} /><span class="visually-hidden">Attach files</span>
-          <input ref=${picker} type="file" multiple class="visually-hidden" data-testid="attach"
+          <input type="file" multiple class="visually-hidden" data-testid="attach"
             onChange=${(e) => { for (const f of e.currentTarget.files ?? []) actions.upload(f, id); e.currentTarget.value = ''; }} />
         </label>
         <label class="grow"><span class="visually-hidden">Message</span>
