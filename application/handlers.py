@@ -278,10 +278,7 @@ async def _viewed_conversations(
     members = (m for conv in conversations for m in conv.members)
     users = await _users_of(uow, [*members, *(p for m in last for p in (m.sender, *m.recipients))])
     shown = {view.conversation_id: view for view in await _message_views(uow, last, users)}
-    return [
-        _conversation_view(conv, users, shown.get(conv.id), s.unread if (s := summaries.get(conv.id)) else 0)
-        for conv in conversations
-    ]
+    return [_conversation_view(conv, users, shown.get(conv.id), summaries[conv.id].unread) for conv in conversations]
 
 
 async def handle_create_conversation(cmd: c.CreateConversation, d: Deps) -> v.ConversationView:

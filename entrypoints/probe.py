@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from entrypoints.settings import Settings
+
 Stalled = Callable[[], Sequence[str]]
 """What of the process has stopped making progress (nothing: it is live)."""
 
@@ -77,6 +79,13 @@ class Probe:
 
     async def stop(self) -> None:
         await self._runner.cleanup()
+
+
+def probe_for(
+    settings: Settings, *, stalled: Stalled = _nothing_stalled
+) -> contextlib.AbstractAsyncContextManager[Probe | None]:
+    """``serving`` on CHAT4ALL_METRICS_HOST (else CHAT4ALL_HOST) and CHAT4ALL_METRICS_PORT (unset: none)."""
+    return serving(settings.metrics_host or settings.host, settings.metrics_port, stalled=stalled)
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,7 @@ import signal
 from entrypoints.grpc.server import serve
 from entrypoints.logs import configure_logging
 from entrypoints.loop import run
-from entrypoints.probe import serving
+from entrypoints.probe import probe_for
 from entrypoints.settings import Settings
 from entrypoints.tracing import configure_tracing
 
@@ -25,7 +25,7 @@ async def _main(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # /health/live there says the event loop answers; grpc.health.v1 says whether to send calls here.
-    async with serving(settings.metrics_host or settings.host, settings.metrics_port):
+    async with probe_for(settings):
         await serve(settings, stop=stop)
 
 

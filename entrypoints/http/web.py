@@ -45,13 +45,9 @@ class ClientConfig(msgspec.Struct):
     """The chunk size of an upload that does not choose one."""
 
 
-def origin(url: str | None) -> str | None:
-    """``scheme://host[:port]`` of an http(s) URL; None for anything else."""
-    if not url:
-        return None
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (Settings made sure ``web_sandbox_url`` is an http(s) one)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -62,9 +58,8 @@ def security_headers(settings: Settings) -> dict[str, str]:
     or style); the app talks to this server (REST and WebSocket) and, for its phones view, the sandbox.
     """
     connect = ["'self'", "ws:", "wss:"]
-    sandbox = origin(settings.web_sandbox_url)
-    if sandbox is not None:
-        connect.append(sandbox)
+    if settings.web_sandbox_url is not None:
+        connect.append(origin(settings.web_sandbox_url))
     csp = "; ".join(
         (
             "default-src 'self'",

@@ -92,15 +92,9 @@ def migrate_database(conninfo: str) -> list[str]:
         raise StackError(f"migrations failed: {exc}") from exc
 
 
-def ensure_kafka_topics(
-    bootstrap: str,
-    partitions: int,
-    timeout: float = 30.0,
-    *,
-    replication_factor: int = 1,
-    min_insync_replicas: int | None = None,
-) -> list[str]:
-    """Create the platform's missing topics on ``bootstrap``; the names of those created."""
+def ensure_kafka_topics(bootstrap: str, settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the platform's missing topics on ``bootstrap`` with the configured partitions and replication
+    (CHAT4ALL_KAFKA_PARTITIONS, _REPLICATION_FACTOR, _MIN_INSYNC_REPLICAS); the names of those created."""
     from adapters.kafka.topics import ensure_topics
     from application.errors import Unavailable
 
@@ -108,22 +102,14 @@ def ensure_kafka_topics(
         return asyncio.run(
             ensure_topics(
                 bootstrap,
-                partitions,
-                replication_factor=replication_factor,
-                min_insync_replicas=min_insync_replicas,
+                settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+                min_insync_replicas=settings.kafka_min_insync_replicas,
                 retry_for=timeout,
             )
         )
     except (Unavailable, ValueError) as exc:
         raise StackError(str(exc)) from exc
-
-
-def replication(settings: Settings) -> dict[str, Any]:
-    """The topics' replication as configured (CHAT4ALL_KAFKA_REPLICATION_FACTOR, CHAT4ALL_KAFKA_MIN_INSYNC_REPLICAS)."""
-    return {
-        "replication_factor": settings.kafka_replication_factor,
-        "min_insync_replicas": settings.kafka_min_insync_replicas,
-    }
 
 
 def topics(settings: Settings) -> int:
@@ -133,7 +119,7 @@ def topics(settings: Settings) -> int:
         _err("set CHAT4ALL_KAFKA_BOOTSTRAP: `chat4all topics` is for a Kafka cluster (`up` makes its own topics)")
         return 1
     try:
-        created = ensure_kafka_topics(settings.kafka_bootstrap, settings.kafka_partitions, **replication(settings))
+        created = ensure_kafka_topics(settings.kafka_bootstrap, settings)
     except StackError as exc:
         _err(str(exc))
         return 1
@@ -344,7 +330,7 @@ class Stack:
             bootstrap = kafka.bootstrap
             log.info("kafka is up (pid %s)", kafka.pid)
             self.save()
-        created = ensure_kafka_topics(bootstrap, self.settings.kafka_partitions, **replication(self.settings))
+        created = ensure_kafka_topics(bootstrap, self.settings)
         log.info("kafka topics: %s", f"{len(created)} created" if created else "all present")
         return bootstrap
 
@@ -354,9 +340,7 @@ class Stack:
             return
         kafka.start()
         try:
-            ensure_kafka_topics(
-                kafka.bootstrap, self.settings.kafka_partitions, timeout=10.0, **replication(self.settings)
-            )
+            ensure_kafka_topics(kafka.bootstrap, self.settings, timeout=10.0)
         except BaseException:
             kafka.stop()  # try the whole restart again later
             raise

@@ -10,7 +10,7 @@ import argparse
 import gc
 
 from entrypoints.loop import run
-from entrypoints.probe import serving
+from entrypoints.probe import probe_for
 from entrypoints.settings import Settings
 from entrypoints.tracing import configure_tracing
 from entrypoints.workers.kinds import KINDS
@@ -19,8 +19,7 @@ from entrypoints.workers.runner import configure_logging, worker_resources
 
 async def _main(kind: str, settings: Settings) -> None:
     # The metrics port first: it answers (live) while the worker waits for the database and the broker.
-    host = settings.metrics_host or settings.host
-    async with serving(host, settings.metrics_port) as probe, worker_resources(settings) as worker:
+    async with probe_for(settings) as probe, worker_resources(settings) as worker:
         if probe is not None:
             probe.stalled = worker.stalled
         # What start-up built lives as long as the process: keep it out of the collector's way.

@@ -346,7 +346,9 @@ def test_up_supervises_until_sigterm(
     migrated: list[str] = []
     monkeypatch.setattr(commands, "migrate_database", lambda url: migrated.append(url) or ["0001_initial"])
     topics: list[tuple[str, int]] = []
-    monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, n, **kw: topics.append((b, n)) or [])
+    monkeypatch.setattr(
+        commands, "ensure_kafka_topics", lambda b, s, **kw: topics.append((b, s.kafka_partitions)) or []
+    )
     monkeypatch.setattr(commands, "EmbeddedKafka", lambda *a, **kw: pytest.fail("must not start a broker"))
     specs = fake_runtime(monkeypatch)
     stale = tmp_path / "metrics" / "stack-0" / "counter_1.db"
@@ -427,7 +429,9 @@ def test_up_runs_the_embedded_broker_restarts_it_and_stops_it(
 ) -> None:
     monkeypatch.setattr(commands, "migrate_database", lambda url: [])
     topics: list[tuple[str, int]] = []
-    monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, n, **kw: topics.append((b, n)) or [])
+    monkeypatch.setattr(
+        commands, "ensure_kafka_topics", lambda b, s, **kw: topics.append((b, s.kafka_partitions)) or []
+    )
     FakeBroker.made.clear()
     monkeypatch.setattr(commands, "EmbeddedKafka", FakeBroker)
     specs = fake_runtime(monkeypatch)
