@@ -1,5 +1,5 @@
-"""The `chat4all` console command: `up` runs the whole stack, `ps` lists it, `migrate` applies SQL migrations,
-`dlq list|replay` shows and replays dead letters.
+"""The `chat4all` console command: `up` runs the whole stack, `ps` lists it, `scale` changes its process counts,
+`migrate` applies SQL migrations, `dlq list|replay` shows and replays dead letters.
 """
 
 from __future__ import annotations
@@ -57,6 +57,35 @@ def ps(as_json: bool) -> None:
     settings = _settings()
     _configure_logging(settings.log_level, settings.log_format, runtime="ps")
     sys.exit(run_ps(settings.data_dir, as_json=as_json))
+
+
+@main.command()
+@click.argument("counts", nargs=-1, required=True, metavar="KIND=N...")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the stack to run exactly that.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def scale(counts: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Run N processes of KIND in the stack `up` runs on CHAT4ALL_DATA_DIR, starting or stopping only those.
+
+    KIND is http (1 to 64) or a worker kind: relay, router, channels, status, push, webhooks, sweeper (0 to 16).
+    E.g. `chat4all scale router=3 channels=3`. The counts hold until that `up` stops. Waits until the stack runs
+    exactly them, then lists its processes as `ps` does.
+    """
+    from entrypoints.stack.commands import scale as run_scale
+    from entrypoints.stack.runtimes import parse_scale
+
+    try:
+        wanted = parse_scale(counts)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="KIND=N") from exc
+    settings = _settings()
+    _configure_logging(settings.log_level, settings.log_format, runtime="scale")
+    sys.exit(run_scale(settings.data_dir, wanted, timeout=timeout, as_json=as_json))
 
 
 @main.command()

@@ -1,4 +1,5 @@
-"""`chat4all up`, `ps` and `migrate`: each returns the process exit code; ``entrypoints.cli`` wires them to click."""
+"""`chat4all up`, `ps`, `scale` and `migrate`: each returns the process exit code; ``entrypoints.cli`` wires them
+to click."""
 
 from __future__ import annotations
 
@@ -22,27 +23,37 @@ from entrypoints.stack.kafka import EmbeddedKafka
 from entrypoints.stack.postgres import EmbeddedPostgres
 from entrypoints.stack.redis import EmbeddedRedis
 from entrypoints.stack.runtimes import (
+    check_scale,
     forget_dead_processes,
+    kind_counts,
     load_or_create_jwt_secret,
     load_or_create_sandbox_credentials,
     metrics_dir,
+    plan_scale,
     port_free,
     redact_url,
     reset_metrics_dir,
     runtime_env,
+    runtime_index,
+    runtime_name,
     runtime_ports,
+    runtime_spec,
     runtime_specs,
     sandbox_env,
     sandbox_wanted,
 )
 from entrypoints.stack.state import (
+    SCALE_SIGNAL,
     StackLock,
     create_time,
     process_alive,
+    read_scale_request,
     read_state,
     reap_orphans,
+    remove_scale_request,
     remove_state,
     supervisor_alive,
+    write_scale_request,
     write_state,
 )
 from entrypoints.stack.supervisor import Backoff, Supervisor
@@ -166,21 +177,42 @@ def _err(message: str) -> None:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM/SIGHUP only raise a flag, which the supervision loop checks; old handlers come back on exit."""
+    """SIGINT/SIGTERM/SIGHUP only raise a flag, which the supervision loop checks; old handlers come back on exit.
+
+    SCALE_SIGNAL (SIGUSR1, from `chat4all scale`) only counts a request the loop then takes up: a handler must not
+    start or stop processes in the middle of whatever the loop was doing.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._scale_requests = 0  # only the handler writes it: a request arriving mid-check is never lost
+        self._scale_taken = 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
+    def _handle_scale(self, signum: int, frame: FrameType | None) -> None:
+        self._scale_requests += 1
+
     def requested(self) -> bool:
         return self.signum is not None
+
+    def scale_pending(self) -> bool:
+        return self._scale_requests != self._scale_taken
+
+    def take_scale_request(self) -> bool:
+        """True once for any number of scale signals since the last call (scale.json holds the latest counts)."""
+        seen = self._scale_requests
+        if seen == self._scale_taken:
+            return False
+        self._scale_taken = seen
+        return True
 
     def __enter__(self) -> StopSignals:
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous[SCALE_SIGNAL] = signal.signal(SCALE_SIGNAL, self._handle_scale)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,6 +248,7 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.redis_url: str | None = None
         self.supervisor: Supervisor | None = None
+        self.env: dict[str, str] | None = None  # what every runtime runs with; `scale` starts new ones with it too
         self.metrics_dir: Path | None = None
         self.signals = StopSignals()
         self._create_times: dict[int, float | None] = {}
@@ -378,6 +411,32 @@ class Stack:
             log.warning("redis restarted (pid %s)", redis.pid)
             self.save()
 
+    def _rescale(self) -> None:
+        """Apply scale.json (`chat4all scale`): start or stop processes of the kinds it names, nothing else.
+
+        The whole request is checked first: a bad count anywhere (the file may be written by hand) changes nothing.
+        """
+        supervisor, env = self.supervisor, self.env
+        if supervisor is None or env is None:
+            return
+        try:
+            wanted = read_scale_request(self.data_dir)
+            for kind, count in wanted.items():
+                check_scale(kind, count)
+        except ValueError as exc:
+            log.error("scale request ignored: %s", exc)
+            return
+        names = [rt.name for rt in supervisor.runtimes]
+        before = kind_counts(names, wanted)
+        plan = plan_scale(names, wanted)
+        for kind, index in plan.start:  # new processes first: they import while the surplus ones shut down
+            supervisor.add(runtime_spec(self.settings, env, kind, index))
+        if plan.stop:
+            supervisor.remove(*plan.stop)
+        for kind, count in wanted.items():
+            if before[kind] != count:
+                log.info("scaled %s: %d -> %d", kind, before[kind], count)
+
     def banner(self, ready: Mapping[str, bool]) -> str:
         lines = [f"chat4all is up: supervisor pid {os.getpid()}, data in {self.data_dir}"]
         if self.postgres is not None:
@@ -417,6 +476,7 @@ class Stack:
 
     def _run(self) -> int:
         stop = self.signals
+        remove_scale_request(self.data_dir)  # counts asked of an earlier run do not carry over
         self._check_ports()
         self.database_url = self._start_postgres()
         if stop.requested():
@@ -433,7 +493,7 @@ class Stack:
         jwt_secret = secret.get_secret_value() if secret is not None else load_or_create_jwt_secret(self.data_dir)
         self.metrics_dir = metrics_dir(self.data_dir, self.settings)
         reset_metrics_dir(self.metrics_dir)  # the runtimes' shared /metrics starts from zero with the stack
-        env = runtime_env(
+        self.env = env = runtime_env(
             self.environ,
             self.settings,
             database_url=self.database_url,
@@ -464,12 +524,14 @@ class Stack:
                 if not ok:
                     log.warning("runtime %s is not ready after %.0fs; still supervising it", name, self.ready_timeout)
         while not stop.requested():
+            if stop.take_scale_request():
+                self._rescale()
             self.supervisor.poll()
             self._watch_postgres()
             self._watch_kafka()
             self._watch_redis()
             deadline = time.monotonic() + 0.5
-            while not stop.requested() and time.monotonic() < deadline:
+            while not stop.requested() and not stop.scale_pending() and time.monotonic() < deadline:
                 time.sleep(0.05)
         log.info("received %s; stopping", signal.Signals(stop.signum).name if stop.signum else "a stop request")
         return 0
@@ -585,7 +647,12 @@ def ps(data_dir: Path, *, as_json: bool = False) -> int:
         gone = state.get("supervisor_pid")
         _err(f"no chat4all stack is running on {data_dir} (stale stack.json: supervisor pid {gone} is gone)")
         return 1
-    rows = ps_rows(state)
+    _echo_processes(state, ps_rows(state), as_json=as_json)
+    return 0
+
+
+def _echo_processes(state: Mapping[str, Any], rows: list[dict[str, Any]], *, as_json: bool) -> None:
+    """The table of `ps` (or its JSON), also what `scale` shows once it is done."""
     if as_json:
         click.echo(
             json.dumps(
@@ -597,7 +664,7 @@ def ps(data_dir: Path, *, as_json: bool = False) -> int:
                 indent=2,
             )
         )
-        return 0
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -620,7 +687,93 @@ def ps(data_dir: Path, *, as_json: bool = False) -> int:
     if not console.is_terminal:
         console = Console(width=200)
     console.print(table)
+
+
+# -- scale -------------------------------------------------------------------------------------------------------------
+
+
+def scale_shortfall(state: Mapping[str, Any], wanted: Mapping[str, int]) -> list[str]:
+    """What stack.json still shows apart from ``wanted`` ("router-3 is not running", ...); empty once scaled."""
+    runtimes = [rt for rt in state.get("runtimes") or [] if isinstance(rt, dict)]
+    problems: list[str] = []
+    for kind, count in wanted.items():
+        have: dict[int, Mapping[str, Any]] = {}
+        for entry in runtimes:
+            index = runtime_index(str(entry.get("name")), kind)
+            if index is not None:
+                have[index] = entry
+        for index in range(1, count + 1):
+            rt = have.get(index)
+            if rt is None:
+                problems.append(f"{runtime_name(kind, index)} is not started")
+            elif not process_alive(rt.get("pid"), rt.get("create_time")):
+                problems.append(f"{runtime_name(kind, index)} is not running")
+        problems.extend(f"{runtime_name(kind, i)} is still there" for i in sorted(have) if i > count)
+    return problems
+
+
+class ScaleError(Exception):
+    """No stack runs, it stopped, or it did not run the wanted processes in time."""
+
+
+def request_scale(data_dir: Path, wanted: Mapping[str, int], *, timeout: float = 30.0) -> dict[str, Any]:
+    """Ask the running `up` on ``data_dir`` for these counts; wait until it runs exactly them; its state then.
+
+    ``wanted`` is checked already (``parse_scale``). It joins the earlier requests of this run in scale.json, so
+    two requests in quick succession both hold; SCALE_SIGNAL tells the supervisor to read the file.
+
+    Raises:
+        ScaleError: no stack runs, it stopped, or it did not scale within ``timeout``.
+    """
+    data_dir = data_dir.expanduser().resolve()
+    state = read_state(data_dir)
+    if state is None or not supervisor_alive(state):
+        raise ScaleError(f"no chat4all stack is running on {data_dir}")
+    write_scale_request(data_dir, {**_earlier_scale_request(data_dir), **wanted})
+    try:
+        os.kill(int(state["supervisor_pid"]), SCALE_SIGNAL)
+    except ProcessLookupError:
+        raise ScaleError(f"no chat4all stack is running on {data_dir}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(data_dir)
+        if state is None or not supervisor_alive(state):
+            raise ScaleError(f"the chat4all stack on {data_dir} stopped before it was scaled")
+        left = scale_shortfall(state, wanted)
+        if not left:
+            return state
+        if time.monotonic() >= deadline:
+            raise ScaleError(
+                f"the stack on {data_dir} did not scale within {timeout:g}s: {'; '.join(left)} (see its log)"
+            )
+        time.sleep(0.1)
+
+
+def scale(data_dir: Path, wanted: Mapping[str, int], *, timeout: float = 30.0, as_json: bool = False) -> int:
+    """`chat4all scale KIND=N ...`: :func:`request_scale`, then the processes as `ps` shows them (0; 1 if not done)."""
+    try:
+        state = request_scale(data_dir, wanted, timeout=timeout)
+    except ScaleError as exc:
+        _err(str(exc))
+        return 1
+    _echo_processes(state, ps_rows(state), as_json=as_json)
     return 0
+
+
+def _earlier_scale_request(data_dir: Path) -> dict[str, int]:
+    """The counts asked before in this run that still make sense (a bad entry would make the supervisor refuse all)."""
+    try:
+        earlier = read_scale_request(data_dir)
+    except ValueError:
+        return {}
+    valid: dict[str, int] = {}
+    for kind, count in earlier.items():
+        try:
+            check_scale(kind, count)
+        except ValueError:
+            continue
+        valid[kind] = count
+    return valid
 
 
 # -- migrate -----------------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import secrets
 import shutil
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -214,10 +215,49 @@ def forget_dead_processes(path: Path, alive: Callable[[int], bool]) -> list[int]
 
 WORKERS = WORKER_KINDS
 
+HTTP = "http"
+SCALABLE_KINDS = (HTTP, *(kind for kind in WORKERS if kind != "telegram-updates"))
+"""What `chat4all scale` may change: the API processes (they share one port with SO_REUSEPORT) and every worker
+but Telegram's poller (Telegram ends a second ``getUpdates`` with 409)."""
+MAX_PROCESSES = {HTTP: 64, **dict.fromkeys(WORKERS, 16)}  # as CHAT4ALL_HTTP_WORKERS / _WORKER_PROCESSES allow
+MIN_PROCESSES = {HTTP: 1, **dict.fromkeys(WORKERS, 0)}  # a stack without an HTTP API is no stack
+
+
+def runtime_name(kind: str, index: int) -> str:
+    """``router``, ``router-2``, ...: the first process of a kind has the kind's name."""
+    return kind if index == 1 else f"{kind}-{index}"
+
+
+def runtime_index(name: str, kind: str) -> int | None:
+    """Which process of ``kind`` the runtime ``name`` is (1-based), or None when it is not one of that kind."""
+    if name == kind:
+        return 1
+    suffix = name.removeprefix(f"{kind}-")
+    if suffix != name and suffix.isdigit() and not suffix.startswith("0") and int(suffix) >= 2:
+        return int(suffix)
+    return None
+
+
+def runtime_spec(settings: Settings, env: Mapping[str, str], kind: str, index: int) -> RuntimeSpec:
+    """The ``index``-th process of ``kind`` (``http`` or a worker kind): one builder for `up` and `scale` alike."""
+    name = runtime_name(kind, index)
+    if kind == HTTP:
+        http = http_base(settings.host, settings.http_port)
+        # The API processes share the port (SO_REUSEPORT); events cross them through Redis.
+        return RuntimeSpec(
+            name=name,
+            argv=(sys.executable, "-m", "entrypoints.http"),
+            env=env,
+            url=http,
+            health_url=f"{http}/health/ready",
+        )
+    if kind not in WORKERS:
+        raise ValueError(f"unknown runtime kind {kind!r}")
+    return RuntimeSpec(name=name, argv=(sys.executable, "-m", "entrypoints.workers", kind), env=env)
+
 
 def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpec]:
     """The runtimes of a stack: the HTTP API processes, gRPC, the workers, and the channel sandbox when wanted."""
-    http = http_base(settings.host, settings.http_port)
     sandbox = http_base(settings.host, settings.sandbox_port)
     playing = [
         RuntimeSpec(
@@ -230,33 +270,76 @@ def runtime_specs(settings: Settings, env: Mapping[str, str]) -> list[RuntimeSpe
     ]
     return [
         *(playing if sandbox_wanted(settings) else []),
-        *(
-            # The API processes share the port (SO_REUSEPORT); events cross them through Redis.
-            RuntimeSpec(
-                name="http" if i == 1 else f"http-{i}",
-                argv=(sys.executable, "-m", "entrypoints.http"),
-                env=env,
-                url=http,
-                health_url=f"{http}/health/ready",
-            )
-            for i in range(1, settings.http_workers + 1)
-        ),
+        *(runtime_spec(settings, env, HTTP, i) for i in range(1, settings.http_workers + 1)),
         RuntimeSpec(  # the gRPC API (docs/grpc.md); its readiness is its gRPC health service, not a URL
             name="grpc",
             argv=(sys.executable, "-m", "entrypoints.grpc"),
             env=env,
             url=f"grpc://{http_base(settings.host, settings.grpc_port).removeprefix('http://')}",
         ),
-        *(
-            RuntimeSpec(
-                name=kind if i == 1 else f"{kind}-{i}",
-                argv=(sys.executable, "-m", "entrypoints.workers", kind),
-                env=env,
-            )
-            for kind in WORKERS
-            for i in range(1, worker_count(settings, kind) + 1)
-        ),
+        *(runtime_spec(settings, env, kind, i) for kind in WORKERS for i in range(1, worker_count(settings, kind) + 1)),
     ]
+
+
+def check_scale(kind: str, count: int) -> None:
+    """Refuse a count `chat4all scale` must not apply, with a message that names the problem (ValueError)."""
+    if kind == "telegram-updates":
+        raise ValueError("telegram-updates cannot be scaled: Telegram refuses a second getUpdates poller")
+    if kind not in SCALABLE_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; one of {', '.join(SCALABLE_KINDS)}")
+    low, high = MIN_PROCESSES[kind], MAX_PROCESSES[kind]
+    if not low <= count <= high:
+        raise ValueError(f"{kind}={count}: between {low} and {high} processes")
+
+
+def parse_scale(args: Sequence[str]) -> dict[str, int]:
+    """``["router=3", "channels=2"]`` -> ``{"router": 3, "channels": 2}``; ValueError naming the first bad one."""
+    if not args:
+        raise ValueError("say what to scale: KIND=N, e.g. router=3")
+    counts: dict[str, int] = {}
+    for arg in args:
+        kind, sep, raw = (part.strip() for part in arg.partition("="))
+        if not sep or not kind or not raw:
+            raise ValueError(f"{arg!r} is not KIND=N (e.g. router=3)")
+        try:
+            count = int(raw)
+        except ValueError:
+            raise ValueError(f"{arg!r}: {raw!r} is not a whole number") from None
+        if kind in counts:
+            raise ValueError(f"{kind} is given twice")
+        check_scale(kind, count)
+        counts[kind] = count
+    return counts
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """What turns the running runtimes into the wanted counts: ``start`` as (kind, index), ``stop`` as names."""
+
+    start: tuple[tuple[str, int], ...] = ()
+    stop: tuple[str, ...] = ()
+
+
+def plan_scale(current: Iterable[str], wanted: Mapping[str, int]) -> ScalePlan:
+    """Pure: the runtimes to start and stop so each kind of ``wanted`` runs ``kind``, ``kind-2`` ... ``kind-N``.
+
+    Kinds not in ``wanted`` are left alone. The highest-numbered processes go first, so the names left are always
+    1..N, the ones `up` itself would have started with that count.
+    """
+    names = list(current)
+    start: list[tuple[str, int]] = []
+    stop: list[str] = []
+    for kind, count in wanted.items():
+        running = {i: name for name in names if (i := runtime_index(name, kind)) is not None}
+        start.extend((kind, i) for i in range(1, count + 1) if i not in running)
+        stop.extend(running[i] for i in sorted(running, reverse=True) if i > count)
+    return ScalePlan(tuple(start), tuple(stop))
+
+
+def kind_counts(names: Iterable[str], kinds: Iterable[str] = SCALABLE_KINDS) -> dict[str, int]:
+    """How many runtimes of each of ``kinds`` there are among ``names``."""
+    listed = list(names)
+    return {kind: sum(runtime_index(name, kind) is not None for name in listed) for kind in kinds}
 
 
 def worker_count(settings: Settings, kind: str) -> int:

@@ -17,6 +17,10 @@ from entrypoints.stack.supervisor import group_alive
 
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
+SCALE_FILE = "scale.json"
+SCALE_SIGNAL = signal.SIGUSR1
+"""What `chat4all scale` sends the supervisor after writing scale.json. Not SIGHUP: that one is a hang-up (the
+terminal of `make up` closed) and stops the stack, as SIGINT and SIGTERM do."""
 
 
 def state_path(data_dir: Path) -> Path:
@@ -63,6 +67,40 @@ def write_state(data_dir: Path, state: dict[str, Any]) -> None:
 def remove_state(data_dir: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         state_path(data_dir).unlink()
+
+
+def scale_path(data_dir: Path) -> Path:
+    return data_dir / SCALE_FILE
+
+
+def read_scale_request(data_dir: Path) -> dict[str, int]:
+    """The process counts `chat4all scale` asked the running stack for (``{}`` when none); ValueError if unreadable.
+
+    The counts are not checked here: the supervisor checks them again, since anyone may write the file.
+    """
+    try:
+        data = json.loads(scale_path(data_dir).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{scale_path(data_dir)} is unreadable: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(k, str) and type(v) is int for k, v in data.items()):
+        raise ValueError(f"{scale_path(data_dir)} is not an object of process counts")
+    return data
+
+
+def write_scale_request(data_dir: Path, counts: dict[str, int]) -> None:
+    """Replace scale.json atomically, so the supervisor never reads half a request."""
+    path = scale_path(data_dir)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def remove_scale_request(data_dir: Path) -> None:
+    """Counts asked of an earlier run of `up` do not carry over: each run starts from its settings."""
+    with contextlib.suppress(FileNotFoundError):
+        scale_path(data_dir).unlink()
 
 
 def supervisor_alive(state: dict[str, Any] | None) -> bool:

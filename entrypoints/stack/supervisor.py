@@ -248,11 +248,50 @@ class Supervisor:
                 time.sleep(0.2)
         return ready
 
+    def add(self, spec: RuntimeSpec) -> Runtime:
+        """Start one more runtime and supervise it like the others (``chat4all scale`` adds workers at run time)."""
+        if self.stopped:
+            raise RuntimeError(f"cannot add runtime {spec.name}: the supervisor is stopped")
+        if any(rt.name == spec.name for rt in self.runtimes):
+            raise ValueError(f"runtime names must be unique: {spec.name} is supervised already")
+        rt = Runtime(spec)
+        self.runtimes.append(rt)
+        if self._spawn(rt):
+            log.info("runtime %s added (pid %d)", rt.name, rt.pid)
+        self._changed()
+        return rt
+
+    def remove(self, *names: str) -> None:
+        """Stop these runtimes for good, like :meth:`stop` does (SIGTERM, ``stop_timeout``, SIGKILL), and forget them.
+
+        They leave :attr:`runtimes` before they are signalled, so no :meth:`poll` restarts them. Several names are
+        stopped together: scaling down from four to one waits ``stop_timeout`` at most once, not three times.
+        """
+        unknown = [name for name in names if all(rt.name != name for rt in self.runtimes)]
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        leaving = [rt for rt in self.runtimes if rt.name in names]
+        self.runtimes = [rt for rt in self.runtimes if rt.name not in names]
+        self._terminate(leaving)
+        for rt in leaving:
+            log.info(
+                "runtime %s removed (pid %s, %s)",
+                rt.name,
+                rt.pid,
+                "never started" if rt.last_exit is None else describe_exit(rt.last_exit),
+            )
+        self._changed()
+
     def stop(self) -> None:
         """SIGTERM every runtime's process group, wait ``stop_timeout``, SIGKILL what is left."""
         self.stopped = True
+        self._terminate(self.runtimes)
+        self._changed()
+
+    def _terminate(self, runtimes: Sequence[Runtime]) -> None:
+        """SIGTERM the process groups of ``runtimes`` at once, wait ``stop_timeout`` for them all, SIGKILL the rest."""
         groups: dict[int, Runtime] = {}
-        for rt in self.runtimes:
+        for rt in runtimes:
             rt.restart_at = None
             if rt.process is not None:
                 groups[rt.process.pid] = rt
@@ -283,4 +322,3 @@ class Supervisor:
                     log.error("runtime %s (pid %d) survived SIGKILL", rt.name, pgid)
                 rt.last_exit = process.returncode
             rt.process = None
-        self._changed()

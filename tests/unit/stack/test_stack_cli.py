@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -34,12 +35,13 @@ from entrypoints.stack.runtimes import (
     redact_url,
     reset_metrics_dir,
     runtime_env,
+    runtime_name,
     runtime_ports,
     runtime_specs,
     sandbox_env,
     sandbox_wanted,
 )
-from entrypoints.stack.state import StackLock, create_time, read_state, write_state
+from entrypoints.stack.state import StackLock, create_time, read_state, write_scale_request, write_state
 from entrypoints.stack.supervisor import RuntimeSpec
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
@@ -393,6 +395,73 @@ def test_up_supervises_until_sigterm(
     assert read_state(tmp_path) is None  # removed on the way out
     with pytest.raises(ProcessLookupError):
         os.kill(rt["pid"], 0)
+
+
+def test_scale_starts_and_stops_workers_of_a_running_up(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`up` in process on fake runtimes; another thread runs `chat4all scale` against it, as another process would."""
+    caplog.set_level(logging.INFO, logger="chat4all.stack")
+    monkeypatch.setattr(commands, "migrate_database", lambda url: [])
+    monkeypatch.setattr(commands, "ensure_kafka_topics", lambda b, s, **kw: [])
+    built: list[tuple[str, int, dict[str, str]]] = []
+
+    def fake_spec(settings: Settings, runtime_env: dict[str, str], kind: str, index: int) -> RuntimeSpec:
+        built.append((kind, index, runtime_env))
+        return RuntimeSpec(runtime_name(kind, index), SLEEPER, env=runtime_env)
+
+    monkeypatch.setattr(commands, "runtime_spec", fake_spec)
+    monkeypatch.setattr(commands, "runtime_specs", lambda settings, e: [fake_spec(settings, e, "router", 1)])
+    write_scale_request(tmp_path, {"sweeper": 2})  # left by an earlier run: not for this one
+    results: list[tuple[str, int, dict[str, Any]]] = []
+
+    def scale_up_then_down(state: dict[str, Any]) -> bool:
+        results.append(("first", 0, state))
+        for label, wanted in (("up", {"router": 3, "push": 1}), ("down", {"router": 1, "push": 0})):
+            code = commands.scale(tmp_path, wanted, timeout=20)
+            results.append((label, code, read_state(tmp_path) or {}))
+        return True
+
+    seen: dict[str, Any] = {}
+    killer = sigterm_once(tmp_path, seen, scale_up_then_down)
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://x/y", kafka_bootstrap="k:1", http_port=0)
+    code = commands.up(settings, {"PATH": os.environ["PATH"]}, stop_timeout=5)
+    killer.join()
+    assert code == 0
+    [(_, _, first), (_, up_code, scaled), (_, down_code, back)] = results
+
+    def names(state: dict[str, Any]) -> list[str]:
+        return [rt["name"] for rt in state["runtimes"]]
+
+    assert names(first) == ["router"]
+    assert up_code == 0
+    # no sweeper: the stale scale.json was dropped when `up` started, so the command's request did not join it
+    assert sorted(names(scaled)) == ["push", "router", "router-2", "router-3"]
+    assert scaled["runtimes"][0]["pid"] == first["runtimes"][0]["pid"]  # nothing else restarted
+    assert sorted((kind, index) for kind, index, _ in built) == [
+        ("push", 1),
+        ("router", 1),
+        ("router", 2),
+        ("router", 3),
+    ]
+    assert all(e is built[0][2] for _, _, e in built)  # the stack's own environment
+    assert down_code == 0
+    assert names(back) == ["router"]
+    assert back["runtimes"][0]["pid"] == first["runtimes"][0]["pid"]
+    for rt in scaled["runtimes"]:  # the ones scaled away are stopped, not left behind
+        if rt["name"] == "router":
+            continue
+        with pytest.raises(ProcessLookupError):
+            os.kill(rt["pid"], 0)
+    out = capsys.readouterr().out
+    assert "router-3" in out  # the table printed once scaled
+    messages = [r.getMessage() for r in caplog.records]
+    for line in ("scaled router: 1 -> 3", "scaled push: 0 -> 1", "scaled router: 3 -> 1", "scaled push: 1 -> 0"):
+        assert line in messages
 
 
 class FakeBroker:

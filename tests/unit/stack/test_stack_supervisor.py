@@ -295,3 +295,131 @@ def test_wait_ready_gives_up_after_the_timeout(supervise: Callable[..., Supervis
     assert sup.wait_ready(timeout=0.5) == {"mute": False}
     assert time.monotonic() - t0 < 3
     assert sup.wait_ready(timeout=10, should_stop=lambda: True) == {"mute": False}
+
+
+# -- add and remove at run time (`chat4all scale`) ---------------------------------------------------------------------
+
+
+def leaving_on_sigterm(marker: Path) -> tuple[str, ...]:
+    """A runtime that, on SIGTERM, writes ``bye`` to ``marker`` and exits 0: a graceful stop leaves evidence."""
+    code = (
+        "import signal, sys, time, pathlib;"
+        f"p = pathlib.Path({str(marker)!r});"
+        "signal.signal(signal.SIGTERM, lambda *a: (p.write_text('bye'), sys.exit(0)));"
+        "p.write_text('ready');"
+        "time.sleep(60)"
+    )
+    return (PY, "-c", code)
+
+
+def test_add_starts_a_runtime_in_its_own_session_and_supervises_it(supervise: Callable[..., Supervisor]) -> None:
+    changes: list[list[str]] = []
+    sup = supervise(
+        RuntimeSpec("one", SLEEPER),
+        backoff=Backoff(initial=0.05),
+        on_change=lambda s: changes.append([rt.name for rt in s.runtimes]),
+    )
+    sup.start()
+    one = sup["one"].pid
+    rt = sup.add(RuntimeSpec("two", SLEEPER))
+    assert rt is sup["two"]
+    assert [r.name for r in sup.runtimes] == ["one", "two"]
+    assert changes[-1] == ["one", "two"]  # stack.json is saved with it
+    assert rt.running
+    assert rt.pid is not None
+    assert os.getpgid(rt.pid) == rt.pid
+    assert sup["one"].pid == one  # the others are left alone
+    first = rt.pid
+    os.kill(first, signal.SIGKILL)
+    poll_until(sup, lambda: sup["two"].restarts == 1 and sup["two"].running)
+    assert sup["two"].pid != first
+    sup.stop()
+    assert gone(sup["two"].pid or 0)
+
+
+def test_add_refuses_a_name_in_use_and_a_stopped_supervisor(supervise: Callable[..., Supervisor]) -> None:
+    sup = supervise(RuntimeSpec("one", SLEEPER))
+    sup.start()
+    with pytest.raises(ValueError, match="unique"):
+        sup.add(RuntimeSpec("one", SLEEPER))
+    assert len(sup.runtimes) == 1
+    sup.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        sup.add(RuntimeSpec("two", SLEEPER))
+    assert [r.name for r in sup.runtimes] == ["one"]
+
+
+def test_remove_stops_one_runtime_gracefully_and_never_restarts_it(
+    supervise: Callable[..., Supervisor], tmp_path: Path
+) -> None:
+    marker = tmp_path / "leaver"
+    changes: list[list[str]] = []
+    sup = supervise(
+        RuntimeSpec("stays", SLEEPER),
+        RuntimeSpec("leaves", leaving_on_sigterm(marker)),
+        backoff=Backoff(initial=0.01),
+        on_change=lambda s: changes.append([rt.name for rt in s.runtimes]),
+    )
+    sup.start()
+    wait_for(lambda: marker.exists() and marker.read_text() == "ready")
+    stays, leaves = sup["stays"].pid, sup["leaves"].pid
+    assert leaves is not None
+    sup.remove("leaves")
+    assert marker.read_text() == "bye"  # SIGTERM first, and it had the time to finish
+    assert gone(leaves)
+    assert [rt.name for rt in sup.runtimes] == ["stays"]
+    assert changes[-1] == ["stays"]
+    with pytest.raises(KeyError):
+        sup["leaves"]
+    for _ in range(20):  # whatever the backoff, nothing brings it back
+        sup.poll()
+    assert [rt.name for rt in sup.runtimes] == ["stays"]
+    assert sup["stays"].pid == stays
+    assert sup["stays"].running
+
+
+def test_remove_kills_what_ignores_sigterm_after_the_timeout_and_its_whole_group(
+    supervise: Callable[..., Supervisor], tmp_path: Path
+) -> None:
+    stubborn, parent = tmp_path / "stubborn", tmp_path / "child.pid"
+    sup = supervise(
+        RuntimeSpec("stubborn", ignoring_sigterm(stubborn)),
+        RuntimeSpec("parent", with_child(parent)),
+        RuntimeSpec("stays", SLEEPER),
+        stop_timeout=0.5,
+    )
+    sup.start()
+    wait_for(lambda: stubborn.exists() and parent.exists() and parent.read_text())
+    grandchild = int(parent.read_text())
+    pids = [sup["stubborn"].pid, sup["parent"].pid]
+    t0 = time.monotonic()
+    sup.remove("stubborn", "parent")  # together: one stop_timeout, not one each
+    took = time.monotonic() - t0
+    assert 0.5 <= took < 3
+    assert all(pid is not None and gone(pid) for pid in pids)
+    wait_for(lambda: gone(grandchild), timeout=3)
+    assert [rt.name for rt in sup.runtimes] == ["stays"]
+    assert sup["stays"].running
+
+
+def test_remove_of_an_unknown_name_changes_nothing(supervise: Callable[..., Supervisor]) -> None:
+    sup = supervise(RuntimeSpec("one", SLEEPER))
+    sup.start()
+    with pytest.raises(KeyError, match="nope"):
+        sup.remove("one", "nope")
+    assert sup["one"].running
+
+
+def test_a_crashed_runtime_that_is_removed_while_it_waits_for_its_restart_stays_gone(
+    supervise: Callable[..., Supervisor],
+) -> None:
+    sup = supervise(RuntimeSpec("crasher", CRASHER), backoff=Backoff(initial=0.2))
+    sup.start()
+    poll_until(sup, lambda: sup["crasher"].restart_at is not None and not sup["crasher"].running)
+    sup.remove("crasher")
+    assert sup.runtimes == []
+    deadline = time.monotonic() + 0.5  # past the restart it had been given
+    while time.monotonic() < deadline:
+        assert not sup.poll()
+        time.sleep(0.02)
+    assert sup.runtimes == []
