@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -146,6 +147,12 @@ class Settings(BaseSettings):
     group_max: int = Field(default=100, ge=3, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, description="cap on request bodies outside the file routes")
     max_file_size: int = Field(default=2 * 1024**3, ge=1, description="largest file an upload may declare (413 above)")
+    forwarded_allow_ips: str | None = Field(
+        default=None,
+        description="the proxies the HTTP API believes about the client: comma-separated IP addresses or networks "
+        "(CIDR); a request from one of them has the address its X-Forwarded-For names (and the scheme of "
+        "X-Forwarded-Proto). Unset: none, every client is its peer's address",
+    )
     public_url: str | None = Field(
         default=None, description="the HTTP API's URL as clients reach it (download links); unset: the listen address"
     )
@@ -161,6 +168,12 @@ class Settings(BaseSettings):
     s3_bucket: str = "chat4all"
     s3_region: str | None = None
     s3_secure: bool = Field(default=True, description="HTTPS to the S3 endpoint")
+    s3_public_endpoint: str | None = Field(
+        default=None,
+        description="the S3 endpoint as clients reach it, host:port: presigned links (downloads, direct-upload "
+        "parts) name it and are signed for it, while the runtimes keep talking to s3_endpoint; unset: s3_endpoint",
+    )
+    s3_public_secure: bool | None = Field(default=None, description="HTTPS in the presigned links; unset: as s3_secure")
     s3_timeout_s: float = Field(
         default=30.0, gt=0, description="longest wait for S3 to accept a connection or send the next bytes"
     )
@@ -284,6 +297,37 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"an http:// or https:// URL, not {value!r}")
         return value.rstrip("/")
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: str | None) -> str | None:
+        """IP addresses and networks only: uvicorn takes anything else (a typo, a network with host bits set)
+        for a literal that never matches, and "*" would let every client name its own address."""
+        if value is None:
+            return None
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not items:
+            raise ValueError("name at least one IP address or network")
+        for item in items:
+            try:
+                ipaddress.ip_network(item) if "/" in item else ipaddress.ip_address(item)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network (CIDR): {exc}") from exc
+        return ",".join(items)
+
+    @field_validator("s3_public_endpoint")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(f"//{value}")
+        try:
+            port_ok = parts.port != 0  # a port that is not a number from 1 to 65535 raises
+        except ValueError:
+            port_ok = False
+        if not (parts.hostname and parts.netloc == value and "@" not in value and port_ok):
+            raise ValueError(f"host or host:port, without a scheme or a path, not {value!r}")
+        return value
 
     @field_validator("rate_limits")
     @classmethod

@@ -10,7 +10,7 @@ import hmac
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from adapters.storage.filesystem import FilesystemObjectStore
 from application.ports import ObjectStore
@@ -38,6 +38,7 @@ async def object_store_for(settings: Settings) -> AsyncIterator[ObjectStore]:
             secure=settings.s3_secure,
             region=settings.s3_region,
             session=s3_session(settings.s3_timeout_s),
+            server_url=s3_public_url(settings),
         )
         await ensure_bucket(client, settings.s3_bucket)
         try:
@@ -54,6 +55,33 @@ async def object_store_for(settings: Settings) -> AsyncIterator[ObjectStore]:
         secret=files_url_key(jwt.get_secret_value()) if jwt is not None else secrets.token_bytes(32),
         public_base_url=http_base_url(settings),
     )
+
+
+def s3_public_url(settings: Settings) -> str | None:
+    """The S3 endpoint presigned links name (CHAT4ALL_S3_PUBLIC_ENDPOINT), as a URL; None: the endpoint itself.
+
+    miniopy-async builds and signs presigned URLs for its ``server_url`` (a SigV4 signature covers the Host
+    header, so a link rewritten afterwards would be refused) and sends every request to its endpoint. The
+    bucket's region, part of the signature, comes from CHAT4ALL_S3_REGION or is asked once of the endpoint,
+    never of the public one, which the runtimes may not reach.
+    """
+    if settings.s3_public_endpoint is None:
+        return None
+    secure = settings.s3_secure if settings.s3_public_secure is None else settings.s3_public_secure
+    return f"{'https' if secure else 'http'}://{settings.s3_public_endpoint}"
+
+
+@runtime_checkable
+class CheckedStore(Protocol):
+    """A store that can tell whether it is usable (the S3 and filesystem stores)."""
+
+    async def ready(self) -> bool: ...
+
+
+async def store_ready(store: ObjectStore) -> bool:
+    """Whether ``store`` can take files now (raising says why not); a store that cannot fail (the in-memory
+    one of the tests) always can."""
+    return await store.ready() if isinstance(store, CheckedStore) else True
 
 
 def files_url_key(jwt_secret: str) -> bytes:

@@ -232,6 +232,18 @@ class FilesystemObjectStore:
             with _disk_errors():
                 await asyncio.to_thread(_discard, out, tmp)
 
+    # --- health ------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        """True when a file can be written where uploads and objects go (a byte each, in unnamed files).
+
+        Raises:
+            StorageUnavailable: the disk refuses (read-only, full, gone, failing).
+        """
+        with _disk_errors():
+            await asyncio.to_thread(_probe_writes, (self._uploads, self._objects))
+        return True
+
     # --- objects -----------------------------------------------------------------------
 
     async def read(self, key: str) -> AsyncGenerator[bytes, None]:  # closable: a reader may stop early
@@ -428,6 +440,18 @@ class FilesystemObjectStore:
 
 def _mkstemp(directory: Path, suffix: str) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=_TMP, suffix=suffix, dir=directory)
+
+
+def _probe_writes(directories: Sequence[Path]) -> None:
+    """Write a byte in each of ``directories``, in a file that is gone once closed.
+
+    Not synced: the filesystem refuses a read-only mount, a missing directory, a full disk (space is
+    reserved at write time) without it, and an fsync behind a busy disk's writeback could take seconds.
+    """
+    for directory in directories:
+        with tempfile.TemporaryFile(dir=directory, prefix=_TMP) as probe:
+            probe.write(b"0")
+            probe.flush()
 
 
 def _write_atomically(path: Path, content: bytes) -> None:

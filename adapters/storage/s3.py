@@ -103,6 +103,18 @@ class S3ObjectStore:
         # its memory does not grow with the clients' concurrency. More wait their turn.
         self._parts_in_memory = asyncio.Semaphore(parts_in_memory)
 
+    # --- health ------------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        """Whether the bucket exists, asked of S3 (a HEAD of the bucket: one cheap request).
+
+        Raises:
+            StorageUnavailable: S3 cannot be reached, or fails.
+            S3Error: S3 refused (``AccessDenied``: the credentials).
+        """
+        with _unavailable():
+            return await self._client.bucket_exists(self._bucket)
+
     # --- uploads -----------------------------------------------------------------------
 
     async def start_upload(self, key: str, *, part_size: int | None = None) -> str:  # S3 parts stand alone

@@ -49,6 +49,34 @@ def asgi_app() -> Litestar:
     return application
 
 
+APP_FACTORY = "entrypoints.http.__main__:asgi_app"
+
+
+def server_config(settings: Settings, app: str | Litestar, *, workers: int = 1) -> uvicorn.Config:
+    """uvicorn's settings for the API: ``app`` is the factory's import path, or an app (the tests').
+
+    X-Forwarded-For and X-Forwarded-Proto are believed only from the proxies of CHAT4ALL_FORWARDED_ALLOW_IPS
+    (uvicorn's ProxyHeadersMiddleware then rewrites the request's client address and scheme, which the
+    per-address limits and the traces read); without it they are ignored, so no client can name its own address.
+    """
+    trusted = settings.forwarded_allow_ips
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        host=settings.host,
+        port=settings.http_port,
+        workers=workers,
+        log_level=settings.log_level,
+        log_config=None,  # keep our handler: uvicorn's own records go through it
+        access_log=False,
+        proxy_headers=trusted is not None,
+        forwarded_allow_ips=trusted,
+        timeout_graceful_shutdown=10,
+        ws_max_size=settings.ws_max_frame_bytes,  # a bigger client frame closes the socket with 1009
+        ws_per_message_deflate=settings.ws_compression,
+    )
+
+
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, runtime="http")
@@ -64,20 +92,7 @@ def main() -> None:
     # Build the app once here: uvicorn's multi-worker parent would respawn workers that fail to
     # import forever, hiding the error from the supervisor; failing here exits the runtime instead.
     asgi_app()
-    config = uvicorn.Config(
-        "entrypoints.http.__main__:asgi_app",
-        factory=True,
-        host=settings.host,
-        port=settings.http_port,
-        workers=workers,
-        log_level=settings.log_level,
-        log_config=None,  # keep our handler: uvicorn's own records go through it
-        access_log=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-        ws_max_size=settings.ws_max_frame_bytes,  # a bigger client frame closes the socket with 1009
-        ws_per_message_deflate=settings.ws_compression,
-    )
+    config = server_config(settings, APP_FACTORY, workers=workers)
     if shared_port:
         uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.http_port)])
     elif workers > 1:

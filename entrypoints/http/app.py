@@ -35,6 +35,7 @@ from entrypoints.http.controllers import (
 )
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
 from entrypoints.http.files import FilesController, blob
+from entrypoints.http.health import api_readiness
 from entrypoints.http.metrics import request_metrics
 from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
 from entrypoints.http.subscriptions import WebhooksController
@@ -59,15 +60,21 @@ async def live() -> s.Health:
     return s.Health(status="ok")
 
 
+READY_RETRY_AFTER_S = 5
+"""What a 503 of /health/ready asks a caller to wait: about a readiness probe's period."""
+
+
 @get("/health/ready", opt=PUBLIC, operation_id="ready", tags=["operations"])
 async def ready(state: State) -> Response[s.Health]:
-    """Every backing service answers."""
+    """Every backing service this process needs answers: PostgreSQL, Redis (when configured) and the file store
+    (`checks` names each); 503 when one does not. Kafka is not checked: the API reaches it through the outbox."""
     checks = await state.readiness()
     ok = all(checks.values())
     return Response(
         s.Health(status="ok" if ok else "unavailable", checks=checks),
         status_code=200 if ok else 503,
         media_type="application/json" if ok else PROBLEM_JSON,
+        headers=None if ok else {"Retry-After": str(READY_RETRY_AFTER_S)},
     )
 
 
@@ -121,7 +128,9 @@ def create_app(container: Container, settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await resolve(container.init_resources)
         app.state.bus = await resolve(container.bus)
-        app.state.readiness = await resolve(container.readiness)
+        app.state.readiness = api_readiness(
+            await resolve(container.readiness), redis, await resolve(container.object_store)
+        )
         app.state.inbound = await resolve(container.inbound)
         app.state.webhooks = webhooks_for(settings)
         app.state.files = await resolve(container.files)

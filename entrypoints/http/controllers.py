@@ -61,8 +61,8 @@ class _TokenOperation(Operation):
 
 
 def client_address(request: Request[Any, Any, Any]) -> str | None:
-    """The peer's address, which the limits of calls without a token count by (behind a proxy: the proxy's,
-    unless the server is told to trust its forwarded headers)."""
+    """The client's address, which the limits of calls without a token count by: the peer's, or, when the peer
+    is a proxy of CHAT4ALL_FORWARDED_ALLOW_IPS, the address its X-Forwarded-For names (uvicorn rewrote it)."""
     return request.client.host if request.client is not None else None
 
 

@@ -40,4 +40,5 @@ async def test_ready_is_503_problem_when_the_database_is_down() -> None:
         r = await client.get("/health/ready")
     assert r.status_code == 503
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert r.json()["checks"] == {"database": False}
+    assert r.json()["checks"] == {"database": False, "storage": True}
+    assert r.headers["retry-after"] == "5"

@@ -164,7 +164,7 @@ async def test_history_status_and_read(api: Api) -> None:
 async def test_operations_endpoints(api: Api) -> None:
     assert (await api.client.get("/health/live")).json()["status"] == "ok"
     ready = await api.client.get("/health/ready")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "storage": True}
     schema = await api.client.get("/schema/openapi.json")
     assert schema.status_code == 200 and "/v1/messages" in schema.json()["paths"]
     assert (await api.client.get("/v1/me")).status_code == 401

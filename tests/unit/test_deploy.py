@@ -2,10 +2,12 @@
 cluster): the compose file against the compose-spec schema, every manifest against the Kubernetes schemas
 (kubernetes-validate), the Dockerfile with hadolint, and all of them against the code: every runtime and worker
 kind runs, from the one image, with replicas, probes and budgets; every CHAT4ALL_* variable is a real setting;
-the topics are the platform's, with 3 replicas. deploy/README.md says what this does not cover."""
+the topics are created by the image's `chat4all topics`, with 3 replicas; the APIs believe forwarded addresses
+from the edge only. deploy/README.md says what this does not cover."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -21,7 +23,6 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from check_jsonschema.builtin_schemas import get_builtin_schema  # type: ignore[import-untyped]
 
-from application.topics import all_topics
 from domain.channels import PLATFORMS
 from entrypoints.settings import WORKER_KINDS, Settings
 
@@ -127,11 +128,14 @@ def settings_variables() -> set[str]:
 
 
 def runtime_of(command: list[str]) -> tuple[str, ...]:
-    """What a Chat4All command of deploy/ runs: ("api",), ("grpc",), ("worker", kind) or ("migrate",)."""
+    """What a Chat4All command of deploy/ runs: ("api",), ("grpc",), ("worker", kind), ("migrate",) or
+    ("topics",)."""
     if command == ["python", "-m", "entrypoints.http"]:
         return ("api",)
     if command == ["chat4all", "migrate"]:
         return ("migrate",)
+    if command == ["chat4all", "topics"]:
+        return ("topics",)
     if command == ["python", "-m", "entrypoints.grpc"]:
         return ("grpc",)
     if command[:3] == ["python", "-m", "entrypoints.workers"] and len(command) == 4:
@@ -170,6 +174,7 @@ def test_compose_runs_every_runtime_and_worker_kind_from_the_one_image() -> None
     ours = chat4all_services()
     runs = {name: runtime_of(s["command"]) for name, s in ours.items()}
     assert runs == {
+        "kafka-topics": ("topics",),
         "chat4all-migrate": ("migrate",),
         "chat4all-api": ("api",),
         "chat4all-grpc": ("grpc",),
@@ -207,17 +212,21 @@ def test_compose_kafka_is_three_kraft_brokers_with_three_replicas_and_two_in_syn
     assert set(bootstrap.split(",")) == {f"{name}:9092" for name in brokers}
 
 
-def test_compose_creates_the_platforms_topics_before_the_apps_start() -> None:
+def test_compose_creates_the_platforms_topics_before_the_apps_start(monkeypatch: pytest.MonkeyPatch) -> None:
     topics = service("kafka-topics")
-    env = topics["environment"]
-    assert env["TOPICS"].split() == all_topics()
-    assert (int(env["REPLICATION_FACTOR"]), int(env["MIN_INSYNC_REPLICAS"])) == (3, 2)
-    script = topics["command"][0]
-    for flag in ("--replication-factor", "--partitions", "--if-not-exists", "min.insync.replicas"):
-        assert flag in script
-    assert {f"kafka-{i}" for i in (1, 2, 3)} <= set(topics["depends_on"])
+    assert runtime_of(topics["command"]) == ("topics",)
+    assert topics["restart"] == "no"
+    env = {k: resolved(str(v)) for k, v in topics["environment"].items()}
+    settings = settings_from(env, monkeypatch)
+    assert settings.kafka_bootstrap == service("chat4all-api")["environment"]["CHAT4ALL_KAFKA_BOOTSTRAP"]
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    assert topics["environment"]["CHAT4ALL_KAFKA_PARTITIONS"] == "${CHAT4ALL_KAFKA_PARTITIONS:-8}"
+    # It needs the brokers only: no database, no secrets.
+    assert settings.database_url is None and settings.jwt_secret is None
+    waits = {dep: cond["condition"] for dep, cond in topics["depends_on"].items()}
+    assert waits == {f"kafka-{i}": "service_healthy" for i in (1, 2, 3)}
     for name, s in chat4all_services().items():
-        if name == "chat4all-migrate":
+        if name in ("chat4all-migrate", "kafka-topics"):
             continue
         waits = {dep: cond["condition"] for dep, cond in s["depends_on"].items()}
         assert waits["kafka-topics"] == waits["chat4all-migrate"] == "service_completed_successfully", name
@@ -268,6 +277,9 @@ def test_compose_has_the_backing_services_and_uses_them() -> None:
     env = service("chat4all-api")["environment"]
     assert env["CHAT4ALL_STORAGE"] == "s3"
     assert resolved(env["CHAT4ALL_S3_ENDPOINT"]) == "minio:9000"
+    # Links name MinIO as published on the host, where a browser there reaches it.
+    assert resolved(env["CHAT4ALL_S3_PUBLIC_ENDPOINT"]) == "localhost:9000"
+    assert "127.0.0.1:9000:9000" in service("minio")["ports"]
     assert "@postgres:5432/" in env["CHAT4ALL_DATABASE_URL"]
     assert "@redis:6379/" in env["CHAT4ALL_REDIS_URL"]
 
@@ -282,12 +294,26 @@ def test_compose_files_it_mounts_exist() -> None:
 
 def test_compose_settings_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, s in chat4all_services().items():
+        if name == "kafka-topics":  # its own few settings (above)
+            continue
         env = {k: resolved(str(v)) for k, v in s["environment"].items()}
         settings = settings_from(env, monkeypatch)
         assert settings.database_url is not None, name
         assert settings.kafka_bootstrap is not None, name
         assert settings.redis_url is not None, name
-        assert settings.rate_limits == {"anonymous": None}, name
+        assert settings.rate_limiting and settings.rate_limits == {}, name  # the anonymous limit included
+
+
+def test_compose_apis_believe_forwarded_addresses_from_the_edge_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    (network,) = compose()["networks"]["default"]["ipam"]["config"]
+    subnet, handed_out = ipaddress.ip_network(network["subnet"]), ipaddress.ip_network(network["ip_range"])
+    edge = ipaddress.ip_address(service("edge")["networks"]["default"]["ipv4_address"])
+    # The edge's address is fixed, and no other container can be given it.
+    assert edge in subnet and edge not in handed_out and handed_out.subnet_of(subnet)  # type: ignore[arg-type]
+    for name in ("chat4all-api", "chat4all-grpc", *(f"chat4all-{kind}" for kind in WORKERS)):
+        env = {k: resolved(str(v)) for k, v in service(name)["environment"].items()}
+        assert settings_from(env, monkeypatch).forwarded_allow_ips == str(edge), name
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in NGINX.read_text()
 
 
 def test_env_example_names_every_variable_compose_reads() -> None:
@@ -519,15 +545,25 @@ def test_k8s_services_select_the_api_pods() -> None:
         assert services[name]["spec"]["ports"][0]["targetPort"] == "grpc"
 
 
-def test_k8s_topics_job_creates_the_platforms_topics_with_three_replicas() -> None:
+def test_k8s_topics_job_runs_chat4all_topics_with_three_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
     (job,) = resources("Job").values()
-    (container,) = job["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-    assert env["TOPICS"].split() == all_topics()
-    assert (int(env["REPLICATION_FACTOR"]), int(env["MIN_INSYNC_REPLICAS"])) == (3, 2)
-    assert env["BOOTSTRAP"] == {"configMapKeyRef": {"name": "chat4all-config", "key": "CHAT4ALL_KAFKA_BOOTSTRAP"}}
-    assert env["PARTITIONS"] == {"configMapKeyRef": {"name": "chat4all-config", "key": "CHAT4ALL_KAFKA_PARTITIONS"}}
-    assert container["args"][0] == service("kafka-topics")["command"][0].replace("$$", "$")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "chat4all"
+    assert runtime_of(container["command"]) == ("topics",)
+    assert "args" not in container
+    assert [ref["configMapRef"]["name"] for ref in container["envFrom"]] == ["chat4all-config"]
+    assert container_env(container) == {
+        "CHAT4ALL_KAFKA_REPLICATION_FACTOR": "3",
+        "CHAT4ALL_KAFKA_MIN_INSYNC_REPLICAS": "2",
+    }
+    settings = settings_from({**config_map(), **container_env(container)}, monkeypatch)
+    assert settings.kafka_bootstrap == config_map()["CHAT4ALL_KAFKA_BOOTSTRAP"]
+    assert settings.kafka_partitions == int(config_map()["CHAT4ALL_KAFKA_PARTITIONS"])
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
 
 
 def test_k8s_settings_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -535,7 +571,10 @@ def test_k8s_settings_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     settings = settings_from({**config_map(), **secret["stringData"]}, monkeypatch)
     assert settings.storage == "s3"
     assert settings.http_workers == 1
-    assert settings.rate_limits == {"anonymous": None}
+    assert settings.rate_limiting and settings.rate_limits == {}  # the anonymous limit included
+    # Behind the ingress: its pods' addresses are trusted with X-Forwarded-For.
+    assert settings.forwarded_allow_ips is not None
+    assert settings.s3_public_endpoint is not None and settings.s3_public_endpoint != settings.s3_endpoint
 
 
 # -- both, and the image -----------------------------------------------------------------------------------------

@@ -429,3 +429,28 @@ async def test_completion_hashes_the_object_unless_told_the_caller_has_its_diges
 
     assert await sut.complete_upload(KEY, hashed, [parts[hashed]]) == hashlib.sha256(b"hello").hexdigest()
     assert await sut.complete_upload(KEY, skipped, [parts[skipped]], digest=False) is None
+
+
+async def test_the_store_is_ready_while_it_can_write_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    sut = a_store(tmp_path)
+    assert await sut.ready() is True
+    assert files_under(tmp_path) == []
+
+
+async def test_a_store_whose_directory_is_gone_or_full_is_not_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sut = a_store(tmp_path)
+    shutil.rmtree(tmp_path / "objects")
+    with pytest.raises(StorageUnavailable):
+        await sut.ready()
+
+    sut = a_store(tmp_path)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filesystem.tempfile, "TemporaryFile", full)
+    with pytest.raises(StorageUnavailable) as down:
+        await sut.ready()
+    assert "No space left" in down.value.reason
