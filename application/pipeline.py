@@ -32,6 +32,7 @@ from application.ports import (
     Clock,
     DeliveryKey,
     EarlyReceipt,
+    EarlyWatermark,
     Event,
     EventPublisher,
     OutboundMessage,
@@ -185,21 +186,12 @@ async def jobs_for(
     """
     by_id = {m.id: m for m in messages}
     platform = [k for k in keys if k[2].is_platform and k[0] in by_id]
-    recipients = {k: Participant.from_key(k[1]) for k in platform}
-    user_ids = list({p.user_id for p in recipients.values() if p.user_id is not None})
-    addresses: dict[tuple[UserId, Channel], ChannelAddress] = {
-        (i.user_id, i.channel): i.address for i in await uow.identities.list_for_users(user_ids)
-    }
+    addresses = await _addresses_of(uow, platform)
     jobs: list[DeliveryJob] = []
     unreachable: list[DeliveryKey] = []
     for key in platform:
-        m, r, channel = by_id[key[0]], recipients[key], key[2]
-        if r.kind is ParticipantKind.CONTACT:
-            address = r.address
-        else:
-            assert r.user_id is not None
-            address = addresses.get((r.user_id, channel))
-        if address is None or address.channel is not channel:
+        m, channel, address = by_id[key[0]], key[2], addresses.get(key)
+        if address is None:
             unreachable.append(key)
             continue
         jobs.append(
@@ -226,6 +218,28 @@ async def jobs_for(
             m = by_id[dl.message_id]
             await emit_status(uow.outbox, m.conversation_id, m.sender.key, [dl])
     return jobs
+
+
+async def _addresses_of(uow: UnitOfWork, keys: Sequence[DeliveryKey]) -> dict[DeliveryKey, ChannelAddress]:
+    """The address each platform delivery goes to: the contact's own, or the user's identity on the channel.
+
+    Deliveries whose recipient has no address on their channel are absent.
+    """
+    recipients = {k: Participant.from_key(k[1]) for k in keys}
+    user_ids = list({p.user_id for p in recipients.values() if p.user_id is not None})
+    identities: dict[tuple[UserId, Channel], ChannelAddress] = {
+        (i.user_id, i.channel): i.address for i in await uow.identities.list_for_users(user_ids)
+    }
+    found: dict[DeliveryKey, ChannelAddress] = {}
+    for key, r in recipients.items():
+        if r.kind is ParticipantKind.CONTACT:
+            address = r.address
+        else:
+            assert r.user_id is not None
+            address = identities.get((r.user_id, key[2]))
+        if address is not None and address.channel is key[2]:
+            found[key] = address
+    return found
 
 
 @attrs.frozen
@@ -346,10 +360,11 @@ class Outcome(StrEnum):
     DEAD = "dead"
     """Every attempt failed: the delivery is FAILED and the job went to the dead-letter topic."""
     DEFERRED = "deferred"
-    """The circuit is open, the platform's pace is used up, or another worker may be sending it: offer it again
-    later."""
+    """The circuit is open, the platform's pace is used up, another worker may be sending it, or a send in doubt
+    waits for the platform's echo or for its claim's lease: offer it again later."""
     RECOVERED = "recovered"
-    """A worker died between the platform's acceptance and the ledger: the platform had it, it was not resent."""
+    """A worker died between the platform's acceptance and the ledger: the platform had it (it said so when asked,
+    or echoed it), it was not resent."""
     DISCARDED = "discarded"
     """The delivery no longer exists."""
 
@@ -364,7 +379,7 @@ class JobResult:
     error: str | None = None
     attempts: int = 0
     retry_in: float | None = attrs.field(default=None, kw_only=True)
-    """Deferred by pacing: seconds until the platform may be sent to again."""
+    """Deferred by pacing, or a send in doubt waiting for an echo or a lease: seconds until it may be sent."""
 
 
 @attrs.frozen
@@ -381,7 +396,11 @@ class ChannelDeps:
     gap_limit: int = 500
     """Most earlier, missing deliveries one batch re-builds (see ``_missing_before``)."""
     claim_lease: timedelta = timedelta(seconds=60)
-    """How long an unfinished claim of a platform that cannot be asked (no lookup) blocks a re-send."""
+    """How long an unfinished claim of a platform that can neither be asked nor echoes our sends blocks a re-send."""
+    echo_grace: timedelta = timedelta(seconds=10)
+    """How long after an unfinished claim a platform that echoes our sends has for its echo to complete the
+    ledger; a send still unrecorded then never reached it, and is sent. Must exceed the echo's way here
+    (the platform's webhook, the outbox relay, the status worker), or a send in doubt may go twice."""
     attachments: Attachments | None = None
     """How file messages go out (an attachment or a link); without it they fail."""
     pacer: Pacer | None = None
@@ -389,9 +408,15 @@ class ChannelDeps:
 
 
 async def _send_in_order(
-    d: ChannelDeps, jobs: Sequence[DeliveryJob], claims: Mapping[DeliveryKey, SendClaim], now: datetime
+    d: ChannelDeps,
+    jobs: Sequence[DeliveryJob],
+    claims: Mapping[DeliveryKey, SendClaim],
+    doubts: Mapping[DeliveryKey, JobResult],
 ) -> list[JobResult]:
-    """Send one conversation's jobs in seq order; once one is deferred, the rest wait too."""
+    """Send one conversation's jobs in seq order; once one is deferred, the rest wait too.
+
+    ``doubts`` holds what became of the claims in doubt that were not taken over (see ``_settle_doubts``).
+    """
     results: list[JobResult] = []
     deferred = False
     for job in jobs:
@@ -405,29 +430,75 @@ async def _send_in_order(
         if deferred:
             results.append(JobResult(job, Outcome.DEFERRED, claimed=claim.fresh))
             continue
-        if not claim.fresh:
-            # A claim without an outcome: its worker died mid-send, or is sending right now.
-            settled = await _settle_unknown(d, job, claim, now)
-            if settled is not None:
-                deferred = settled.outcome is Outcome.DEFERRED
-                results.append(settled)
-                continue
-        result = await _send_one(d, job)
+        result = doubts[job.key] if not claim.fresh else await _send_one(d, job)
         deferred = result.outcome is Outcome.DEFERRED
         results.append(result)
     return results
 
 
-async def _settle_unknown(d: ChannelDeps, job: DeliveryJob, claim: SendClaim, now: datetime) -> JobResult | None:
-    """Decide about a job whose earlier send has no known outcome; None means: send it (again)."""
-    if d.connector.capabilities.lookup:
+async def _settle_doubts(
+    d: ChannelDeps, jobs: Sequence[DeliveryJob], claims: Mapping[DeliveryKey, SendClaim], now: datetime
+) -> tuple[dict[DeliveryKey, SendClaim], dict[DeliveryKey, JobResult]]:
+    """Decide about the jobs whose earlier send has no known outcome: its worker died mid-batch, or is sending now.
+
+    Returns the claims, those this worker took over now fresh (to be sent), and the outcome of the
+    others: RECOVERED when the platform has the message (it says so, or its echo completed the
+    ledger), DEFERRED while that may still turn out. What is left goes again, claimed anew:
+
+    - a platform with a lookup is asked at once;
+    - a platform that echoes our sends had ``echo_grace`` since the claim for its echo: a send
+      still unrecorded then never reached it (no second copy, and no minute's wait);
+    - any other platform gets the claim's lease to see it finished, and is then sent to again: at
+      least once beats never (Telegram: a send whose answer was lost may arrive twice).
+    """
+    doubtful = [
+        j for j in jobs if (c := claims.get(j.key)) is not None and c.platform_message_id is None and not c.fresh
+    ]
+    if not doubtful:
+        return dict(claims), {}
+    settled: dict[DeliveryKey, JobResult] = {}
+    candidates: dict[DeliveryKey, datetime] = {}
+    for job in doubtful:
+        outcome = await _doubt(d, job, claims[job.key], now)
+        if outcome is not None:
+            settled[job.key] = outcome
+        else:
+            claimed_at = claims[job.key].claimed_at
+            assert claimed_at is not None
+            candidates[job.key] = claimed_at
+    if not candidates:
+        return dict(claims), settled
+    async with d.pipeline.uow() as uow:
+        recorded = await uow.sends.sent(list(candidates))  # an echo (or the late worker itself) completed it
+        taken = await uow.sends.take_over({k: t for k, t in candidates.items() if k not in recorded}, at=now)
+        await uow.commit()
+    updated = dict(claims)
+    by_key = {j.key: j for j in doubtful}
+    for key in candidates:
+        if key in recorded:
+            settled[key] = JobResult(by_key[key], Outcome.RECOVERED, platform_message_id=recorded[key])
+        elif key in taken:
+            updated[key] = SendClaim(platform_message_id=None, claimed_at=now, fresh=True)
+        else:  # another worker took it over, or the platform's echo came just now
+            settled[key] = JobResult(by_key[key], Outcome.DEFERRED)
+    return updated, settled
+
+
+async def _doubt(d: ChannelDeps, job: DeliveryJob, claim: SendClaim, now: datetime) -> JobResult | None:
+    """What is known of one send in doubt before the ledger is read again; None: it may be taken over."""
+    if claim.claimed_at is None:
+        return JobResult(job, Outcome.DEFERRED)  # another worker claimed it this very moment
+    capabilities = d.connector.capabilities
+    if capabilities.lookup:
         platform_id = await d.connector.find_sent(job.key)
         if platform_id is not None:
             return JobResult(job, Outcome.RECOVERED, platform_message_id=platform_id, claimed=True)
         return None  # the platform never got it: send
-    if claim.claimed_at is not None and now - claim.claimed_at >= d.claim_lease:
-        return None  # nobody finished it within the lease: at least once beats never
-    return JobResult(job, Outcome.DEFERRED)
+    wait = d.echo_grace if capabilities.echoes else d.claim_lease
+    left = (claim.claimed_at + wait - now).total_seconds()
+    if left > 0:
+        return JobResult(job, Outcome.DEFERRED, retry_in=left)
+    return None
 
 
 async def _outbound(d: ChannelDeps, job: DeliveryJob) -> OutboundMessage:
@@ -478,9 +549,10 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
 
     Every delivery is claimed in the send ledger (and the claim committed) before it is sent, so
     a worker that dies mid-send leaves a trace: the next one asks the platform whether it has the
-    message (or, for platforms that cannot say, waits out the claim's lease) instead of sending a
-    second copy. Conversations are served concurrently, the jobs of each in order. Outcomes are
-    recorded in one transaction; dead jobs are published to the dead-letter topic.
+    message, or waits for the platform's echo of it, or (for platforms that offer neither) waits out
+    the claim's lease, instead of sending a second copy (``_settle_doubts``). Conversations are
+    served concurrently, the jobs of each in order. Outcomes are recorded in one transaction; dead
+    jobs are published to the dead-letter topic.
     """
     if not jobs:
         return []
@@ -497,11 +569,12 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
     by_conversation: dict[ConversationId, list[DeliveryJob]] = {}
     for job in unique:
         by_conversation.setdefault(job.conversation_id, []).append(job)
+    claims, doubts = await _settle_doubts(d, unique, claims, now)
     gate = asyncio.Semaphore(d.concurrency)
 
     async def serve(group: list[DeliveryJob]) -> list[JobResult]:
         async with gate:
-            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), claims, now)
+            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), claims, doubts)
 
     grouped = await asyncio.gather(*(serve(g) for g in by_conversation.values()))
     served = {r.job.key: r for results in grouped for r in results}
@@ -557,38 +630,79 @@ async def _record(p: PipelineDeps, results: Sequence[JobResult]) -> None:
     async with p.uow() as uow:
         deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries([r.job.key for r in settled])}
         touched: list[Delivery] = []
-        handed_over: list[tuple[DeliveryKey, str]] = []
+        sends: list[tuple[Delivery, str]] = []
+        jobs: dict[DeliveryKey, DeliveryJob] = {}
         changed: list[tuple[DeliveryJob, Delivery]] = []
-        by_platform_id: dict[str, tuple[DeliveryJob, Delivery]] = {}
         for r in settled:
             dl = deliveries.get(r.job.key)
             if dl is None:
                 continue  # the message is gone (deleted); nothing to record
             if r.outcome in handed:
                 assert r.platform_message_id is not None
-                handed_over.append((r.job.key, r.platform_message_id))
-                dl.record_handoff(r.platform_message_id, at=now)
-                touched.append(dl)
-                by_platform_id[r.platform_message_id] = (r.job, dl)
+                sends.append((dl, r.platform_message_id))
+                jobs[dl.key] = r.job
             else:
                 reason = r.error if r.outcome is Outcome.FAILED else f"gave up after {r.attempts} attempts: {r.error}"
                 if dl.advance(DeliveryStatus.FAILED, at=now, error=reason):
                     touched.append(dl)
                     changed.append((r.job, dl))
-        await uow.sends.record(handed_over, at=now)
-        # Receipts the platform sent before this record existed: apply them now.
-        for channel in {dl.channel for _, dl in by_platform_id.values()}:
-            ids = [pid for pid, (_, dl) in by_platform_id.items() if dl.channel is channel]
-            for early in await uow.early_receipts.take(channel, ids):
-                job, dl = by_platform_id[early.platform_message_id]
-                if dl.advance(early.status, at=early.at, error=early.error):
-                    changed.append((job, dl))
+        completed = await _complete_sends(uow, sends, at=now)
+        touched.extend(completed.touched)
+        changed.extend((jobs[dl.key], dl) for dl in completed.changed)
         await uow.bindings.bind(_latest_per_address([r.job for r in settled if r.outcome in handed]), at=now)
         await uow.sends.release(released)
-        await uow.messages.save_progress(touched)
+        await uow.messages.save_progress(_each_once([*touched, *(dl for _, dl in changed)]))
         for job, dl in changed:
             await emit_status(uow.outbox, job.conversation_id, job.sender, [dl])
         await uow.commit()
+
+
+@attrs.frozen
+class _Completed:
+    """What recording the platform's acceptance of some sends did."""
+
+    claimed_at: Mapping[DeliveryKey, datetime]
+    """The sends whose ledger entries this completed, with their claim times."""
+    touched: list[Delivery]
+    """Deliveries whose history now tells the hand-over."""
+    changed: list[Delivery]
+    """Deliveries that receipts or watermarks kept for them moved on (each once)."""
+
+
+async def _complete_sends(uow: UnitOfWork, sends: Sequence[tuple[Delivery, str]], *, at: datetime) -> _Completed:
+    """Record that the platform accepted these (locked) deliveries under these ids, and what follows from it.
+
+    The channel worker that sent them records them, or the status worker that got the platform's
+    echo of them first (its worker may have died before recording): whichever completes a ledger
+    entry tells the hand-over in the delivery's history, once. Receipts and watermarks that outran
+    the entry apply now: a watermark covers the send if it was claimed by the watermark's time.
+    """
+    unique: dict[DeliveryKey, tuple[Delivery, str]] = {}
+    for dl, platform_id in sends:
+        unique.setdefault(dl.key, (dl, platform_id))
+    claimed_at = await uow.sends.record([(key, pid) for key, (_, pid) in unique.items()], at=at)
+    touched = []
+    for key, (dl, platform_id) in unique.items():
+        if key in claimed_at:
+            dl.record_handoff(platform_id, at=at)
+            touched.append(dl)
+    changed: dict[DeliveryKey, Delivery] = {}
+    for channel in {dl.channel for dl, _ in unique.values()}:
+        mine = {pid: dl for dl, pid in unique.values() if dl.channel is channel}
+        for early in await uow.early_receipts.take(channel, list(mine)):
+            dl = mine[early.platform_message_id]
+            if dl.advance(early.status, at=early.at, error=early.error):
+                changed[dl.key] = dl
+        claims = {dl.key: claimed_at[dl.key] for dl in mine.values() if dl.key in claimed_at}
+        for key, watermark in await uow.early_watermarks.covering(channel, claims) if claims else ():
+            dl = unique[key][0]
+            if dl.advance(watermark.status, at=watermark.at):
+                changed[key] = dl
+    return _Completed(claimed_at, touched, list(changed.values()))
+
+
+def _each_once(deliveries: Iterable[Delivery]) -> list[Delivery]:
+    return list({dl.key: dl for dl in deliveries}.values())
 
 
 def _latest_per_address(jobs: Iterable[DeliveryJob]) -> dict[ChannelAddress, ConversationId]:
@@ -622,15 +736,26 @@ def _dead_letter(r: JobResult, *, at: datetime) -> Event:
 
 @attrs.frozen
 class Receipt:
-    """A platform (or a Chat4All client) reporting a delivery's progress."""
+    """A platform (or a Chat4All client) reporting a delivery's progress.
+
+    A SENT receipt naming both the delivery and the platform's id is a *sent confirmation*: the
+    platform's echo of a send of ours, carrying the delivery key the connector attached (WhatsApp's
+    ``biz_opaque_callback_data``, Messenger's and Instagram's ``metadata``). It completes the send's
+    ledger entry if its worker has not, which settles a send in doubt without sending it again.
+    """
 
     channel: Channel
     status: DeliveryStatus
     at: datetime
     platform_message_id: str | None = None
     delivery: DeliveryKey | None = None
-    """Set when the reporter knows the delivery itself (Chat4All clients, connectors)."""
+    """Set when the reporter knows the delivery itself (Chat4All clients, connectors, echoes of our sends)."""
     error: str | None = None
+
+    @property
+    def confirms_send(self) -> bool:
+        """True for the platform's word that it accepted the send of ``delivery`` as ``platform_message_id``."""
+        return self.status is DeliveryStatus.SENT and self.delivery is not None and bool(self.platform_message_id)
 
     def to_event(self, key: str) -> Event:
         body: dict[str, Any] = {
@@ -726,8 +851,9 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
     """Move deliveries forward as the receipts say, in order; return how many changed.
 
     Late, repeated and unknown receipts change nothing. A watermark stands for a receipt of each
-    delivery it covers. Each change is kept in the history and announced as a ``message.status``
-    event.
+    recorded send it covers, and is kept for the claims it covers whose answer is not recorded yet.
+    Sent confirmations complete the ledger first. Each change is kept in the history and announced
+    as a ``message.status`` event.
     """
     if not receipts:
         return 0
@@ -738,24 +864,60 @@ async def apply_receipts(d: PipelineDeps, receipts: Sequence[Receipt | Watermark
 
 
 async def _apply(uow: UnitOfWork, given: Sequence[Receipt | Watermark], *, at: datetime) -> int:
-    receipts = await _covered(uow, given)
+    receipts = await _covered(uow, given, at=at)
     keys = await _deliveries_named(uow, receipts, at=at)
     wanted = list({k: None for k in keys if k is not None})
     deliveries = {dl.key: dl for dl in await uow.messages.lock_deliveries(wanted)}
-    changed: dict[DeliveryKey, Delivery] = {}
+    # After the keeps above: the receipts and watermarks of this batch that outran these sends apply too.
+    confirmed = await _confirm_sends(uow, [r for r in receipts if r.confirms_send], deliveries, at=at)
+    changed: dict[DeliveryKey, Delivery] = {dl.key: dl for dl in confirmed.changed}
     for wanted_key, r in zip(keys, receipts, strict=True):
         dl = deliveries.get(wanted_key) if wanted_key is not None else None
         if dl is not None and dl.channel is r.channel and dl.advance(r.status, at=r.at, error=r.error):
             changed[dl.key] = dl
+    await uow.messages.save_progress(_each_once([*confirmed.touched, *changed.values()]))
     if not changed:
         return 0
-    await uow.messages.save_progress(list(changed.values()))
     origins = await uow.messages.origins_of(list({k[0] for k in changed}))
     for dl in changed.values():
         origin = origins.get(dl.message_id)
         if origin is not None:
             await emit_status(uow.outbox, origin.conversation_id, origin.sender.key, [dl])
     return len(changed)
+
+
+async def _confirm_sends(
+    uow: UnitOfWork, confirmations: Sequence[Receipt], deliveries: Mapping[DeliveryKey, Delivery], *, at: datetime
+) -> _Completed:
+    """Complete the ledger entries of the sends the platform echoed, doing what their worker's record would have.
+
+    The worker may have died between the send and its record: the next one finds the entry
+    complete and sends nothing. The addresses are bound as of the claims, so that a later send's
+    binding is never undone.
+    """
+    sends = [
+        (dl, r.platform_message_id)
+        for r in confirmations
+        if r.delivery is not None
+        and r.platform_message_id is not None
+        and (dl := deliveries.get(r.delivery)) is not None
+        and dl.channel is r.channel
+    ]
+    completed = await _complete_sends(uow, sends, at=at)
+    if completed.claimed_at:
+        origins = await uow.messages.origins_of(list({k[0] for k in completed.claimed_at}))
+        addresses = await _addresses_of(uow, list(completed.claimed_at))
+        latest: dict[ChannelAddress, tuple[datetime, ConversationId]] = {}
+        for key, claimed_at in completed.claimed_at.items():
+            origin, address = origins.get(key[0]), addresses.get(key)
+            if origin is None or address is None:
+                continue
+            current = latest.get(address)
+            if current is None or claimed_at >= current[0]:
+                latest[address] = (claimed_at, origin.conversation_id)
+        for address, (claimed_at, conversation_id) in latest.items():
+            await uow.bindings.bind({address: conversation_id}, at=claimed_at)
+    return completed
 
 
 async def _deliveries_named(uow: UnitOfWork, receipts: Sequence[Receipt], *, at: datetime) -> list[DeliveryKey | None]:
@@ -783,9 +945,14 @@ async def _deliveries_named(uow: UnitOfWork, receipts: Sequence[Receipt], *, at:
     return keys
 
 
-async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark]) -> list[Receipt]:
-    """``receipts`` with each watermark replaced by a receipt per delivery it covers."""
+async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark], *, at: datetime) -> list[Receipt]:
+    """``receipts`` with each watermark replaced by a receipt per recorded send it covers.
+
+    A claim it covers whose answer is not recorded may be a send the platform never got (its worker
+    died before sending it): the watermark is kept for it, and recording the send applies it then.
+    """
     out: list[Receipt] = []
+    early: list[EarlyWatermark] = []
     for r in receipts:
         if isinstance(r, Receipt):
             out.append(r)
@@ -796,6 +963,11 @@ async def _covered(uow: UnitOfWork, receipts: Sequence[Receipt | Watermark]) -> 
             readers.append(Participant.user(identity.user_id).key)
         for key in await uow.sends.sent_up_to(r.channel, readers, up_to=r.up_to, below=r.status):
             out.append(Receipt(channel=r.channel, status=r.status, at=r.at, delivery=key))
+        early.extend(
+            EarlyWatermark(channel=r.channel, reader=reader, status=r.status, up_to=r.up_to, at=r.at)
+            for reader in await uow.sends.unrecorded_up_to(r.channel, readers, up_to=r.up_to)
+        )
+    await uow.early_watermarks.keep(early, at=at)
     return out
 
 
@@ -811,6 +983,18 @@ async def _apply_known_early_receipts(d: PipelineDeps, *, limit: int) -> int:
         receipts = [Receipt(e.channel, e.status, e.at, delivery=key, error=e.error) for e, key in taken]
         changed = await _apply(uow, receipts, at=d.clock.now())
         await uow.commit()  # taken and applied together: nothing is lost in between
+    return changed
+
+
+async def _apply_known_early_watermarks(d: PipelineDeps, *, received_after: datetime, limit: int) -> int:
+    """Apply kept watermarks to the recorded sends they cover (a keep that raced the record); return how many moved."""
+    async with d.uow() as uow:
+        known = await uow.early_watermarks.known(received_after=received_after, limit=limit)
+        if not known:
+            return 0
+        receipts = [Receipt(w.channel, w.status, w.at, delivery=key) for key, w in known]
+        changed = await _apply(uow, receipts, at=d.clock.now())
+        await uow.commit()
     return changed
 
 
@@ -834,10 +1018,13 @@ async def sweep(
     cutoff = d.clock.now() - deadline
     async with d.uow() as uow:
         behind = await uow.routing.behind(active_after=cutoff - window, idle_since=cutoff, limit=limit)
-        # Early receipts that never met their send were for messages someone else sent.
+        # Early receipts that never met their send were for messages someone else sent; early
+        # watermarks have long been applied to the sends they waited for.
         await uow.early_receipts.purge(received_before=cutoff - window, limit=limit)
+        await uow.early_watermarks.purge(received_before=cutoff - window, limit=limit)
         await uow.commit()
     await _apply_known_early_receipts(d, limit=limit)
+    await _apply_known_early_watermarks(d, received_after=cutoff, limit=limit)
     routed = await route_conversations(d, behind) if behind else Routed(0, 0)
     async with d.uow() as uow:
         # Messages routed just now already had their jobs published.

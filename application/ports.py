@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -456,8 +456,24 @@ class SendLedger(Protocol):
         """Claim the deliveries not claimed yet; report every existing delivery's entry (unknown ones are absent)."""
 
     @abstractmethod
-    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
-        """Complete entries with the platform's message ids; a delivery already completed keeps its id."""
+    async def record(
+        self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime
+    ) -> Mapping[DeliveryKey, datetime]:
+        """Complete entries with the platform's message ids; return those this completed, with their claim times.
+
+        A delivery already completed keeps its id (and is not returned); a delivery without an entry
+        gets one claimed at ``at``; a platform id the ledger already holds for another delivery is
+        skipped. The caller makes sure the deliveries exist (it holds them locked).
+        """
+
+    @abstractmethod
+    async def take_over(self, claims: Mapping[DeliveryKey, datetime], *, at: datetime) -> Collection[DeliveryKey]:
+        """Make unfinished claims the caller's, claimed anew at ``at``; return those taken.
+
+        Each is taken only if it is still unfinished and still claimed at the time given (the claim
+        the caller saw): of two workers that decide to send the same send in doubt, one sends it.
+        The new claim time keeps watermarks from covering a send made after them.
+        """
 
     @abstractmethod
     async def release(self, keys: Sequence[DeliveryKey]) -> None:
@@ -471,11 +487,21 @@ class SendLedger(Protocol):
     async def sent_up_to(
         self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime, below: DeliveryStatus
     ) -> Sequence[DeliveryKey]:
-        """The deliveries on ``channel`` to these recipients claimed for sending by ``up_to``, still below ``below``.
+        """The deliveries on ``channel`` to these recipients handed over, claimed by ``up_to``, still below ``below``.
 
         What a watermark receipt ("everything before this time was read") covers, oldest first. The
         claim is the bound: it precedes the send, so the platform's time for the message is later.
-        A send whose answer is not recorded yet counts too: the watermark may outrun the ledger.
+        Only recorded sends count: a claim whose answer is not recorded may never have reached the
+        platform (its worker died before sending it); ``unrecorded_up_to`` names those.
+        """
+
+    @abstractmethod
+    async def unrecorded_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime
+    ) -> Sequence[str]:
+        """Those of ``recipient_keys`` with claims on ``channel`` made by ``up_to`` whose answer is not recorded.
+
+        A watermark that outruns the ledger (or a send in doubt) is kept for them as an ``EarlyWatermark``.
         """
 
 
@@ -516,6 +542,53 @@ class EarlyReceipts(Protocol):
     @abstractmethod
     async def purge(self, *, received_before: datetime, limit: int) -> int:
         """Forget at most ``limit`` receipts kept since before ``received_before`` (for messages not ours)."""
+
+
+@attrs.frozen(kw_only=True)
+class EarlyWatermark:
+    """A watermark ("everything sent to ``reader`` up to ``up_to`` is ``status``") kept for sends not recorded yet."""
+
+    channel: Channel
+    reader: str
+    """A recipient key: the reader's address, or the user whose identity that address is."""
+    status: DeliveryStatus
+    up_to: datetime
+    at: datetime
+
+
+class EarlyWatermarks(Protocol):
+    """Watermarks that covered claims whose answer was not recorded yet, kept until those sends are recorded.
+
+    A watermark only covers what the platform had. A claim without a recorded answer may be a send
+    the platform accepted (its answer is on its way, or its worker died after the send) or one it
+    never got (the worker died before sending): only its record tells. So the watermark waits here,
+    and recording a send claimed by ``up_to`` (and before the watermark came) applies it then.
+    """
+
+    @abstractmethod
+    async def keep(self, watermarks: Sequence[EarlyWatermark], *, at: datetime) -> None:
+        """Keep these (received at ``at``): per channel, reader and status, the one reaching furthest."""
+
+    @abstractmethod
+    async def covering(
+        self, channel: Channel, claims: Mapping[DeliveryKey, datetime]
+    ) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        """The kept watermarks that cover these sends (by their claim times), each with the send, DELIVERED first.
+
+        A watermark covers a send to its reader claimed by its ``up_to`` and before it was received.
+        """
+
+    @abstractmethod
+    async def known(self, *, received_after: datetime, limit: int) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        """At most ``limit`` recorded sends a watermark kept since ``received_after`` covers, below its status.
+
+        Each comes with that watermark. Catches what raced: a watermark kept just as a send it covers
+        was recorded (neither saw the other).
+        """
+
+    @abstractmethod
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        """Forget at most ``limit`` watermarks kept since before ``received_before``."""
 
 
 class AddressBindings(Protocol):
@@ -629,6 +702,7 @@ class UnitOfWork(Protocol):
     lookups: SendLookups
     bindings: AddressBindings
     early_receipts: EarlyReceipts
+    early_watermarks: EarlyWatermarks
     uploads: UploadRepository
     webhooks: WebhookRepository
 
@@ -787,6 +861,9 @@ class ChannelCapabilities:
     """The platform reports DELIVERED/READ (through webhooks or the connector)."""
     lookup: bool = False
     """The platform can say whether it already has a message (``ChannelConnector.find_sent``)."""
+    echoes: bool = False
+    """The platform echoes the delivery key the connector attaches to a send, with its id for the send (WhatsApp's
+    status webhooks, Messenger's and Instagram's message echoes): a send in doubt is settled by the echo."""
     files: bool = True
     """The platform takes files as attachments (else a file goes as a text with a link)."""
     max_attachment_bytes: int = 100 * 1024 * 1024
@@ -849,6 +926,9 @@ class ChannelConnector(Protocol):
     @abstractmethod
     async def send(self, message: OutboundMessage) -> str:
         """Hand ``message`` to the platform; return the platform's id for it.
+
+        With ``capabilities.echoes``, the request carries ``message.delivery`` where the platform
+        echoes it back (the platform's id for the send comes with it, as a SENT ``Receipt`` naming both).
 
         Raises:
             ChannelError: the platform refused it or could not be reached.

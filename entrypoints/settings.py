@@ -268,6 +268,13 @@ class Settings(BaseSettings):
     )
     breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
     breaker_reset_s: float = Field(default=10.0, gt=0, description="seconds an open circuit waits before a probe")
+    echo_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds after a send in doubt (its worker died) was claimed that a platform echoing our sends "
+        "(WhatsApp, Messenger, Instagram) has for its echo to reach the status worker; a send unconfirmed by then is "
+        "sent (again). Keep it above the webhook-to-status-worker latency and well below the 60 s claim lease",
+    )
     worker_processes: dict[str, int] = Field(
         default={},
         description='processes of each worker kind `up` runs (JSON, e.g. {"router": 2, "channels": 2}); default 1 each',

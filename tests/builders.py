@@ -184,9 +184,15 @@ class FakePublisher:
 class ScriptedConnector:
     """A platform whose answers are scripted: each send pops the next outcome (default: accepted)."""
 
-    def __init__(self, channel: Channel = Channel.TELEGRAM, *script: ChannelError | None, lookup: bool = False) -> None:
+    def __init__(
+        self,
+        channel: Channel = Channel.TELEGRAM,
+        *script: ChannelError | None,
+        lookup: bool = False,
+        echoes: bool = False,
+    ) -> None:
         self.channel = channel
-        self.capabilities = ChannelCapabilities(lookup=lookup)
+        self.capabilities = ChannelCapabilities(lookup=lookup, echoes=echoes)
         self.script: list[ChannelError | None] = list(script)
         self.accepted: list[OutboundMessage] = []
         self.calls = 0

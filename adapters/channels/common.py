@@ -1,13 +1,45 @@
-"""What every platform connector does the same way: check the text or file to send, post JSON, read the answer."""
+"""What every platform connector does the same way: check the text or file to send, post JSON, read the answer,
+tag a send with its delivery key (for the platform to echo) and read that tag back."""
 
 from __future__ import annotations
 
-from typing import Any
+import uuid
+from typing import Any, Final
 
 import attrs
 import httpx
 
-from application.ports import ChannelError, OutboundMessage
+from application.ports import ChannelError, DeliveryKey, OutboundMessage
+from domain.channels import Channel
+from domain.ids import MessageId
+
+DELIVERY_TAG_PREFIX: Final = "c4a:"
+
+
+def delivery_tag(delivery: DeliveryKey, *, max_bytes: int) -> str | None:
+    """``c4a:<message id>:<recipient key>:<channel>``: what a connector attaches to a send for the platform to echo.
+
+    The message id is a canonical UUID and the channel a ``Channel`` value (neither holds a ``:``),
+    so the recipient key (``user:<uuid>`` or an address, which do) is what lies between them. None
+    when it would not fit the platform's field (``max_bytes`` of UTF-8): the send then goes untagged.
+    """
+    message_id, recipient_key, channel = delivery
+    tag = f"{DELIVERY_TAG_PREFIX}{message_id}:{recipient_key}:{channel.value}"
+    return tag if len(tag.encode()) <= max_bytes else None
+
+
+def delivery_of_tag(tag: str) -> DeliveryKey | None:
+    """The delivery ``delivery_tag`` wrote into ``tag``; None when ``tag`` is not of that form (not ours)."""
+    if not tag.startswith(DELIVERY_TAG_PREFIX):
+        return None
+    message_id, sep, rest = tag.removeprefix(DELIVERY_TAG_PREFIX).partition(":")
+    recipient_key, sep2, channel = rest.rpartition(":")
+    if not (sep and sep2 and recipient_key):
+        return None
+    try:
+        return (MessageId(uuid.UUID(message_id)), recipient_key, Channel(channel))
+    except ValueError:
+        return None
 
 
 def text_to_send(message: OutboundMessage, name: str, limit: int, *, in_bytes: bool = False) -> str:

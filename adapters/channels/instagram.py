@@ -17,7 +17,11 @@ wrote first, and only within 24 hours of it): an Instagram handle cannot be sent
 address fails without a call.
 
 Instagram reports reads (``messaging_seen``) but no deliveries: a delivery goes from SENT to READ,
-never DELIVERED. It cannot be asked whether it already has a message.
+never DELIVERED. It cannot be asked whether it already has a message, but it echoes the account's
+sends on the ``messages`` field (``is_echo``); the connector sets ``metadata`` to the delivery key as
+on Messenger, and an echo carrying it settles a send whose answer was lost. Meta documents the
+``metadata`` echo for Messenger; should an Instagram echo come without it, such a send is sent
+again after the grace (at least once), as on a platform without echoes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from domain.channels import Channel
 CAPABILITIES = ChannelCapabilities(
     receipts=True,  # read only (messaging_seen): Instagram has no delivery webhooks
     lookup=False,
+    echoes=True,  # echoes of our sends arrive on the messages field, with our metadata
     files=True,
     max_attachment_bytes=25 * 1024 * 1024,  # audio and video up to 25 MB (images 8 MB)
     attachment_types=("image/", "video/", "audio/"),  # other files go as a link
@@ -48,7 +53,8 @@ class InstagramConnector(MetaSendConnector):
 
 
 class InstagramWebhook(MetaMessagingWebhook):
-    """``/webhooks/instagram``: messages to the account, and ``messaging_seen`` (reads; there are no deliveries)."""
+    """``/webhooks/instagram``: messages to the account, echoes of its sends, and ``messaging_seen`` (reads; there
+    are no deliveries)."""
 
     channel = Channel.INSTAGRAM
     object_name = "instagram"

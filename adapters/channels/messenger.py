@@ -15,7 +15,10 @@ delivery ends FAILED with that reason rather than risk the Page's messaging righ
 
 Messenger reports receipts through webhooks (``message_deliveries`` and ``message_reads``, as
 watermarks): a delivery can go on to DELIVERED and READ. It cannot be asked whether it already
-has a message, so a send whose answer was lost cannot be settled by a lookup.
+has a message, but it echoes each send (``message_echoes``, with the ``metadata`` the connector
+set to the delivery key): a send whose answer was lost is settled by its echo, or sent again when
+no echo came within the grace. The app must subscribe to the ``message_echoes`` field for that;
+without it, such a send is sent again after the grace (at least once).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from domain.channels import Channel
 CAPABILITIES = ChannelCapabilities(
     receipts=True,  # delivered and read, as watermarks
     lookup=False,
+    echoes=True,  # message_echoes carry our metadata and the mid
     files=True,
     max_attachment_bytes=25 * 1024 * 1024,  # attachments up to 25 MB (images 8 MB by URL)
     max_text_length=2000,  # the Send API's limit on message.text, in characters
@@ -49,10 +53,11 @@ class MessengerConnector(MetaSendConnector):
 
 
 class MessengerWebhook(MetaMessagingWebhook):
-    """``/webhooks/messenger``: messages to the Page, and its ``message_deliveries`` and ``message_reads``.
+    """``/webhooks/messenger``: messages to the Page, ``message_deliveries``, ``message_reads``, ``message_echoes``.
 
     Receipts are watermarks ("everything sent before this time"), sometimes with the ``mids``
-    delivered; both are kept (see ``adapters/channels/meta_webhook.py``).
+    delivered; both are kept (see ``adapters/channels/meta_webhook.py``). Echoes of our sends are
+    sent confirmations.
     """
 
     channel = Channel.MESSENGER

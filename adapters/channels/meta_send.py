@@ -7,6 +7,14 @@ scoped id, ``{"recipient": {"id": "<PSID or IGSID>"}, "message": {"text": "..."}
 Graph error ``{"error": {"message": "...", "type": "OAuthException", "code": N,
 "error_subcode": M, "is_transient": bool, "fbtrace_id": "..."}}``.
 
+Each send carries its delivery key in ``message.metadata`` (a string of at most 1000 characters,
+``c4a:<message id>:<recipient key>:<channel>``, see ``adapters/channels/common.py``), which the
+platform echoes back in the ``message_echoes`` webhook (Instagram: ``messages`` with ``is_echo``)
+with its ``mid`` for the send: a sent confirmation, which settles a send whose answer was lost
+(its worker died) without sending it again. A file with a caption goes as two messages; only the
+last, the attachment whose ``mid`` is recorded, carries the key, so that an echoed caption never
+passes for the whole delivery.
+
 The token goes in an ``Authorization: Bearer`` header, which Graph accepts as it accepts the
 ``access_token`` query parameter of channels.md's Facebook-Login example: kept out of URLs, it
 cannot leak through a logged URL, and it is blanked out of every error reason.
@@ -34,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.common import FileToSend, file_to_send, json_object, post_json, text_to_send
+from adapters.channels.common import FileToSend, delivery_tag, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from application.attachments import shortened
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
@@ -47,6 +55,9 @@ TRANSIENT_CODES = frozenset({2, 1200})
 PERMANENT_CODES = frozenset({10, 100, 190, 551, *range(200, 300)})
 """Graph error codes of a send that cannot succeed if repeated (outside the window, unknown
 recipient, unavailable person, missing permission, invalid token)."""
+
+METADATA_MAX_CHARACTERS = 1000
+"""The Send API's limit on ``message.metadata``, the string echoed back in ``message_echoes``."""
 
 IMAGE_BY_URL_BYTES = 8 * 1024 * 1024
 """Images sent by URL are at most 8 MB; a larger one goes as a plain file."""
@@ -99,15 +110,19 @@ class MetaSendConnector:
         if not _SCOPED_ID.fullmatch(recipient):
             # The Send API only knows the scoped id the platform gave us in a webhook, never a handle.
             raise ChannelError(f"{name}: {recipient!r} is not {self._recipient_kind}", permanent=True)
+        # Our key, for the platform to echo (ASCII: its characters are its bytes); too long, the send goes untagged.
+        tag = delivery_tag(message.delivery, max_bytes=METADATA_MAX_CHARACTERS)
+        tagged = {"metadata": tag} if tag is not None else {}
         if (file := file_to_send(message, name)) is None:
             text = text_to_send(message, name, limit, in_bytes=self._text_limit_in_bytes)
-            return await self._send(recipient, {"text": text})
+            return await self._send(recipient, {"text": text, **tagged})
         if file.caption:
-            # An attachment carries no caption: it goes just before, as a text. Should the attachment
-            # then fail, the retry sends the caption again (at least once, never lost).
+            # An attachment carries no caption: it goes just before, as a text (untagged: its echo must
+            # not pass for the attachment's). Should the attachment then fail, the retry sends the
+            # caption again (at least once, never lost).
             await self._send(recipient, {"text": shortened(file.caption, limit, in_bytes=self._text_limit_in_bytes)})
         attachment = {"type": _attachment_type(file), "payload": {"url": file.url, "is_reusable": False}}
-        return await self._send(recipient, {"attachment": attachment})
+        return await self._send(recipient, {"attachment": attachment, **tagged})
 
     async def find_sent(self, delivery: DeliveryKey) -> str | None:
         return None  # the Send API cannot look a message up

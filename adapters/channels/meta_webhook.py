@@ -11,8 +11,11 @@ checked on the raw body, never on re-serialised JSON, and compared in constant t
 Messenger and Instagram events (3.3, 3.4) arrive as ``entry[].messaging[]``, each with a
 ``sender`` (the person's scoped id, or ours for an echo) and one of:
 
-- ``message`` ``{"mid", "text"?, "attachments"?, "reply_to"?: {"mid"}, "is_echo"?}``: a message
-  from the person; echoes of our own sends are skipped;
+- ``message`` ``{"mid", "text"?, "attachments"?, "reply_to"?: {"mid"}}``: a message from the person;
+- ``message`` ``{"is_echo": true, "app_id", "metadata"?, "mid", ...}`` from our page or account to the
+  person (Messenger's ``message_echoes``, Instagram's ``messages`` echoes): a message the page sent.
+  One whose ``metadata`` is our delivery key is a sent confirmation (a SENT ``Receipt`` naming the
+  delivery and the ``mid``); other echoes (sent from the page's inbox, by other apps) are skipped;
 - ``delivery`` ``{"mids"?, "watermark"}``: the named messages, and everything we sent the person
   up to the watermark (ms since the epoch), were delivered;
 - ``read`` ``{"watermark"}`` (Messenger) or ``{"mid"}`` (Instagram's ``messaging_seen``): read.
@@ -31,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.channels.common import delivery_of_tag
 from application.inbound import Inbound, InboundMessage
 from application.pipeline import Receipt, Watermark
 from domain.channels import Channel, ChannelAddress
@@ -144,13 +148,18 @@ class MetaMessagingWebhook(MetaWebhook):
         receipts: list[Receipt],
         watermarks: list[Watermark],
     ) -> None:
+        at = from_epoch(event.get("timestamp"), millis=True) or datetime.now(UTC)
+        message, delivery, read = event.get("message"), event.get("delivery"), event.get("read")
+        if isinstance(message, dict) and message.get("is_echo"):  # from our page to the person
+            confirmation = self._echo(message, at)
+            if confirmation is not None:
+                receipts.append(confirmation)
+            return
         sender = event.get("sender")
         who = address(self.channel, sender.get("id")) if isinstance(sender, dict) else None
         if who is None:
             return
-        at = from_epoch(event.get("timestamp"), millis=True) or datetime.now(UTC)
-        message, delivery, read = event.get("message"), event.get("delivery"), event.get("read")
-        if isinstance(message, dict) and not message.get("is_echo") and isinstance(message.get("mid"), str):
+        if isinstance(message, dict) and isinstance(message.get("mid"), str):
             reply = message.get("reply_to")
             replied = reply.get("mid") if isinstance(reply, dict) else None
             messages.append(
@@ -173,6 +182,14 @@ class MetaMessagingWebhook(MetaWebhook):
             up_to = from_epoch(receipt.get("watermark"), millis=True)
             if up_to is not None:
                 watermarks.append(Watermark(channel=self.channel, reader=who, status=status, up_to=up_to, at=at))
+
+    def _echo(self, message: dict[str, Any], at: datetime) -> Receipt | None:
+        """The sent confirmation an echo of our send carries: our delivery key (``metadata``) and the ``mid``."""
+        tag, mid = message.get("metadata"), message.get("mid")
+        delivery = delivery_of_tag(tag) if isinstance(tag, str) else None
+        if delivery is None or delivery[2] is not self.channel or not isinstance(mid, str) or not mid:
+            return None  # not sent by Chat4All (the page's inbox, another app), or not for this channel
+        return Receipt(self.channel, DeliveryStatus.SENT, at, platform_message_id=mid, delivery=delivery)
 
 
 def _text_of(channel: Channel, message: dict[str, Any]) -> str:

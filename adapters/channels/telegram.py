@@ -7,8 +7,9 @@ success is ``{"ok": true, "result": {...}}``, failure ``{"ok": false, "error_cod
 not succeed if repeated; 5xx, timeouts and broken connections are worth retrying.
 
 Bots get no delivery or read receipts: a delivery handed to Telegram stays SENT, and that is
-final. Telegram cannot be asked whether it already has a message, so a send whose answer was
-lost cannot be settled by a lookup (the pipeline's ledger decides, see ``ChannelCapabilities``).
+final. Telegram can neither be asked whether it already has a message nor echoes a bot's sends,
+so a send whose answer was lost (its worker died mid-send) is sent again once the claim's lease
+has run out: at least once. Such a message may reach the chat twice; none is lost.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from domain.channels import Channel
 CAPABILITIES = ChannelCapabilities(
     receipts=False,
     lookup=False,
+    echoes=False,  # a send in doubt waits out the lease, then goes again (at least once)
     files=True,
     max_attachment_bytes=50 * 1024 * 1024,  # bots upload documents up to 50 MB
     max_text_length=4096,

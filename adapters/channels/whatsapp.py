@@ -25,21 +25,20 @@ error ``{"error": {"message": "(#131047) Re-engagement message", "type": "OAuthE
 
 Our delivery key travels in ``biz_opaque_callback_data`` (at most 512 bytes), which the platform
 echoes in the status webhooks of the message: ``c4a:<message id>:<recipient key>:<channel>``, e.g.
-``c4a:0b9e5c1e-6f1a-4d8e-9a53-1f0c2b7d9e11:user:5f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f:whatsapp``.
-The message id is a canonical UUID and the channel a ``Channel`` value (neither holds a ``:``), so
-the recipient key (``user:<uuid>`` or an address, which do) is what lies between them;
-``delivery_from_callback`` reads it back. The ``wamid`` (kept in the send ledger) remains the
-primary way to match a receipt; the callback data is a second one.
+``c4a:0b9e5c1e-6f1a-4d8e-9a53-1f0c2b7d9e11:user:5f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f:whatsapp``
+(``adapters/channels/common.py``: ``delivery_tag``); ``delivery_from_callback`` reads it back. The
+``wamid`` (kept in the send ledger) remains the primary way to match a receipt; the callback data
+is a second one.
 
 WhatsApp reports sent, delivered, read and failed through webhooks, so ``receipts`` is true. It
-cannot be asked whether it already has a message, so a send whose answer was lost cannot be
-settled by a lookup (the pipeline's ledger decides, see ``ChannelCapabilities``).
+cannot be asked whether it already has a message, but it ``echoes``: the ``sent`` status carries
+the wamid with our delivery key, a sent confirmation that settles a send whose answer was lost
+(its worker died) without sending it again (see ``ChannelCapabilities``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -47,7 +46,7 @@ from urllib.parse import quote
 
 import httpx
 
-from adapters.channels.common import file_to_send, json_object, post_json, text_to_send
+from adapters.channels.common import delivery_of_tag, delivery_tag, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.graph import GRAPH_API_VERSION, GRAPH_BASE_URL, graph_client, graph_code, retry_after
 from adapters.channels.meta_webhook import MetaWebhook, address, from_epoch, json_body, objects
 from application.inbound import Inbound, InboundMessage
@@ -55,17 +54,16 @@ from application.pipeline import Receipt
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 from domain.deliveries import DeliveryStatus
-from domain.ids import MessageId
 
 CAPABILITIES = ChannelCapabilities(
     receipts=True,  # sent / delivered / read / failed status webhooks
     lookup=False,
+    echoes=True,  # every status carries biz_opaque_callback_data
     files=True,
     max_attachment_bytes=100 * 1024 * 1024,  # documents up to 100 MB
     max_text_length=4096,
 )
 
-CALLBACK_PREFIX: Final = "c4a:"
 CALLBACK_MAX_BYTES: Final = 512
 """The platform's limit on ``biz_opaque_callback_data``."""
 
@@ -81,25 +79,15 @@ def callback_data(delivery: DeliveryKey) -> str:
     Raises:
         ValueError: the text would exceed the platform's 512 bytes.
     """
-    message_id, recipient_key, channel = delivery
-    data = f"{CALLBACK_PREFIX}{message_id}:{recipient_key}:{channel.value}"
-    if len(data.encode()) > CALLBACK_MAX_BYTES:
+    data = delivery_tag(delivery, max_bytes=CALLBACK_MAX_BYTES)
+    if data is None:
         raise ValueError(f"callback data is limited to {CALLBACK_MAX_BYTES} bytes")
     return data
 
 
 def delivery_from_callback(data: str) -> DeliveryKey | None:
     """The delivery that ``callback_data`` wrote into ``data``; None when ``data`` is not of that form."""
-    if not data.startswith(CALLBACK_PREFIX):
-        return None
-    message_id, sep, rest = data.removeprefix(CALLBACK_PREFIX).partition(":")
-    recipient_key, sep2, channel = rest.rpartition(":")
-    if not (sep and sep2 and recipient_key):
-        return None
-    try:
-        return (MessageId(uuid.UUID(message_id)), recipient_key, Channel(channel))
-    except ValueError:
-        return None
+    return delivery_of_tag(data)
 
 
 class WhatsAppConnector:
@@ -188,8 +176,14 @@ class WhatsAppConnector:
 
 # --- inbound: the Cloud API's webhooks ------------------------------------------------------------
 
-STATUSES: Final = {"delivered": DeliveryStatus.DELIVERED, "read": DeliveryStatus.READ, "failed": DeliveryStatus.FAILED}
-"""Status webhooks that move a delivery; ``sent`` repeats what the send's answer told us."""
+STATUSES: Final = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+"""Status webhooks. ``sent`` moves nothing: with our delivery key it is a sent confirmation (the platform
+has the send: its record may be lost with its worker), without it there is nothing to learn."""
 
 
 class WhatsAppWebhook(MetaWebhook):
@@ -201,7 +195,8 @@ class WhatsAppWebhook(MetaWebhook):
     "text": {"body"}, "context"?: {"id": "<wamid replied to>"}}``) with ``contacts[]`` (the
     senders' profile names), or ``statuses[]`` (``{"id": "<wamid>", "status", "timestamp",
     "recipient_id", "biz_opaque_callback_data"?, "errors"?}``). A ``read`` may come without its
-    ``delivered``; the delivery state machine fills that in.
+    ``delivered``; the delivery state machine fills that in. A ``sent`` carrying our delivery key
+    becomes a sent confirmation (a SENT ``Receipt`` naming the delivery and the wamid).
     """
 
     channel = Channel.WHATSAPP
@@ -265,12 +260,16 @@ def _receipt(s: dict[str, Any]) -> Receipt | None:
         return None
     callback = s.get("biz_opaque_callback_data")
     delivery = delivery_from_callback(callback) if isinstance(callback, str) else None
+    if delivery is not None and delivery[2] is not Channel.WHATSAPP:
+        delivery = None
+    if status is DeliveryStatus.SENT and delivery is None:
+        return None
     return Receipt(
         Channel.WHATSAPP,
         status,
         from_epoch(s.get("timestamp")) or datetime.now(UTC),
         platform_message_id=wamid,
-        delivery=delivery if delivery is not None and delivery[2] is Channel.WHATSAPP else None,
+        delivery=delivery,
         error=_failure(s) if status is DeliveryStatus.FAILED else None,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +24,8 @@ from application.ports import (
     DuplicateMessage,
     EarlyReceipt,
     EarlyReceipts,
+    EarlyWatermark,
+    EarlyWatermarks,
     HistoryQuery,
     IdentityRepository,
     MessageOrigin,
@@ -70,6 +72,9 @@ class _State:
     sends: dict[DeliveryKey, tuple[str | None, datetime]] = attrs.Factory(dict)  # platform id, claimed at
     bindings: dict[ChannelAddress, tuple[ConversationId, datetime]] = attrs.Factory(dict)
     early_receipts: dict[tuple[Channel, str, DeliveryStatus], tuple[EarlyReceipt, datetime]] = attrs.Factory(dict)
+    early_watermarks: dict[tuple[Channel, str, DeliveryStatus], tuple[EarlyWatermark, datetime]] = attrs.Factory(
+        dict
+    )  # with when each was received
     uploads: dict[FileId, UploadSession] = attrs.Factory(dict)
     webhooks: dict[WebhookId, Webhook] = attrs.Factory(dict)
     webhook_deliveries: dict[WebhookDeliveryId, WebhookDelivery] = attrs.Factory(dict)
@@ -482,13 +487,26 @@ class InMemorySendLedger(_Repo):
                 out[key] = SendClaim(platform_message_id=None, claimed_at=at, fresh=True)
         return out
 
-    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
+    async def record(
+        self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime
+    ) -> Mapping[DeliveryKey, datetime]:
+        completed: dict[DeliveryKey, datetime] = {}
         for key, platform_message_id in handed_over:
             # Platform ids are unique per channel (as the PostgreSQL index is), not across channels.
             taken = any(k[2] is key[2] and pid == platform_message_id for k, (pid, _) in self.s.sends.items())
             current = self.s.sends.get(key)
             if not taken and (current is None or current[0] is None):
                 self.s.sends[key] = (platform_message_id, current[1] if current else at)
+                completed[key] = self.s.sends[key][1]
+        return completed
+
+    async def take_over(self, claims: Mapping[DeliveryKey, datetime], *, at: datetime) -> Collection[DeliveryKey]:
+        taken: set[DeliveryKey] = set()
+        for key, claimed_at in claims.items():
+            if self.s.sends.get(key) == (None, claimed_at):
+                self.s.sends[key] = (None, at)
+                taken.add(key)
+        return taken
 
     async def release(self, keys: Sequence[DeliveryKey]) -> None:
         for key in keys:
@@ -506,14 +524,26 @@ class InMemorySendLedger(_Repo):
         statuses = {dl.key: dl.status for dls in self.s.deliveries.values() for dl in dls}
         found = [
             (claimed_at, key)
-            for key, (_, claimed_at) in self.s.sends.items()
+            for key, (pid, claimed_at) in self.s.sends.items()
             if key[2] is channel
             and key[1] in wanted
+            and pid is not None
             and claimed_at <= up_to
             and key in statuses
             and RANK[statuses[key]] < RANK[below]
         ]
         return [key for _, key in sorted(found, key=lambda f: (f[0], str(f[1][0])))]
+
+    async def unrecorded_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime
+    ) -> Sequence[str]:
+        wanted = set(recipient_keys)
+        found = {
+            key[1]
+            for key, (pid, claimed_at) in self.s.sends.items()
+            if key[2] is channel and key[1] in wanted and pid is None and claimed_at <= up_to
+        }
+        return [r for r in dict.fromkeys(recipient_keys) if r in found]
 
 
 class InMemoryEarlyReceipts(_Repo):
@@ -537,6 +567,48 @@ class InMemoryEarlyReceipts(_Repo):
         old = [k for k, (_, at) in self.s.early_receipts.items() if at < received_before][:limit]
         for k in old:
             del self.s.early_receipts[k]
+        return len(old)
+
+
+class InMemoryEarlyWatermarks(_Repo):
+    async def keep(self, watermarks: Sequence[EarlyWatermark], *, at: datetime) -> None:
+        for w in watermarks:
+            key = (w.channel, w.reader, w.status)
+            kept = self.s.early_watermarks.get(key)
+            if kept is None or w.up_to > kept[0].up_to:
+                self.s.early_watermarks[key] = (w, at)
+
+    async def covering(
+        self, channel: Channel, claims: Mapping[DeliveryKey, datetime]
+    ) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        found = [
+            (key, w)
+            for key, claimed_at in claims.items()
+            for (c, reader, _), (w, received_at) in self.s.early_watermarks.items()
+            if c is channel and reader == key[1] and claimed_at <= w.up_to and claimed_at <= received_at
+        ]
+        return sorted(found, key=lambda f: RANK[f[1].status])
+
+    async def known(self, *, received_after: datetime, limit: int) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        statuses = {dl.key: dl.status for dls in self.s.deliveries.values() for dl in dls}
+        found = [
+            (key, w)
+            for (channel, reader, _), (w, received_at) in self.s.early_watermarks.items()
+            if received_at >= received_after
+            for key, (pid, claimed_at) in self.s.sends.items()
+            if key[2] is channel
+            and key[1] == reader
+            and pid is not None
+            and claimed_at <= min(w.up_to, received_at)
+            and key in statuses
+            and RANK[statuses[key]] < RANK[w.status]
+        ]
+        return sorted(found, key=lambda f: RANK[f[1].status])[:limit]
+
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        old = [k for k, (_, at) in self.s.early_watermarks.items() if at < received_before][:limit]
+        for k in old:
+            del self.s.early_watermarks[k]
         return len(old)
 
 
@@ -672,6 +744,7 @@ class InMemoryUnitOfWork:
         self.lookups: SendLookups = InMemorySendLookups(self)
         self.bindings: AddressBindings = InMemoryAddressBindings(self)
         self.early_receipts: EarlyReceipts = InMemoryEarlyReceipts(self)
+        self.early_watermarks: EarlyWatermarks = InMemoryEarlyWatermarks(self)
         self.uploads: UploadRepository = InMemoryUploadRepository(self)
         self.webhooks: WebhookRepository = InMemoryWebhookRepository(self)
         self._snapshot: _State | None = None

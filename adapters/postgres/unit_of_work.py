@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -33,6 +33,8 @@ from application.ports import (
     DuplicateMessage,
     EarlyReceipt,
     EarlyReceipts,
+    EarlyWatermark,
+    EarlyWatermarks,
     HistoryQuery,
     IdentityRepository,
     MessageOrigin,
@@ -1161,24 +1163,46 @@ class PostgresSendLedger(_Repo):
             for r in rows
         }
 
-    async def record(self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime) -> None:
+    async def record(
+        self, handed_over: Sequence[tuple[DeliveryKey, str]], *, at: datetime
+    ) -> Mapping[DeliveryKey, datetime]:
         first: dict[DeliveryKey, str] = {}
         for key, platform_id in handed_over:
             first.setdefault(key, platform_id)  # one row per key: ON CONFLICT DO UPDATE takes each once
         if not first:
-            return
+            return {}
         params = _key_arrays(list(first))
         params["platform_ids"] = list(first.values())
-        await self._db.execute(
+        # A platform id the ledger holds already (for another delivery: a forged or replayed echo)
+        # is skipped rather than left to break the unique index and the whole batch.
+        rows = await self._db.rows(
             "INSERT INTO channel_sends (message_id, recipient_key, channel, platform_message_id, sent_at, claimed_at)"
             " SELECT m, r, c, p, %(at)s, %(at)s FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[],"
             " %(channels)s::text[], %(platform_ids)s::text[]) AS x(m, r, c, p)"
+            " WHERE NOT EXISTS (SELECT 1 FROM channel_sends s WHERE s.channel = x.c AND s.platform_message_id = x.p)"
             " ORDER BY m, r, c"
             " ON CONFLICT (message_id, recipient_key, channel) DO UPDATE"
             " SET platform_message_id = EXCLUDED.platform_message_id, sent_at = EXCLUDED.sent_at"
-            " WHERE channel_sends.platform_message_id IS NULL",
+            " WHERE channel_sends.platform_message_id IS NULL"
+            " RETURNING message_id, recipient_key, channel, claimed_at",
             {**params, "at": at},
         )
+        return {(MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])): r["claimed_at"] for r in rows}
+
+    async def take_over(self, claims: Mapping[DeliveryKey, datetime], *, at: datetime) -> Collection[DeliveryKey]:
+        if not claims:
+            return set()
+        params = _key_arrays(list(claims))
+        rows = await self._db.rows(
+            "UPDATE channel_sends s SET claimed_at = %(at)s"
+            " FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[],"
+            " %(claimed_ats)s::timestamptz[]) AS x(m, r, c, t)"
+            " WHERE s.message_id = x.m AND s.recipient_key = x.r AND s.channel = x.c"
+            " AND s.platform_message_id IS NULL AND s.claimed_at = x.t"
+            " RETURNING s.message_id, s.recipient_key, s.channel",
+            {**params, "claimed_ats": list(claims.values()), "at": at},
+        )
+        return {(MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])) for r in rows}
 
     async def release(self, keys: Sequence[DeliveryKey]) -> None:
         if not keys:
@@ -1211,10 +1235,24 @@ class PostgresSendLedger(_Repo):
             "SELECT s.message_id, s.recipient_key FROM channel_sends s"
             " JOIN deliveries d USING (message_id, recipient_key, channel)"
             " WHERE s.channel = {channel} AND s.recipient_key = ANY(%(recipients)s) AND s.claimed_at <= %(up_to)s"
+            " AND s.platform_message_id IS NOT NULL"
             " AND d.status = ANY(%(lower)s) ORDER BY s.claimed_at, s.message_id"
         ).format(channel=sql.Literal(channel.value))
         rows = await self._db.rows(query, {"recipients": list(recipient_keys), "up_to": up_to, "lower": lower})
         return [(MessageId(r["message_id"]), r["recipient_key"], channel) for r in rows]
+
+    async def unrecorded_up_to(
+        self, channel: Channel, recipient_keys: Sequence[str], *, up_to: datetime
+    ) -> Sequence[str]:
+        if not recipient_keys:
+            return []
+        query = sql.SQL(  # the channel as a literal, for the partial index (see sent_up_to)
+            "SELECT DISTINCT recipient_key FROM channel_sends WHERE channel = {channel}"
+            " AND recipient_key = ANY(%(recipients)s) AND claimed_at <= %(up_to)s AND platform_message_id IS NULL"
+        ).format(channel=sql.Literal(channel.value))
+        rows = await self._db.rows(query, {"recipients": list(recipient_keys), "up_to": up_to})
+        found = {r["recipient_key"] for r in rows}
+        return [r for r in dict.fromkeys(recipient_keys) if r in found]
 
 
 class PostgresEarlyReceipts(_Repo):
@@ -1274,6 +1312,107 @@ class PostgresEarlyReceipts(_Repo):
         return await self._db.execute(
             "DELETE FROM early_receipts WHERE ctid IN"
             " (SELECT ctid FROM early_receipts WHERE received_at < %s LIMIT %s)",
+            (received_before, limit),
+        )
+
+
+def _below(status: DeliveryStatus) -> list[str]:
+    return [s.value for s in DeliveryStatus if RANK[s] < RANK[status]]
+
+
+def _early_watermark(row: DictRow) -> EarlyWatermark:
+    return EarlyWatermark(
+        channel=Channel(row["channel"]),
+        reader=row["reader"],
+        status=DeliveryStatus(row["status"]),
+        up_to=row["up_to"],
+        at=row["at"],
+    )
+
+
+class PostgresEarlyWatermarks(_Repo):
+    async def keep(self, watermarks: Sequence[EarlyWatermark], *, at: datetime) -> None:
+        furthest: dict[tuple[Channel, str, DeliveryStatus], EarlyWatermark] = {}
+        for w in watermarks:  # one row per key: ON CONFLICT DO UPDATE takes each once
+            kept = furthest.get((w.channel, w.reader, w.status))
+            if kept is None or w.up_to > kept.up_to:
+                furthest[(w.channel, w.reader, w.status)] = w
+        if not furthest:
+            return
+        chosen = sorted(furthest.values(), key=lambda w: (w.channel.value, w.reader, w.status.value))
+        # A watermark reaching no further than the one kept adds nothing, and leaves its receipt time alone.
+        await self._db.execute(
+            "INSERT INTO early_watermarks (channel, reader, status, up_to, at, received_at)"
+            " SELECT c, r, s, u, a, %(at)s FROM unnest(%(channels)s::text[], %(readers)s::text[], %(statuses)s::text[],"
+            " %(up_tos)s::timestamptz[], %(ats)s::timestamptz[]) AS x(c, r, s, u, a)"
+            " ON CONFLICT (channel, reader, status) DO UPDATE"
+            " SET up_to = EXCLUDED.up_to, at = EXCLUDED.at, received_at = EXCLUDED.received_at"
+            " WHERE EXCLUDED.up_to > early_watermarks.up_to",
+            {
+                "channels": [w.channel.value for w in chosen],
+                "readers": [w.reader for w in chosen],
+                "statuses": [w.status.value for w in chosen],
+                "up_tos": [w.up_to for w in chosen],
+                "ats": [w.at for w in chosen],
+                "at": at,
+            },
+        )
+
+    async def covering(
+        self, channel: Channel, claims: Mapping[DeliveryKey, datetime]
+    ) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        if not claims:
+            return []
+        params = _key_arrays(list(claims))
+        rows = await self._db.rows(
+            "SELECT x.m AS message_id, x.r AS recipient_key, w.channel, w.reader, w.status, w.up_to, w.at"
+            " FROM early_watermarks w"
+            " JOIN unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(claimed_ats)s::timestamptz[])"
+            " AS x(m, r, t) ON w.reader = x.r AND x.t <= w.up_to AND x.t <= w.received_at"
+            " WHERE w.channel = %(channel)s",
+            {**params, "claimed_ats": list(claims.values()), "channel": channel.value},
+        )
+        found = [((MessageId(r["message_id"]), r["recipient_key"], channel), _early_watermark(r)) for r in rows]
+        return sorted(found, key=lambda f: RANK[f[1].status])
+
+    async def known(self, *, received_after: datetime, limit: int) -> Sequence[tuple[DeliveryKey, EarlyWatermark]]:
+        channels = await self._db.rows(
+            "SELECT DISTINCT channel FROM early_watermarks WHERE received_at >= %s", (received_after,)
+        )
+        found: list[tuple[DeliveryKey, EarlyWatermark]] = []
+        for row in channels:
+            channel = Channel(row["channel"])
+            # The channel as a literal, so that the partial index of Messenger's claims serves the join.
+            query = sql.SQL(
+                "SELECT s.message_id, s.recipient_key, w.channel, w.reader, w.status, w.up_to, w.at"
+                " FROM early_watermarks w"
+                " JOIN channel_sends s ON s.channel = {channel} AND s.recipient_key = w.reader"
+                " AND s.claimed_at <= LEAST(w.up_to, w.received_at) AND s.platform_message_id IS NOT NULL"
+                " JOIN deliveries d ON d.message_id = s.message_id AND d.recipient_key = s.recipient_key"
+                " AND d.channel = s.channel"
+                " WHERE w.channel = {channel} AND w.received_at >= %(after)s"
+                " AND d.status = ANY(CASE w.status WHEN 'READ' THEN %(below_read)s::text[]"
+                " ELSE %(below_delivered)s::text[] END)"
+                " LIMIT %(limit)s"
+            ).format(channel=sql.Literal(channel.value))
+            rows = await self._db.rows(
+                query,
+                {
+                    "after": received_after,
+                    "below_read": _below(DeliveryStatus.READ),
+                    "below_delivered": _below(DeliveryStatus.DELIVERED),
+                    "limit": limit - len(found),
+                },
+            )
+            found.extend(((MessageId(r["message_id"]), r["recipient_key"], channel), _early_watermark(r)) for r in rows)
+            if len(found) >= limit:
+                break
+        return sorted(found, key=lambda f: RANK[f[1].status])
+
+    async def purge(self, *, received_before: datetime, limit: int) -> int:
+        return await self._db.execute(
+            "DELETE FROM early_watermarks WHERE ctid IN"
+            " (SELECT ctid FROM early_watermarks WHERE received_at < %s LIMIT %s)",
             (received_before, limit),
         )
 
@@ -1581,6 +1720,7 @@ class PostgresUnitOfWork:
         self.lookups: SendLookups = PostgresSendLookups(self._db)
         self.bindings: AddressBindings = PostgresAddressBindings(self._db)
         self.early_receipts: EarlyReceipts = PostgresEarlyReceipts(self._db)
+        self.early_watermarks: EarlyWatermarks = PostgresEarlyWatermarks(self._db)
         self.uploads: UploadRepository = PostgresUploadRepository(self._db)
         self.webhooks: WebhookRepository = PostgresWebhookRepository(self._db)
 

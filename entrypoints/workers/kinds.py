@@ -261,6 +261,7 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore, limiter:
             w.deps.clock, threshold=s.breaker_threshold, reset_after=timedelta(seconds=s.breaker_reset_s)
         ),
         retry=RetryPolicy(max_attempts=s.delivery_attempts),
+        echo_grace=timedelta(seconds=s.echo_grace_s),
         attachments=Attachments(uow=w.deps.uow, store=store, clock=w.deps.clock),
         pacer=pacer_for(s, channel, limiter),
     )
@@ -295,7 +296,13 @@ def _channel_handler(
             # circuit lets a probe through, or the platform's pace has room.
             consumer.rewind(deferred)
             paced = [r.retry_in for r in results if r.outcome is Outcome.DEFERRED and r.retry_in is not None]
-            why = "circuit open" if cd.breaker.state != "closed" else "paced" if paced else "sends in doubt"
+            why = (
+                "circuit open"
+                if cd.breaker.state != "closed"
+                else "paced, or sends in doubt"
+                if paced
+                else "sends in doubt"
+            )
             wait = max(cd.breaker.retry_in(), min(paced, default=0.0), 0.1)
             log.warning("%s: %s; %d partitions wait %.1fs", cd.connector.channel, why, len(deferred), wait)
             await w.sleep(wait)

@@ -43,10 +43,10 @@ from tests.conformance.conftest import (
 pytestmark = pytest.mark.unit
 
 RECEIPT_WEBHOOKS: Final = {  # what each platform reports on a send its recipient receives and reads
-    Channel.WHATSAPP: ["sent", "delivered", "read"],
-    Channel.MESSENGER: ["delivered", "read"],
-    Channel.INSTAGRAM: ["read"],  # messaging_seen only: Instagram has no delivery webhooks
-    Channel.TELEGRAM: [],  # bots get no receipts
+    Channel.WHATSAPP: ["sent", "delivered", "read"],  # each status echoes the connector's delivery key
+    Channel.MESSENGER: ["echo", "delivered", "read"],  # message_echoes: the page's send, with our metadata
+    Channel.INSTAGRAM: ["echo", "read"],  # messaging_seen only: Instagram has no delivery webhooks
+    Channel.TELEGRAM: [],  # bots get no receipts, nor echoes
 }
 FINAL_STATUS: Final = {
     Channel.WHATSAPP: "READ",

@@ -766,21 +766,39 @@ async def test_add_if_absent_stores_a_conversation_once(uow_factory: Backend) ->
     assert dict(found.metadata) == dict(conv.metadata)
 
 
-async def test_sent_up_to_counts_a_send_whose_answer_is_not_recorded_yet(uow_factory: Backend) -> None:
+async def test_sent_up_to_leaves_out_a_send_whose_answer_is_not_recorded_and_unrecorded_up_to_names_its_reader(
+    uow_factory: Backend,
+) -> None:
     conv = group()
     m = message(conv, 1)
     to_bob = delivery(m, BOB, Channel.MESSENGER)
-    await store(uow_factory, conversations=[conv], messages=[(m, [to_bob])])
+    to_contact = delivery(m, CONTACT, Channel.WHATSAPP)
+    await store(uow_factory, conversations=[conv], messages=[(m, [to_bob, to_contact])])
     async with uow_factory() as uow:
-        await uow.sends.claim([to_bob.key], at=minutes(1))  # sending: the platform may already have it
+        # Sending, or its worker died: the platform may have it, or may never get it.
+        await uow.sends.claim([to_bob.key, to_contact.key], at=minutes(1))
         await uow.commit()
 
     async with uow_factory() as uow:
         covered = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=minutes(2), below=DeliveryStatus.READ)
-        earlier = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=T0, below=DeliveryStatus.READ)
+        unrecorded = await uow.sends.unrecorded_up_to(
+            Channel.MESSENGER, [CONTACT.key, BOB.key, BOB.key], up_to=minutes(2)
+        )
+        earlier = await uow.sends.unrecorded_up_to(Channel.MESSENGER, [BOB.key], up_to=T0)
+        whatsapp = await uow.sends.unrecorded_up_to(Channel.WHATSAPP, [CONTACT.key], up_to=minutes(2))
+        nobody = await uow.sends.unrecorded_up_to(Channel.MESSENGER, [], up_to=minutes(2))
+    async with uow_factory() as uow:
+        await uow.sends.record([(to_bob.key, "m.1")], at=minutes(3))
+        await uow.commit()
+    async with uow_factory() as uow:
+        recorded = await uow.sends.sent_up_to(Channel.MESSENGER, [BOB.key], up_to=minutes(2), below=DeliveryStatus.READ)
+        none_left = await uow.sends.unrecorded_up_to(Channel.MESSENGER, [BOB.key], up_to=minutes(2))
 
-    assert list(covered) == [to_bob.key]
-    assert list(earlier) == []
+    assert list(covered) == []
+    assert list(unrecorded) == [BOB.key]  # once, and only this channel's claims
+    assert (list(earlier), list(whatsapp), list(nobody)) == ([], [CONTACT.key], [])
+    assert list(recorded) == [to_bob.key]  # covered by its claim time once recorded
+    assert list(none_left) == []
 
 
 async def test_early_receipts_are_kept_once_taken_once_and_purged_when_stale(uow_factory: Backend) -> None:

@@ -103,7 +103,8 @@ def test_whatsapp_and_messenger_deliveries_go_out_through_graph(launch_stack: An
     assert [b["text"]["body"] for b in to_bruno] == ["oi 0", "oi 1"]
     assert all(b["biz_opaque_callback_data"].startswith("c4a:") for b in to_bruno)
     to_dora = graph.bodies("/v25.0/me/messages")
-    assert [(b["recipient"], b["message"]) for b in to_dora] == [
-        ({"id": "2468013579"}, {"text": "oi 0"}),
-        ({"id": "2468013579"}, {"text": "oi 1"}),
+    assert [(b["recipient"], b["message"]["text"]) for b in to_dora] == [
+        ({"id": "2468013579"}, "oi 0"),
+        ({"id": "2468013579"}, "oi 1"),
     ]
+    assert all(b["message"]["metadata"].startswith("c4a:") for b in to_dora)  # the key its echo carries back

@@ -24,3 +24,16 @@ def test_a_connector_has_receipts_exactly_when_its_channel_reports_past_sent(cha
     capabilities = module.CAPABILITIES  # type: ignore[attr-defined]
 
     assert capabilities.receipts is (LAST_REPORTED[channel] is not DeliveryStatus.SENT)
+
+
+@pytest.mark.parametrize(
+    ("module", "echoes"),
+    [(whatsapp, True), (messenger, True), (instagram, True), (telegram, False)],
+    ids=["whatsapp", "messenger", "instagram", "telegram"],
+)
+def test_the_meta_platforms_echo_our_delivery_key_and_telegram_does_not(module: object, echoes: bool) -> None:
+    """Echoes settle a send in doubt within a grace; Telegram's wait out the claim's lease (at least once)."""
+    capabilities = module.CAPABILITIES  # type: ignore[attr-defined]
+
+    assert capabilities.echoes is echoes
+    assert not capabilities.lookup

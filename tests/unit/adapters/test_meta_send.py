@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.channels.common import delivery_of_tag
 from adapters.channels.instagram import InstagramConnector
 from adapters.channels.messenger import MessengerConnector
 from adapters.channels.meta_send import MetaSendConnector
@@ -57,10 +58,15 @@ def platform(request: pytest.FixtureRequest) -> Platform:
 
 
 def message(
-    platform: Platform, text: str = "Olá!", *, payload: dict[str, object] | None = None, to: str | None = None
+    platform: Platform,
+    text: str = "Olá!",
+    *,
+    payload: dict[str, object] | None = None,
+    to: str | None = None,
+    recipient_key: str | None = None,
 ) -> OutboundMessage:
     return OutboundMessage(
-        delivery=(MessageId(uuid.uuid4()), f"user:{uuid.uuid4()}", platform.channel),
+        delivery=(MessageId(uuid.uuid4()), recipient_key or f"user:{uuid.uuid4()}", platform.channel),
         conversation_id=ConversationId(uuid.uuid4()),
         seq=1,
         to=ChannelAddress.of(platform.channel, to or platform.recipient),
@@ -74,6 +80,12 @@ class Transport(httpx.MockTransport):
 
     async def aclose(self) -> None:
         self.closed = True
+
+
+def tag_of(m: OutboundMessage) -> str:
+    """The ``metadata`` a send of ``m`` carries: its delivery key, for the platform to echo."""
+    message_id, recipient_key, channel = m.delivery
+    return f"c4a:{message_id}:{recipient_key}:{channel.value}"
 
 
 def transport(answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.Request]) -> Transport:
@@ -116,15 +128,37 @@ async def test_a_text_goes_to_the_send_api_and_the_platform_id_comes_back(platfo
     seen: list[httpx.Request] = []
     meta = connector(platform, sent, seen)
 
-    platform_id = await meta.send(message(platform))
+    sending = message(platform)
+
+    platform_id = await meta.send(sending)
 
     assert platform_id == MID
     [request] = seen
     assert (request.method, str(request.url)) == ("POST", f"http://graph.test/v25.0/{PAGE_ID}/messages")
     assert request.headers["authorization"] == f"Bearer {TOKEN}"
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.content) == platform.body
+    tagged = {**platform.body["message"], "metadata": tag_of(sending)}  # echoed back in message_echoes
+    assert json.loads(request.content) == {**platform.body, "message": tagged}
     await meta.close()
+
+
+async def test_the_delivery_key_in_metadata_reads_back_as_the_delivery(platform: Platform) -> None:
+    seen: list[httpx.Request] = []
+    sending = message(platform, recipient_key=f"{platform.channel.value}:{platform.recipient}")  # a contact
+
+    await connector(platform, sent, seen).send(sending)
+
+    metadata = json.loads(seen[0].content)["message"]["metadata"]
+    assert len(metadata) <= 1000  # the Send API's limit
+    assert delivery_of_tag(metadata) == sending.delivery
+
+
+async def test_a_key_too_long_to_carry_is_left_out_and_the_text_still_goes(platform: Platform) -> None:
+    seen: list[httpx.Request] = []
+
+    assert await connector(platform, sent, seen).send(message(platform, recipient_key="user:" + "x" * 1000)) == MID
+
+    assert json.loads(seen[0].content)["message"] == {"text": "Olá!"}
 
 
 async def test_graph_and_its_version_are_the_defaults_and_can_be_changed(platform: Platform) -> None:
@@ -304,7 +338,7 @@ async def test_a_text_at_the_limit_is_sent(platform: Platform) -> None:
 
     await connector(platform, sent, seen).send(message(platform, "x" * platform.max_text))
 
-    assert json.loads(seen[0].content)["message"] == {"text": "x" * platform.max_text}
+    assert json.loads(seen[0].content)["message"]["text"] == "x" * platform.max_text
 
 
 async def test_messenger_counts_characters_and_instagram_utf8_bytes() -> None:
@@ -400,16 +434,16 @@ async def test_a_file_goes_as_an_attachment_of_its_kind_by_url(
     platform: Platform, content_type: str, size: int, kind: str
 ) -> None:
     seen: list[httpx.Request] = []
+    sending = message(platform, payload=file_payload(content_type, size))
 
-    platform_id = await connector(platform, sent, seen).send(
-        message(platform, payload=file_payload(content_type, size))
-    )
+    platform_id = await connector(platform, sent, seen).send(sending)
 
     assert platform_id == MID
     [request] = seen
     body = json.loads(request.content)
     assert body["message"] == {
-        "attachment": {"type": kind, "payload": {"url": "https://files.test/blob?sig=1", "is_reusable": False}}
+        "attachment": {"type": kind, "payload": {"url": "https://files.test/blob?sig=1", "is_reusable": False}},
+        "metadata": tag_of(sending),
     }
     assert body["recipient"] == {"id": platform.recipient}
 
@@ -427,8 +461,9 @@ async def test_a_caption_goes_as_a_text_just_before_the_attachment(platform: Pla
 
     assert platform_id == "m_attachment"  # the receipts that matter are the file's
     first, second = (json.loads(r.content) for r in seen)
-    assert first == platform.body
+    assert first == platform.body  # untagged: the caption's echo must not pass for the whole delivery
     assert second["message"]["attachment"]["type"] == "image"
+    assert delivery_of_tag(second["message"]["metadata"]) is not None
 
 
 async def test_a_caption_is_shortened_only_where_a_text_cannot_carry_it(platform: Platform) -> None:

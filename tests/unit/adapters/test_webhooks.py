@@ -185,6 +185,28 @@ def test_whatsapp_statuses_become_receipts_with_our_delivery_from_the_callback_d
     assert parsed.messages == ()
 
 
+def test_a_whatsapp_sent_status_with_our_key_is_a_sent_confirmation() -> None:
+    ours = (MessageId(uuid.uuid4()), "whatsapp:+5516992318222", Channel.WHATSAPP)
+    telegrams = (MessageId(uuid.uuid4()), "user:5f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f", Channel.TELEGRAM)
+    sent = {"status": "sent", "timestamp": "1750857384", "recipient_id": "5516992318222"}
+    body = whatsapp(
+        {
+            "statuses": [
+                {**sent, "id": "wamid.A", "biz_opaque_callback_data": callback_data(ours)},
+                {**sent, "id": "wamid.B"},  # not tagged: nothing to learn
+                {**sent, "id": "wamid.C", "biz_opaque_callback_data": callback_data(telegrams)},  # not this channel's
+            ]
+        }
+    )
+
+    (confirmation,) = WhatsAppWebhook(SECRET).parse(body).receipts
+
+    assert confirmation == Receipt(
+        Channel.WHATSAPP, DeliveryStatus.SENT, at(1750857384), platform_message_id="wamid.A", delivery=ours
+    )
+    assert confirmation.confirms_send
+
+
 def test_whatsapp_ignores_other_objects_and_fields() -> None:
     other_field = raw(
         {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "account_update", "value": {}}]}]}
@@ -233,6 +255,45 @@ def test_messenger_messages_deliveries_and_reads() -> None:
         (DeliveryStatus.READ, reader, watermark),
     ]
     assert all(isinstance(w, Watermark) and w.channel is Channel.MESSENGER for w in parsed.watermarks)
+
+
+def echo(page: str, person: str, **message: Any) -> dict[str, Any]:
+    """Meta's echo of a message the page sent the person (Messenger's message_echoes, Instagram's is_echo)."""
+    return {
+        "sender": {"id": page},
+        "recipient": {"id": person},
+        "timestamp": 1457764197627,
+        "message": {"is_echo": True, "app_id": 1517776481860111, **message},
+    }
+
+
+@pytest.mark.parametrize(
+    ("hook", "obj", "channel"),
+    [(MessengerWebhook, "page", Channel.MESSENGER), (InstagramWebhook, "instagram", Channel.INSTAGRAM)],
+)
+def test_an_echo_of_our_send_is_a_sent_confirmation_and_other_echoes_are_skipped(
+    hook: type[MessengerWebhook], obj: str, channel: Channel
+) -> None:
+    ours = (MessageId(uuid.uuid4()), f"user:{uuid.uuid4()}", channel)
+    elsewhere = (MessageId(uuid.uuid4()), f"user:{uuid.uuid4()}", Channel.WHATSAPP)
+    body = messaging(
+        obj,
+        echo("PAGE", "1254459154682919", mid="m_ours", text="hello", metadata=callback_data(ours)),
+        echo("PAGE", "1254459154682919", mid="m_inbox", text="typed in the page's inbox"),  # no metadata
+        echo("PAGE", "1254459154682919", mid="m_other", text="x", metadata="another app's data"),
+        echo("PAGE", "1254459154682919", mid="m_wa", text="x", metadata=callback_data(elsewhere)),
+        echo("PAGE", "1254459154682919", text="no mid", metadata=callback_data(ours)),
+        echo("me", "1254459154682919", mid="m_file", attachments=[{"type": "image"}], metadata=callback_data(ours)),
+    )
+
+    parsed = hook(SECRET).parse(body)
+
+    assert parsed.receipts == (
+        Receipt(channel, DeliveryStatus.SENT, at(1457764197.627), platform_message_id="m_ours", delivery=ours),
+        Receipt(channel, DeliveryStatus.SENT, at(1457764197.627), platform_message_id="m_file", delivery=ours),
+    )
+    assert all(r.confirms_send for r in parsed.receipts)
+    assert (parsed.messages, parsed.watermarks) == ((), ())  # an echo is never a message from the person
 
 
 def test_instagram_messages_and_seen_by_mid_in_either_envelope() -> None:
