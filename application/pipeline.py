@@ -81,6 +81,18 @@ async def outbox_backlog(d: PipelineDeps) -> int:
         return await uow.outbox.backlog()
 
 
+async def republish_outbox(d: PipelineDeps, *, since: datetime) -> int:
+    """Publish again every event published since ``since``: the broker lost its log (it restarted empty).
+
+    Consumers dedupe what they had already handled (the send ledger, monotonic statuses), so a
+    generous ``since`` costs work, never a second platform message.
+    """
+    async with d.uow() as uow:
+        again = await uow.outbox.unpublish(published_after=since, published_before=d.clock.now())
+        await uow.commit()
+    return again
+
+
 async def purge_outbox(d: PipelineDeps, *, keep: timedelta, limit: int = 10_000) -> int:
     """Delete events published longer than ``keep`` ago (they are in the log); return how many."""
     async with d.uow() as uow:

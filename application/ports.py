@@ -408,6 +408,13 @@ class Outbox(Protocol):
         """Delete at most ``limit`` events published before ``published_before``; return how many."""
 
     @abstractmethod
+    async def unpublish(self, *, published_after: datetime, published_before: datetime) -> int:
+        """Mark the events published in [after, before) as not published; return how many.
+
+        The relay then publishes them again: the log that held them lost them.
+        """
+
+    @abstractmethod
     async def backlog(self) -> int:
         """How many committed events are not published yet."""
 

@@ -261,6 +261,15 @@ class Settings(BaseSettings):
     relay_batch: int = Field(default=500, ge=1, le=10_000, description="outbox events the relay publishes at once")
     relay_poll_interval: float = Field(default=1.0, gt=0, description="seconds between outbox polls without a NOTIFY")
     outbox_retention_s: float = Field(default=3600.0, gt=0, description="how long published outbox events are kept")
+    broker_check_interval_s: float = Field(
+        default=5.0, gt=0, description="seconds between the relay's checks that the broker still has its log"
+    )
+    broker_loss_replay_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="when the broker lost its log, the relay publishes again what it published this long before "
+        "the last check that found the log whole (covers consumers lagging up to this much)",
+    )
     sweep_interval_s: float = Field(default=30.0, gt=0, description="seconds between sweeps")
     sweep_deadline_s: float = Field(default=300.0, gt=0, description="age at which the sweeper re-drives work")
     delivery_attempts: int = Field(

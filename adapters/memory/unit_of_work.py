@@ -424,6 +424,17 @@ class InMemoryOutbox(_Repo):
         committed = len(snapshot.outbox) if snapshot is not None else len(self.s.outbox)
         return sum(1 for i in range(committed) if i not in self.s.published)
 
+    async def unpublish(self, *, published_after: datetime, published_before: datetime) -> int:
+        again = [
+            i
+            for i, at in self.s.published_at.items()
+            if published_after <= at < published_before and i not in self.s.purged
+        ]
+        for i in again:
+            self.s.published.discard(i)
+            del self.s.published_at[i]
+        return len(again)
+
     async def purge(self, *, published_before: datetime, limit: int) -> int:
         # Positions stay (tests read the outbox as a list); purged ones are only marked.
         old = [i for i, at in sorted(self.s.published_at.items()) if at < published_before and i not in self.s.purged]

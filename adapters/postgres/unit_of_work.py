@@ -1039,6 +1039,12 @@ class PostgresOutbox(_Repo):
             (published_before, limit),
         )
 
+    async def unpublish(self, *, published_after: datetime, published_before: datetime) -> int:
+        return await self._db.execute(
+            "UPDATE outbox SET published_at = NULL WHERE published_at >= %s AND published_at < %s",
+            (published_after, published_before),
+        )
+
     async def backlog(self) -> int:
         # Counted on the partial index of unpublished rows (outbox_unpublished): only the backlog is read.
         row = await self._db.row("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")

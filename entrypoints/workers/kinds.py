@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -16,6 +16,7 @@ from adapters.channels.messenger import MessengerConnector
 from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_offset, parse_update
 from adapters.channels.whatsapp import WhatsAppConnector
 from adapters.kafka.consumer import KafkaBatchConsumer, Received
+from adapters.kafka.logwatch import LogWatch
 from adapters.postgres.notify import OutboxWakeups
 from adapters.redis import RedisFanout
 from application import topics
@@ -37,6 +38,7 @@ from application.pipeline import (
     outbox_backlog,
     purge_outbox,
     relay_outbox,
+    republish_outbox,
     route_events,
     sweep,
 )
@@ -59,12 +61,16 @@ async def run_relay(w: Worker) -> None:
     s = w.settings
     assert s.database_url is not None
     keep = timedelta(seconds=s.outbox_retention_s)
-    next_purge = next_sample = 0.0
+    next_purge = next_sample = next_check = 0.0
     loop = asyncio.get_running_loop()
+    log_watch = BrokerLogWatch(w)
     async with OutboxWakeups(s.database_url) as wakeups:
         while not w.stop.is_set():
             w.beat("relay", next_within=s.relay_poll_interval)
             try:
+                if loop.time() >= next_check:
+                    next_check = loop.time() + s.broker_check_interval_s
+                    await log_watch.check()
                 if loop.time() >= next_purge:
                     next_purge = loop.time() + min(60.0, s.outbox_retention_s)
                     purged = await purge_outbox(w.deps, keep=keep)
@@ -81,6 +87,41 @@ async def run_relay(w: Worker) -> None:
             metrics.relayed(published)
             if published < s.relay_batch:
                 await wakeups.wait(s.relay_poll_interval)
+    await log_watch.stop()
+
+
+class BrokerLogWatch:
+    """The relay's check that the broker still holds what was published (see adapters/kafka/logwatch.py)."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.watch = LogWatch(w.bootstrap, topics.all_topics())
+        self.intact_at: datetime | None = None
+        """When the log was last found whole (None: not yet)."""
+
+    async def check(self) -> None:
+        now = self.w.deps.clock.now()
+        try:
+            lost = await self.watch.lost()
+        except Unavailable as exc:
+            log.info("relay: cannot check the broker's log yet: %s", exc)
+            return
+        if lost and self.intact_at is not None:
+            since = self.intact_at - timedelta(seconds=self.w.settings.broker_loss_replay_s)
+            again = await republish_outbox(self.w.deps, since=since)
+            metrics.log_losses()
+            log.warning(
+                "relay: the broker lost its log (%d partitions went back, e.g. %s); publishing again the %d events "
+                "published since %s",
+                len(lost),
+                lost[0],
+                again,
+                since.isoformat(timespec="seconds"),
+            )
+        self.intact_at = now
+
+    async def stop(self) -> None:
+        await self.watch.stop()
 
 
 async def run_router(w: Worker) -> None:

@@ -18,6 +18,10 @@ from domain.channels import Channel
 from domain.deliveries import DeliveryStatus
 
 OUTBOX_RELAYED = Counter("chat4all_outbox_relayed", "Outbox events the relay published to Kafka.")
+BROKER_LOG_LOSSES = Counter(
+    "chat4all_broker_log_losses",
+    "Times the relay found the broker's log shorter than before (it lost records) and published the outbox again.",
+)
 MESSAGES_ROUTED = Counter(
     "chat4all_messages_routed", "Messages the router found behind and routed (acceptance queues the others' jobs)."
 )
@@ -100,6 +104,10 @@ _latency: dict[str, Any] = {}
 
 def relayed(count: int) -> None:
     OUTBOX_RELAYED.inc(count)
+
+
+def log_losses() -> None:
+    BROKER_LOG_LOSSES.inc()
 
 
 def routed(r: Routed) -> None:

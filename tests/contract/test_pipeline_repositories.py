@@ -148,6 +148,31 @@ async def test_purge_deletes_only_events_published_before_the_cutoff(uow_factory
     assert contents(waiting) == [event(4)]
 
 
+async def test_unpublish_makes_events_published_in_the_window_claimable_again(uow_factory: Backend) -> None:
+    """After the broker lost its log, the relay publishes the recent outbox again."""
+    await queue(uow_factory, event(1), event(2), event(3), event(4))
+    async with uow_factory() as uow:
+        old = await uow.outbox.claim(1)
+        await uow.outbox.mark_published([r.id for r in old], at=T0)
+        recent = await uow.outbox.claim(2)
+        await uow.outbox.mark_published([r.id for r in recent], at=LATER)
+        await uow.commit()
+
+    async with uow_factory() as uow:
+        again = await uow.outbox.unpublish(
+            published_after=T0 + timedelta(seconds=1), published_before=LATER + timedelta(seconds=1)
+        )
+        none = await uow.outbox.unpublish(published_after=LATER + timedelta(days=1), published_before=LATER)
+        await uow.commit()
+    async with uow_factory() as uow:
+        waiting = await uow.outbox.claim(10)
+        backlog = await uow.outbox.backlog()
+
+    assert (again, none) == (2, 0)
+    assert contents(waiting) == [event(2), event(3), event(4)]  # in id order; the old one stays published
+    assert backlog == 3
+
+
 async def test_events_not_committed_are_never_claimed(uow_factory: Backend) -> None:
     async with uow_factory() as uow:
         await uow.outbox.add("chat.messages", "k", {"type": "left without commit"})
