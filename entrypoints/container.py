@@ -39,8 +39,10 @@ def make_hasher(profile: str) -> Argon2PasswordHasher:
     return Argon2PasswordHasher(argon2.PasswordHasher.from_parameters(params))
 
 
-async def _pool(conninfo: str, min_size: int, max_size: int) -> AsyncIterator[AsyncConnectionPool]:
-    pool = await open_pool(conninfo, min_size=min_size, max_size=max_size)
+async def _pool(
+    conninfo: str, min_size: int, max_size: int, acquire_timeout: float
+) -> AsyncIterator[AsyncConnectionPool]:
+    pool = await open_pool(conninfo, min_size=min_size, max_size=max_size, acquire_timeout=acquire_timeout)
     try:
         yield pool
     finally:
@@ -126,7 +128,11 @@ class Container(containers.DeclarativeContainer):
     tokens = providers.Singleton(JwtTokenIssuer, settings=token_settings)
 
     pool = providers.Resource(
-        _pool, conninfo=config.database_url, min_size=config.db_pool_min, max_size=config.db_pool_max
+        _pool,
+        conninfo=config.database_url,
+        min_size=config.db_pool_min,
+        max_size=config.db_pool_max,
+        acquire_timeout=config.db_acquire_timeout_s,
     )
     uow = providers.Singleton(_postgres_uow, pool=pool)
     readiness = providers.Singleton(_postgres_readiness, pool=pool)

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     refresh_token_ttl_s: int = Field(default=30 * 86400, ge=3600)
     db_pool_min: int = 2
     db_pool_max: int = 10
+    db_acquire_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        description="longest a request waits to borrow a database connection before it is answered 503 with "
+        "Retry-After (while PostgreSQL is down or every connection is busy)",
+    )
     group_max: int = Field(default=100, ge=3, le=10_000)
     max_body_bytes: int = Field(default=1024 * 1024, description="cap on request bodies outside the file routes")
     max_file_size: int = Field(default=2 * 1024**3, ge=1, description="largest file an upload may declare (413 above)")

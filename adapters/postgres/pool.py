@@ -20,10 +20,19 @@ def _utc_options(conninfo: str) -> str:
     return f"{options} -c TimeZone=UTC".strip()
 
 
-async def open_pool(conninfo: str, min_size: int = 2, max_size: int = 10, *, connect_timeout: float = 30.0) -> Pool:
+async def open_pool(
+    conninfo: str,
+    min_size: int = 2,
+    max_size: int = 10,
+    *,
+    connect_timeout: float = 30.0,
+    acquire_timeout: float | None = None,
+) -> Pool:
     """Open a pool and wait until ``min_size`` connections are ready; the caller closes it.
 
-    ``connect_timeout`` bounds both this wait and every later wait to borrow a connection.
+    ``connect_timeout`` bounds this wait; ``acquire_timeout`` (default: the same) every later wait to borrow a
+    connection. Keep the latter short where a caller waits: while PostgreSQL is down, a borrow that gives up
+    soon is a prompt 503 with Retry-After instead of a request hanging until the client's own timeout.
 
     Raises:
         Unavailable: the server could not be reached in time.
@@ -43,4 +52,6 @@ async def open_pool(conninfo: str, min_size: int = 2, max_size: int = 10, *, con
     except psycopg.OperationalError as e:  # PoolTimeout included
         await pool.close()
         raise Unavailable(f"cannot connect to PostgreSQL: {e}") from e
+    if acquire_timeout is not None:
+        pool.timeout = acquire_timeout  # getconn()'s default from now on
     return pool

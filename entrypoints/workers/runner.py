@@ -98,7 +98,12 @@ async def worker_resources(settings: Settings) -> AsyncIterator[Worker]:
         raise SystemExit("CHAT4ALL_DATABASE_URL is not set")
     if settings.kafka_bootstrap is None:
         raise SystemExit("CHAT4ALL_KAFKA_BOOTSTRAP is not set")
-    pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max)
+    pool = await open_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        acquire_timeout=settings.db_acquire_timeout_s,
+    )
     publisher = KafkaPublisher(settings.kafka_bootstrap, client_id="chat4all-worker")
     try:
         await _start_publisher(publisher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -60,3 +61,18 @@ async def _backend_pid(uow: PostgresUnitOfWork) -> int:
     conn = uow._db.conn  # the server process behind this unit of work
     assert conn is not None
     return conn.info.backend_pid
+
+
+async def test_a_borrow_gives_up_after_the_acquire_timeout_not_the_connect_timeout(postgres_url: str) -> None:
+    """While every connection is taken (or PostgreSQL is down), a request is refused in seconds: a prompt 503."""
+    small = await open_pool(postgres_url, 1, 1, connect_timeout=30.0, acquire_timeout=0.3)
+    try:
+        async with small.connection():  # the only connection, held
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                async with PostgresUnitOfWork(small) as uow:
+                    await uow.users.get_by_username("nobody")
+            waited = time.monotonic() - started
+        assert 0.25 <= waited < 5.0
+    finally:
+        await small.close()
