@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -68,7 +68,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ha
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        log.info("group %s: partitions revoked: %s", self.owner.group_id, _describe(revoked))
+        # The rebalance waits for the batch in hand to be handled and committed: its records are not given to
+        # another member while this one is still working on them (two workers sending the same job at once).
+        async with self.owner._batch:
+            log.info("group %s: partitions revoked: %s", self.owner.group_id, _describe(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("group %s: partitions assigned: %s", self.owner.group_id, _describe(assigned))
@@ -136,6 +139,7 @@ class KafkaBatchConsumer:
         self.stop_timeout = stop_timeout
         self._consumer: AIOKafkaConsumer | None = None
         self._paused = False
+        self._batch = asyncio.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -227,6 +231,16 @@ class KafkaBatchConsumer:
                     continue
                 received.append(decoded)
         return received
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Hold the records :meth:`poll` returned while handling and committing them: a rebalance waits for it.
+
+        Without this, a member that loses partitions in a rebalance goes on with the batch it holds while the
+        partitions' new owner reads the same records from the last commit: both would work on them at once.
+        """
+        async with self._batch:
+            yield
 
     async def commit(self) -> None:
         """Commit the position after every record :meth:`poll` returned; call it once their work is durable.

@@ -151,12 +151,13 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
                     next_lag = loop.time() + LAG_EVERY_S
                     await _report_lag(consumer)
                 continue
-            try:
-                with batch_span(consumer.group_id, batch):
-                    await _until_done(worker, partial(handle, batch), beat)
-            except _Stopping:
-                break  # the batch stays uncommitted: whoever owns the partitions next gets it again
-            await consumer.commit()
+            async with consumer.batch():  # a rebalance waits until the batch is handled and committed
+                try:
+                    with batch_span(consumer.group_id, batch):
+                        await _until_done(worker, partial(handle, batch), beat)
+                except _Stopping:
+                    break  # the batch stays uncommitted: whoever owns the partitions next gets it again
+                await consumer.commit()
             if loop.time() >= next_lag:
                 next_lag = loop.time() + LAG_EVERY_S
                 await _report_lag(consumer)

@@ -262,3 +262,40 @@ async def test_a_paused_consumer_receives_nothing_until_resumed(kafka_bootstrap:
         c.resume_all()
         assert not c.paused
         assert sorted(r.payload["i"] for r in await drain(c, 30)) == list(range(30))
+
+
+async def test_a_rebalance_waits_for_the_batch_in_hand_so_the_new_member_does_not_get_it_again(
+    kafka_bootstrap: str,
+) -> None:
+    """A member handling a batch when another joins finishes and commits it before giving partitions away."""
+    topic = topics.outbound(Channel.MESSENGER)
+    group = f"handover-{time.monotonic_ns()}"
+    async with KafkaPublisher(kafka_bootstrap) as publisher:
+        await publisher.publish([Event(topic, f"conversation-{i}", {"i": i}) for i in range(40)])
+    first = consumer(kafka_bootstrap, [topic], group)
+    second = consumer(kafka_bootstrap, [topic], group)
+    await first.start()
+    try:
+        batch = await drain(first, 40)
+        handled: list[int] = []
+
+        async def handle_slowly() -> None:
+            async with first.batch():  # the worker's loop holds its batch like this (entrypoints/workers/runner.py)
+                await asyncio.sleep(3.0)  # the second member joins meanwhile: its rebalance must wait
+                handled.extend(r.payload["i"] for r in batch)
+                await first.commit()
+
+        work = asyncio.create_task(handle_slowly())
+        await asyncio.sleep(0.2)
+        await second.start()
+        try:
+            again = await quiet(second, 6.0)  # joins, gets partitions once the batch is committed
+            await work
+            await until(lambda: bool(second.assignment()), 10, "the second member owns partitions", first, second)
+            again += await quiet(second, 1.0)
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+    assert sorted(handled) == list(range(40))
+    assert [r.payload["i"] for r in again] == [], "records the first member committed were read again"
