@@ -158,5 +158,13 @@ def dlq_replay(dry_run: bool) -> None:
     sys.exit(replay(_dlq_settings(), dry_run=dry_run))
 
 
+def _add_drills() -> None:
+    from entrypoints.drill.cli import drill
+
+    main.add_command(drill)
+
+
+_add_drills()
+
 if __name__ == "__main__":
     main()
