@@ -9,10 +9,12 @@ that Chat4All's connectors run against the sandbox unchanged; the control routes
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
@@ -33,6 +35,7 @@ from msgspec import UNSET, UnsetType
 from domain.channels import Channel
 from entrypoints.sandbox.config import SandboxConfig
 from entrypoints.sandbox.platforms import (
+    BATCHED,
     SERVED,
     InvalidControl,
     Message,
@@ -51,17 +54,26 @@ PROBLEM_JSON = "application/problem+json"
 MAX_BODY_BYTES = 60 * 1024 * 1024  # Telegram bots upload documents up to 50 MB
 TELEGRAM_SENDS = frozenset({"sendmessage", "senddocument"})
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+BATCH_MAX_BYTES = 512 * 1024
+"""A batch stops growing at this many body bytes: Chat4All takes request bodies of up to 1 MiB by default."""
 
 
 @attrs.frozen
 class Attempt:
-    """One try at delivering a webhook, as ``GET /sandbox/webhooks`` lists it."""
+    """One try at delivering one update, as ``GET /sandbox/webhooks`` lists it.
+
+    An update travels in a batch (one POST that may carry many, ``Sandbox.merge``): every update of a
+    batch gets an entry per attempt, with the batch's outcome. ``hook`` is the update alone, as its
+    platform would send it by itself; ``batch`` numbers the POST and ``batch_size`` counts its updates.
+    """
 
     hook: Webhook
     attempt: int
     at: float
     status: int | None = None
     error: str | None = None
+    batch: int = 0
+    batch_size: int = 1
 
     @property
     def ok(self) -> bool:
@@ -80,12 +92,51 @@ class Attempt:
             "status": self.status,
             "error": self.error,
             "at": iso(self.at),
+            "batch": self.batch,
+            "batch_size": self.batch_size,
             "body": body,
         }
 
 
+@attrs.define
+class _Waiting:
+    """An update in a lane, and whoever waits for its first attempt (``POST /sandbox/inbound``)."""
+
+    hook: Webhook
+    since: float
+    answer: asyncio.Future[Attempt] | None = None
+
+
+@attrs.define
+class _Lane:
+    """Updates about some of the people of one queue, oldest first; its worker posts one batch at a time."""
+
+    waiting: collections.deque[_Waiting] = attrs.field(factory=collections.deque)
+    arrived: asyncio.Event = attrs.field(factory=asyncio.Event)
+    urgent: int = 0
+    """How many waiting updates someone awaits: those go without lingering."""
+
+
+@attrs.define
+class _Queue:
+    """The webhooks to one URL of one platform: ``lanes`` by person, and the POSTs in flight (retries too)."""
+
+    channel: Channel
+    lanes: list[_Lane]
+    slots: asyncio.Semaphore
+
+
 class Webhooks:
-    """Calls Chat4All the way the platforms do: retried with growing waits when it does not answer 2xx.
+    """Calls Chat4All the way the platforms do: in batches, a few calls at a time, retried when it does not answer 2xx.
+
+    Updates queue per (channel, URL). A queue has ``concurrency`` lanes, and each update goes to the
+    lane of its person (``Webhook.peer``), so that a person's updates arrive in order. A lane's worker
+    takes whatever waits (at most ``batch_max`` updates, or one for Telegram), after lingering
+    ``linger_s`` for company when it finds a lone update, merges it into one signed body
+    (``merge``), posts it, and takes the next batch once Chat4All has answered. At most
+    ``concurrency`` POSTs per queue are in flight, retries included, so the HTTP client's pool never
+    holds more than that. A failed batch is retried whole in the background, after ``retry_delays``,
+    without holding its lane up.
 
     Every background task is kept in ``_tasks`` (the event loop holds only weak references) and
     cancelled on ``reset`` and at shutdown, so nothing outlives the test or the server.
@@ -97,23 +148,50 @@ class Webhooks:
         transport: httpx.AsyncBaseTransport | None,
         retry_delays: Sequence[float],
         timeout: float,
+        merge: Callable[[Sequence[Webhook]], Webhook],
+        concurrency: int = 4,
+        batch_max: int = 100,
+        linger_s: float = 0.005,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if concurrency < 1 or batch_max < 1 or linger_s < 0:
+            raise ValueError("concurrency and batch_max are at least 1, and linger_s is not negative")
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout)
         self._delays = tuple(retry_delays)
+        self._merge = merge
+        self._concurrency = concurrency
+        self._batch_max = batch_max
+        self._linger_s = linger_s
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[tuple[Channel, str], _Queue] = {}
+        self._answers: set[asyncio.Future[Attempt]] = set()
+        self._batches = 0
         self.log: list[Attempt] = []
 
     async def deliver(self, hook: Webhook) -> Attempt:
-        """Make the first attempt now; on failure keep trying in the background."""
-        attempt = await self._attempt(hook, 1)
-        if not attempt.ok and self._delays:
-            self.spawn(self._retry(hook))
-        return attempt
+        """Send ``hook`` without lingering and await its first attempt (retries, if any, follow in the background)."""
+        answer: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
+        self._answers.add(answer)
+        answer.add_done_callback(self._answers.discard)
+        self.enqueue(hook, answer=answer)
+        try:
+            return await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            if not answer.cancelled():
+                raise  # our caller was cancelled, not the delivery
+            return Attempt(hook, 1, self._clock(), error="cancelled: the sandbox was reset before it was sent")
+
+    def enqueue(self, hook: Webhook, *, answer: asyncio.Future[Attempt] | None = None) -> None:
+        """Queue ``hook`` behind the earlier updates about the same person."""
+        queue = self._queue(hook)
+        lane = queue.lanes[zlib.crc32(hook.peer.encode()) % len(queue.lanes)]
+        lane.waiting.append(_Waiting(hook, time.monotonic(), answer))
+        lane.urgent += answer is not None
+        lane.arrived.set()
 
     def follow_up(self, build: Callable[[str], Webhook], kinds: Sequence[str], delay_s: float) -> None:
-        """Deliver the receipts ``kinds``, in order, ``delay_s`` apart (the first ``delay_s`` after now)."""
+        """Queue the receipts ``kinds``, in order, ``delay_s`` apart (the first ``delay_s`` after now)."""
         if kinds:
             self.spawn(self._receipts(build, kinds, delay_s))
 
@@ -124,45 +202,113 @@ class Webhooks:
 
     async def cancel_pending(self) -> None:
         tasks, self._tasks = self._tasks, set()
+        queues, self._queues = self._queues, {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        answers, self._answers = self._answers, set()
+        for answer in answers:
+            answer.cancel()  # its update was dropped: whoever waits learns it
+        queues.clear()
 
     async def close(self) -> None:
         await self.cancel_pending()
         await self._client.aclose()
 
+    def _queue(self, hook: Webhook) -> _Queue:
+        key = (hook.channel, hook.url)
+        queue = self._queues.get(key)
+        if queue is None:
+            lanes = [_Lane() for _ in range(self._concurrency)]
+            queue = self._queues[key] = _Queue(hook.channel, lanes, asyncio.Semaphore(self._concurrency))
+            for lane in lanes:
+                self.spawn(self._work(queue, lane))
+        return queue
+
     async def _receipts(self, build: Callable[[str], Webhook], kinds: Sequence[str], delay_s: float) -> None:
         for kind in kinds:
             await asyncio.sleep(delay_s)
-            await self.deliver(build(kind))
+            self.enqueue(build(kind))
 
-    async def _retry(self, hook: Webhook) -> None:
+    async def _work(self, queue: _Queue, lane: _Lane) -> None:
+        """A lane's worker: one batch at a time, for as long as the sandbox runs."""
+        while True:
+            while not lane.waiting:
+                lane.arrived.clear()
+                await lane.arrived.wait()
+            await self._linger(queue, lane)
+            async with queue.slots:
+                batch = self._take(queue, lane)
+                try:
+                    attempts = await self._post(batch, 1, self._next_batch())
+                except Exception as exc:  # a bug, not Chat4All: tell the waiters, keep the lane going
+                    log.exception("sandbox: could not post a %s batch", queue.channel.value)
+                    attempts = [Attempt(w.hook, 1, self._clock(), error=f"{type(exc).__name__}: {exc}") for w in batch]
+            for waiting, attempt in zip(batch, attempts, strict=True):
+                if waiting.answer is not None and not waiting.answer.done():
+                    waiting.answer.set_result(attempt)
+            first = attempts[0]
+            if not first.ok and first.batch and self._delays:
+                self.spawn(self._retry(queue, [w.hook for w in batch], first.batch))
+
+    async def _linger(self, queue: _Queue, lane: _Lane) -> None:
+        """Give a lone update a moment's company (Meta batches too), unless someone awaits one or the batch is full."""
+        if queue.channel not in BATCHED or lane.urgent or len(lane.waiting) >= self._batch_max:
+            return
+        left = self._linger_s - (time.monotonic() - lane.waiting[0].since)
+        if left > 0:
+            await asyncio.sleep(left)
+
+    def _take(self, queue: _Queue, lane: _Lane) -> list[_Waiting]:
+        """The oldest waiting updates that fit in one POST: one on Telegram, else up to ``batch_max`` and a size cap."""
+        most = self._batch_max if queue.channel in BATCHED else 1
+        batch = [lane.waiting.popleft()]
+        size = len(batch[0].hook.body)
+        while lane.waiting and len(batch) < most and size + len(lane.waiting[0].hook.body) <= BATCH_MAX_BYTES:
+            batch.append(lane.waiting.popleft())
+            size += len(batch[-1].hook.body)
+        lane.urgent -= sum(w.answer is not None for w in batch)
+        return batch
+
+    def _next_batch(self) -> int:
+        self._batches += 1
+        return self._batches
+
+    async def _retry(self, queue: _Queue, hooks: Sequence[Webhook], batch: int) -> None:
         for number, delay in enumerate(self._delays, start=2):
             await asyncio.sleep(delay)
-            if (await self._attempt(hook, number)).ok:
-                return
-        log.warning("sandbox: gave up on a %s %s webhook to %s", hook.channel.value, hook.kind, hook.url)
+            async with queue.slots:
+                if (await self._post([_Waiting(h, 0.0) for h in hooks], number, batch))[0].ok:
+                    return
+        log.warning(
+            "sandbox: gave up on a %s webhook of %d update(s) to %s", queue.channel.value, len(hooks), hooks[0].url
+        )
 
-    async def _attempt(self, hook: Webhook, number: int) -> Attempt:
+    async def _post(self, batch: Sequence[_Waiting], number: int, batch_id: int) -> list[Attempt]:
+        """One attempt at the POST that carries ``batch``; every update in it is logged with the outcome."""
+        hooks = [w.hook for w in batch]
+        merged = self._merge(hooks)
         at = self._clock()
+        status: int | None = None
+        error: str | None = None
         try:
-            response = await self._client.post(hook.url, content=hook.body, headers=dict(hook.headers))
+            response = await self._client.post(merged.url, content=merged.body, headers=dict(merged.headers))
         except httpx.HTTPError as exc:
-            attempt = Attempt(hook, number, at, error=f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
         else:
-            attempt = Attempt(hook, number, at, status=response.status_code)
-        self.log.append(attempt)
-        if not attempt.ok:
+            status = response.status_code
+        attempts = [Attempt(h, number, at, status, error, batch_id, len(hooks)) for h in hooks]
+        self.log.extend(attempts)
+        if not attempts[0].ok:
             log.info(
-                "sandbox: %s %s webhook attempt %d: %s",
-                hook.channel.value,
-                hook.kind,
+                "sandbox: %s webhook of %d update(s), attempt %d: %s",
+                merged.channel.value,
+                len(hooks),
                 number,
-                attempt.error or attempt.status,
-                extra={"channel": hook.channel.value},
+                error or status,
+                extra={"channel": merged.channel.value},
             )
-        return attempt
+        return attempts
 
 
 async def _quietly(work: Awaitable[Any]) -> None:
@@ -430,7 +576,7 @@ async def bot_api(
     except PlatformError as error:
         return _platform_answer(error)
     for hook in hooks:  # updates that waited for getUpdates go to the new webhook
-        webhooks.spawn(webhooks.deliver(hook))
+        webhooks.enqueue(hook)
     return Response(answer)
 
 
@@ -458,7 +604,13 @@ def create_app(config: SandboxConfig, *, transport: httpx.AsyncBaseTransport | N
     """The sandbox for ``config``; ``transport`` carries its webhooks (tests pass an ``httpx.MockTransport``)."""
     sandbox = Sandbox(config)
     webhooks = Webhooks(
-        transport=transport, retry_delays=config.webhook_retry_delays_s, timeout=config.webhook_timeout_s
+        transport=transport,
+        retry_delays=config.webhook_retry_delays_s,
+        timeout=config.webhook_timeout_s,
+        merge=sandbox.merge,
+        concurrency=config.webhook_concurrency,
+        batch_max=config.webhook_batch_max,
+        linger_s=config.webhook_linger_s,
     )
     app = Litestar(
         route_handlers=[

@@ -46,6 +46,12 @@ class SandboxConfig:
     """Seeds the random draws of ``error_rate`` faults, so a test sees the same failures every run."""
     webhook_retry_delays_s: tuple[float, ...] = DEFAULT_RETRY_DELAYS_S
     webhook_timeout_s: float = 10.0
+    webhook_concurrency: int = 4
+    """POSTs in flight at most per platform and webhook URL, retries included (each a batch of updates)."""
+    webhook_batch_max: int = 100
+    """Updates one Meta webhook POST carries at most (Telegram's carry one)."""
+    webhook_linger_s: float = 0.005
+    """How long a lone Meta update waits for others to share its POST; a backlog goes at once."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxConfig:

@@ -19,7 +19,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -33,6 +33,8 @@ MESSENGER_PAGE_ID: Final = "100000000000001"
 INSTAGRAM_ACCOUNT_ID: Final = "17841400000000001"
 WHATSAPP_BUSINESS_ACCOUNT_ID: Final = "102290129340398"
 WHATSAPP_DISPLAY_NUMBER: Final = "15550783881"
+META_APP_ID: Final = 100000000000007
+"""The ``app_id`` in Messenger's and Instagram's echoes of Chat4All's sends: the app that sent them."""
 TELEGRAM_BOT_ID: Final = 7000000001
 """The bot's id when its token does not start with one (real tokens are ``<bot id>:<secret>``)."""
 TELEGRAM_FIRST_UPDATE_ID: Final = 100000001
@@ -41,7 +43,13 @@ DEFAULT_NAME: Final = "Sandbox User"
 SERVED: Final = (Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM, Channel.TELEGRAM)
 
 RECEIPTS_SENT, RECEIPTS_DELIVERED, RECEIPTS_READ = "sent", "delivered", "read"
+ECHO: Final = "echo"
+"""Messenger's ``message_echoes`` (Instagram: an ``is_echo`` message) of a send that carried ``metadata``."""
 INBOUND: Final = "inbound"
+BATCH: Final = "batch"
+"""The kind of a webhook that carries several updates (``Sandbox.merge``)."""
+BATCHED: Final = frozenset({Channel.WHATSAPP, Channel.MESSENGER, Channel.INSTAGRAM})
+"""Meta's webhooks carry many updates per POST; Telegram's carry one."""
 
 _WA_NUMBER = re.compile(r"\+?([1-9][0-9]{6,14})")  # E.164, the "+" optional as Meta allows
 _SCOPED_ID = re.compile(r"[0-9]{1,64}")  # PSIDs and IGSIDs
@@ -50,6 +58,7 @@ _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MESSAGING_TYPES = frozenset({"RESPONSE", "UPDATE", "MESSAGE_TAG"})
 _META_ATTACHMENTS = frozenset({"image", "audio", "video", "file"})
 _TEXT_LIMITS: Final = {Channel.WHATSAPP: 4096, Channel.MESSENGER: 2000, Channel.INSTAGRAM: 1000}
+_METADATA_LIMIT: Final = 1000  # characters of the Send API's message.metadata
 _TELEGRAM_TEXT: Final = 4096
 _TELEGRAM_CAPTION: Final = 1024
 
@@ -195,7 +204,8 @@ class Message:
     file_size: int | None = None
     """The bytes of a file uploaded with the send (Telegram's multipart ``sendDocument``)."""
     callback_data: str | None = None
-    """WhatsApp's ``biz_opaque_callback_data``, echoed in the message's status webhooks."""
+    """What the sender asked the platform to echo: WhatsApp's ``biz_opaque_callback_data`` (in the message's
+    status webhooks), or the Send API's ``message.metadata`` (in the echo of the message)."""
 
     @property
     def to(self) -> str:
@@ -223,14 +233,22 @@ class Message:
 
 @attrs.frozen
 class Webhook:
-    """One call a platform makes to Chat4All: the exact bytes, and the headers that vouch for them."""
+    """One call a platform makes to Chat4All: the exact bytes, and the headers that vouch for them.
+
+    Built for one update; ``Sandbox.merge`` puts several Meta updates into one call, as Meta batches them.
+    """
 
     channel: Channel
     kind: str
-    """``inbound``, or the receipt it carries: ``sent``, ``delivered``, ``read``."""
+    """``inbound``, ``echo``, or the receipt it carries: ``sent``, ``delivered``, ``read`` (``batch``: merged)."""
     url: str
     body: bytes
     headers: Mapping[str, str]
+    peer: str = ""
+    """The person the update is about (the recipient of a send, the sender of an inbound message): updates
+    about one person reach Chat4All in the order they happened."""
+    envelope: Mapping[str, Any] | None = attrs.field(default=None, eq=False, repr=False)
+    """The JSON ``body`` encodes (Meta's ``{"object", "entry": [...]}``), kept so that updates can be merged."""
 
 
 def meta_signature(app_secret: str, body: bytes) -> str:
@@ -396,7 +414,8 @@ class TelegramBot:
         if self.secret_token:
             headers["X-Telegram-Bot-Api-Secret-Token"] = self.secret_token
         body = json.dumps(update, ensure_ascii=False, separators=(",", ":")).encode()
-        return Webhook(Channel.TELEGRAM, INBOUND, self.webhook_url, body, headers)
+        chat = update.get("message", {}).get("chat", {}).get("id", "")
+        return Webhook(Channel.TELEGRAM, INBOUND, self.webhook_url, body, headers, peer=str(chat), envelope=update)
 
     # --- helpers ---------------------------------------------------------------------------------
 
@@ -560,6 +579,14 @@ def _callback_data(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or len(value.encode()) > 512:
         raise invalid_parameter("Param biz_opaque_callback_data must be a string of at most 512 bytes.")
+    return value
+
+
+def _meta_metadata(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > _METADATA_LIMIT:
+        raise invalid_parameter(f"Param message[metadata] must be a string of at most {_METADATA_LIMIT} characters.")
     return value
 
 
@@ -783,6 +810,7 @@ class Sandbox:
             kind, text = "text", _meta_text(channel, content["text"])
         else:
             (kind, document_url), text = _meta_attachment(content["attachment"]), None
+        metadata = _meta_metadata(content.get("metadata"))
         message = self._remember(
             Message(
                 channel=channel,
@@ -793,6 +821,7 @@ class Sandbox:
                 text=text,
                 at=self._clock(),
                 document_url=document_url,
+                callback_data=metadata,
             )
         )
         return {"recipient_id": scoped, "message_id": message.platform_message_id}, message
@@ -853,19 +882,24 @@ class Sandbox:
         b = self.behaviour
         delivered = (RECEIPTS_DELIVERED,) if b.auto_deliver else ()
         read = (RECEIPTS_READ,) if b.auto_read else ()
+        # Meta echoes every send of the page; the sandbox echoes those that asked for it (with metadata).
+        echo = (ECHO,) if message.callback_data is not None else ()
         if message.channel is Channel.WHATSAPP:
             return (RECEIPTS_SENT, *delivered, *read)  # a read alone implies delivered (channels.md 3.1)
         if message.channel is Channel.MESSENGER:
-            return (*delivered, *read)
+            return (*echo, *delivered, *read)
         if message.channel is Channel.INSTAGRAM:
-            return read  # Instagram has no delivery webhooks
+            return (*echo, *read)  # Instagram has no delivery webhooks
         return ()  # Telegram bots get no receipts
 
     def receipt(self, message: Message, kind: str) -> Webhook:
         """The webhook that reports ``kind`` for ``message``, timed now."""
         now = self._clock()
         if message.channel is Channel.WHATSAPP:
-            return self._whatsapp_webhook(kind, {"statuses": [self._whatsapp_status(message, kind, now)]})
+            status = self._whatsapp_status(message, kind, now)
+            return self._whatsapp_webhook(kind, {"statuses": [status]}, message.peer)
+        if kind == ECHO:
+            return self._messaging_webhook(message.channel, kind, self._echo(message), now)
         sender, page = {"id": message.peer}, {"id": self.account_id(message.channel)}
         event: dict[str, Any] = {"sender": sender, "recipient": page, "timestamp": int(now * 1000)}
         if message.channel is Channel.INSTAGRAM:
@@ -875,6 +909,25 @@ class Sandbox:
         else:
             event["read"] = {"watermark": int(message.at * 1000)}
         return self._messaging_webhook(message.channel, kind, event, now)
+
+    def merge(self, hooks: Sequence[Webhook]) -> Webhook:
+        """One POST that carries ``hooks`` (one channel, one URL), as Meta batches its webhooks.
+
+        The entries of their envelopes follow one another in one ``entry`` array, in the order given, and the
+        signature covers the merged bytes. Telegram does not batch: the Bot API posts one update per call.
+        """
+        first = hooks[0]
+        if len(hooks) == 1:
+            return first
+        if first.channel not in BATCHED:
+            raise ValueError(f"{first.channel.value} posts one update per webhook")
+        if any(h.channel is not first.channel or h.url != first.url or h.envelope is None for h in hooks):
+            raise ValueError("only updates of one channel, to one URL, can share a webhook")
+        entries = [entry for hook in hooks for entry in (hook.envelope or {})["entry"]]
+        merged = self._signed(
+            first.channel, BATCH, {"object": (first.envelope or {})["object"], "entry": entries}, peer=""
+        )
+        return attrs.evolve(merged, url=first.url)
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -943,7 +996,7 @@ class Sandbox:
                 "id": replied.platform_message_id,
             }
         value = {"contacts": [{"profile": {"name": name}, "wa_id": number}], "messages": [said]}
-        return message, self._whatsapp_webhook(INBOUND, value)
+        return message, self._whatsapp_webhook(INBOUND, value, number)
 
     def _meta_inbound(
         self, channel: Channel, sender: str, text: str, reply_to: str | None
@@ -974,6 +1027,28 @@ class Sandbox:
         }
         return message, self._messaging_webhook(channel, INBOUND, event, now)
 
+    def _echo(self, message: Message) -> dict[str, Any]:
+        """The echo of a send: from the page (or account) to the person, as sent, with the sender's ``metadata``."""
+        content: dict[str, Any] = {
+            "is_echo": True,
+            "app_id": META_APP_ID,
+            "metadata": message.callback_data,
+            "mid": message.platform_message_id,
+        }
+        if message.type == "text":
+            content["text"] = message.text
+        else:
+            payload = {"url": message.document_url} if message.document_url is not None else {}
+            content["attachments"] = [
+                {"type": "file" if message.type == "document" else message.type, "payload": payload}
+            ]
+        return {
+            "sender": {"id": self.account_id(message.channel)},
+            "recipient": {"id": message.peer},
+            "timestamp": int(message.at * 1000),
+            "message": content,
+        }
+
     def _whatsapp_status(self, message: Message, kind: str, now: float) -> dict[str, Any]:
         status: dict[str, Any] = {
             "id": message.platform_message_id,
@@ -992,7 +1067,7 @@ class Sandbox:
             status["biz_opaque_callback_data"] = message.callback_data
         return status
 
-    def _whatsapp_webhook(self, kind: str, value: Mapping[str, Any]) -> Webhook:
+    def _whatsapp_webhook(self, kind: str, value: Mapping[str, Any], peer: str) -> Webhook:
         metadata = {
             "display_phone_number": WHATSAPP_DISPLAY_NUMBER,
             "phone_number_id": self.account_id(Channel.WHATSAPP),
@@ -1002,14 +1077,17 @@ class Sandbox:
             "object": "whatsapp_business_account",
             "entry": [{"id": WHATSAPP_BUSINESS_ACCOUNT_ID, "changes": [change]}],
         }
-        return self._signed(Channel.WHATSAPP, kind, envelope)
+        return self._signed(Channel.WHATSAPP, kind, envelope, peer=peer)
 
     def _messaging_webhook(self, channel: Channel, kind: str, event: Mapping[str, Any], now: float) -> Webhook:
+        """Messenger's and Instagram's envelope: one entry per event, as Meta sends them (its ``messaging`` array
+        holds a single event), so that a batch is the entries of its updates one after another."""
         entry = {"id": self.account_id(channel), "time": int(now * 1000), "messaging": [event]}
         envelope = {"object": "page" if channel is Channel.MESSENGER else "instagram", "entry": [entry]}
-        return self._signed(channel, kind, envelope)
+        person = event["recipient"] if kind == ECHO else event["sender"]
+        return self._signed(channel, kind, envelope, peer=str(person["id"]))
 
-    def _signed(self, channel: Channel, kind: str, payload: Mapping[str, Any]) -> Webhook:
+    def _signed(self, channel: Channel, kind: str, payload: Mapping[str, Any], *, peer: str) -> Webhook:
         # Meta escapes non-ASCII characters (\u00e1) and signs those bytes: Chat4All must hash what it got.
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"}
@@ -1021,7 +1099,7 @@ class Sandbox:
         if secret:
             headers["X-Hub-Signature-256"] = meta_signature(secret, body)
         url = f"{self.config.chat4all_url.rstrip('/')}/webhooks/{channel.value}"
-        return Webhook(channel, kind, url, body, headers)
+        return Webhook(channel, kind, url, body, headers, peer=peer, envelope=payload)
 
 
 def _rate_limited(channel: Channel, seconds: int) -> PlatformError:

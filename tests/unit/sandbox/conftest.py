@@ -59,6 +59,39 @@ class Call:
         return json.loads(self.body)
 
 
+@attrs.frozen
+class Update:
+    """One update as Chat4All received it, within the call that carried it (Meta batches many into one POST).
+
+    ``json`` is the update in an envelope of its own (``{"object", "entry": [its entry]}``; Telegram's
+    update as is), as the platform would have sent it alone; ``url``, ``headers`` and ``body`` are the
+    call's, which the signature covers.
+    """
+
+    call: Call
+    json: Any
+
+    @property
+    def url(self) -> str:
+        return self.call.url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.call.headers
+
+    @property
+    def body(self) -> bytes:
+        return self.call.body
+
+
+def updates_in(call: Call) -> list[Update]:
+    """The updates a call carried, in order: a Meta webhook's entries, or Telegram's one update."""
+    payload = call.json
+    if isinstance(payload, dict) and "object" in payload:
+        return [Update(call, {"object": payload["object"], "entry": [entry]}) for entry in payload["entry"]]
+    return [Update(call, payload)]
+
+
 class Chat4AllStub:
     """Chat4All's webhook endpoints: records every call and answers the scripted statuses (then 200)."""
 
@@ -84,6 +117,15 @@ class Chat4AllStub:
         """The first ``count`` calls to ``channel``'s webhook, once that many arrived."""
         await until(lambda: len(self.to(channel)) >= count)
         return self.to(channel)[:count]
+
+    def updates(self, channel: str) -> list[Update]:
+        """Every update ``channel``'s webhook received, in the order received, whichever call carried it."""
+        return [update for call in self.to(channel) for update in updates_in(call)]
+
+    async def wait_updates(self, channel: str, count: int) -> list[Update]:
+        """The first ``count`` updates to ``channel``'s webhook, once that many arrived."""
+        await until(lambda: len(self.updates(channel)) >= count)
+        return self.updates(channel)[:count]
 
 
 async def until(check: Callable[[], bool | Awaitable[bool]], *, within_s: float = 2.0) -> None:

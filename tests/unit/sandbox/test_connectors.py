@@ -9,26 +9,33 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 from litestar import Litestar
 
-from adapters.channels.instagram import InstagramConnector
-from adapters.channels.messenger import MessengerConnector
+from adapters.channels.instagram import InstagramConnector, InstagramWebhook
+from adapters.channels.messenger import MessengerConnector, MessengerWebhook
 from adapters.channels.telegram import TelegramConnector
-from adapters.channels.whatsapp import WhatsAppConnector, delivery_from_callback
+from adapters.channels.whatsapp import WhatsAppConnector, WhatsAppWebhook, delivery_from_callback
+from application.pipeline import Receipt
 from application.ports import ChannelConnector, ChannelError, OutboundMessage
 from domain.channels import Channel, ChannelAddress
+from domain.deliveries import DeliveryStatus
 from domain.ids import ConversationId, MessageId
 from entrypoints.sandbox.app import create_app
 from tests.unit.sandbox.conftest import (
     CONFIG,
+    IG_SECRET,
     IG_TOKEN,
+    MS_SECRET,
     MS_TOKEN,
     TG_TOKEN,
     VERSION,
     WA_PHONE_ID,
+    WA_SECRET,
     WA_TOKEN,
+    Call,
     Chat4AllStub,
 )
 
@@ -139,6 +146,35 @@ async def test_whatsapp_statuses_carry_the_connector_s_delivery_key(
     assert delivery_from_callback(status["biz_opaque_callback_data"]) == sent.delivery
 
 
+@pytest.mark.parametrize(
+    ("channel", "webhook"),
+    [
+        (Channel.WHATSAPP, WhatsAppWebhook(WA_SECRET)),
+        (Channel.MESSENGER, MessengerWebhook(MS_SECRET)),
+        (Channel.INSTAGRAM, InstagramWebhook(IG_SECRET)),
+    ],
+    ids=["whatsapp", "messenger", "instagram"],
+)
+async def test_the_first_webhook_after_a_send_confirms_it_with_the_delivery_and_the_platform_id(
+    channel: Channel,
+    webhook: WhatsAppWebhook,
+    connect: Callable[..., ChannelConnector],
+    control: httpx.AsyncClient,
+    chat4all: Chat4AllStub,
+) -> None:
+    """What settles a send in doubt: the platform's echo, signed, parsed back into a sent confirmation."""
+    sent = message(channel)
+    platform_id = await connect(channel).send(sent)
+
+    [call] = await chat4all.wait(channel.value, 1)
+
+    assert webhook.verify(call.body, call.headers)
+    [confirmation] = [r for r in webhook.parse(call.body).receipts if r.confirms_send]
+    assert confirmation == Receipt(
+        channel, confirmation.status, confirmation.at, platform_message_id=platform_id, delivery=sent.delivery
+    )
+
+
 async def test_rate_limits_become_retry_after(
     channel: Channel, connect: Callable[..., ChannelConnector], control: httpx.AsyncClient
 ) -> None:
@@ -205,3 +241,54 @@ async def test_a_400_fails_for_good(
     assert refused.value.permanent is True
     assert refused.value.retry_after is None
     assert (await control.get("/sandbox/messages")).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("channel", "webhook", "per_send"),
+    [
+        (
+            Channel.WHATSAPP,
+            WhatsAppWebhook(WA_SECRET),
+            {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.READ},
+        ),
+        (Channel.MESSENGER, MessengerWebhook(MS_SECRET), {DeliveryStatus.SENT, DeliveryStatus.DELIVERED}),
+        (Channel.INSTAGRAM, InstagramWebhook(IG_SECRET), {DeliveryStatus.SENT, DeliveryStatus.READ}),
+    ],
+    ids=["whatsapp", "messenger", "instagram"],
+)
+async def test_chat4all_s_parsers_take_the_sandbox_s_batched_webhooks(
+    channel: Channel, webhook: WhatsAppWebhook, per_send: set[DeliveryStatus], chat4all: Chat4AllStub
+) -> None:
+    """Meta's batches (many entries per POST, one signature over them all) read as the updates one by one would."""
+    app = create_app(attrs.evolve(CONFIG, webhook_linger_s=0.2), transport=chat4all.transport)
+    connector = FACTORIES[channel](httpx.ASGITransport(app=app))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as control:
+            await control.post("/sandbox/settings", json={"delay_ms": 0, "auto_deliver": True, "auto_read": True})
+            sent = [message(channel, f"#{n}") for n in range(5)]
+            ids = [await connector.send(m) for m in sent]
+            kinds = 3 if channel is not Channel.INSTAGRAM else 2  # echo or sent, delivered (not on Instagram), read
+            calls = await _wait_for_updates(chat4all, channel, kinds * len(sent))
+    finally:
+        await connector.close()
+        await app.state.webhooks.close()
+
+    assert len(calls) < kinds * len(sent)  # batched
+    receipts = []
+    watermarks = []
+    for call in calls:
+        assert webhook.verify(call.body, call.headers)  # the signature covers the merged bytes
+        parsed = webhook.parse(call.body)
+        receipts.extend(parsed.receipts)
+        watermarks.extend(parsed.watermarks)
+    confirmed = {r.platform_message_id: r.delivery for r in receipts if r.confirms_send}
+    assert confirmed == {platform_id: m.delivery for platform_id, m in zip(ids, sent, strict=True)}
+    for platform_id in ids:
+        assert {r.status for r in receipts if r.platform_message_id == platform_id} == per_send
+    if channel is Channel.MESSENGER:  # Messenger's reads are watermarks
+        assert {w.status for w in watermarks} == {DeliveryStatus.DELIVERED, DeliveryStatus.READ}
+
+
+async def _wait_for_updates(chat4all: Chat4AllStub, channel: Channel, count: int) -> list[Call]:
+    await chat4all.wait_updates(channel.value, count)
+    return chat4all.to(channel.value)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from entrypoints.sandbox.platforms import INSTAGRAM_ACCOUNT_ID, MESSENGER_PAGE_ID
+from entrypoints.sandbox.platforms import INSTAGRAM_ACCOUNT_ID, MESSENGER_PAGE_ID, META_APP_ID
 from tests.unit.sandbox.conftest import (
     IG_SECRET,
     IG_TOKEN,
@@ -198,6 +198,65 @@ async def test_malformed_sends_are_a_graph_100(sandbox: AsyncTestClient[Any], bo
     assert (await sandbox.get("/sandbox/messages")).json()["items"] == []
 
 
+async def test_a_send_with_metadata_is_echoed_first_signed_from_the_page_to_the_person(
+    sandbox: AsyncTestClient[Any], chat4all: Chat4AllStub, platform: Platform
+) -> None:
+    await sandbox.post("/sandbox/settings", json={"auto_deliver": True, "auto_read": True})
+    metadata = "c4a:0b9e5c1e-6f1a-4d8e-9a53-1f0c2b7d9e11:user:5f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f:" + platform.channel
+    mid = (await send(sandbox, platform, {"text": "Olá!", "metadata": metadata})).json()["message_id"]
+    [item] = (await sandbox.get("/sandbox/messages")).json()["items"]
+
+    echo, *receipts = await chat4all.wait_updates(platform.channel, 3 if platform is MESSENGER else 2)
+
+    assert signed(echo.body, echo.headers, platform.secret)
+    assert b"Ol\\u00e1" in echo.body  # escaped as Meta escapes it, and signed over those bytes
+    assert echo.json["object"] == platform.obj
+    assert echo.json["entry"][0]["id"] == platform.account
+    [event] = events(echo.json)
+    assert event["sender"] == {"id": platform.account}  # an echo comes from the page (or account)...
+    assert event["recipient"] == {"id": platform.recipient}  # ...to the person
+    assert event["message"] == {
+        "is_echo": True,
+        "app_id": META_APP_ID,
+        "metadata": metadata,
+        "mid": mid,
+        "text": "Olá!",
+    }
+    assert abs(event["timestamp"] / 1000 - datetime.fromisoformat(item["received_at"]).timestamp()) < 0.01
+    assert [("delivery" in e or "read" in e) for r in receipts for e in events(r.json)] == [True] * len(receipts)
+    log = (await sandbox.get("/sandbox/webhooks", params={"channel": platform.channel})).json()["items"]
+    assert log[0]["kind"] == "echo"
+
+
+async def test_an_attachment_echo_names_the_file_and_a_send_without_metadata_is_not_echoed(
+    sandbox: AsyncTestClient[Any], chat4all: Chat4AllStub, platform: Platform
+) -> None:
+    await sandbox.post("/sandbox/settings", json={"auto_deliver": False, "auto_read": False})
+    await send(sandbox, platform, {"text": "caption first, untagged"})
+    attachment = {"type": "file", "payload": {"url": "https://files.test/f.pdf"}}
+    mid = (await send(sandbox, platform, {"attachment": attachment, "metadata": "tag"})).json()["message_id"]
+
+    [echo] = await chat4all.wait(platform.channel, 1)
+    await asyncio.sleep(0.05)  # no delay configured: a stray echo would have come by now
+
+    [event] = events(echo.json)
+    assert event["message"]["mid"] == mid
+    assert event["message"]["attachments"] == [{"type": "file", "payload": {"url": "https://files.test/f.pdf"}}]
+    assert len(chat4all.updates(platform.channel)) == 1
+
+
+async def test_metadata_longer_than_the_send_api_takes_is_a_graph_100(
+    sandbox: AsyncTestClient[Any], platform: Platform
+) -> None:
+    assert (await send(sandbox, platform, {"text": "x", "metadata": "m" * 1000})).status_code == 200
+    response = await send(sandbox, platform, {"text": "x", "metadata": "m" * 1001})
+    not_text = await send(sandbox, platform, {"text": "x", "metadata": {"a": 1}})
+
+    assert (response.status_code, not_text.status_code) == (400, 400)
+    assert response.json()["error"]["code"] == 100
+    assert "metadata" in response.json()["error"]["message"]
+
+
 async def test_messenger_reports_delivery_then_read_as_watermarks(
     sandbox: AsyncTestClient[Any], chat4all: Chat4AllStub
 ) -> None:
@@ -205,7 +264,7 @@ async def test_messenger_reports_delivery_then_read_as_watermarks(
     mid = (await send(sandbox, MESSENGER, {"text": "hi"})).json()["message_id"]
     [item] = (await sandbox.get("/sandbox/messages")).json()["items"]
 
-    delivery, read = await chat4all.wait("messenger", 2)
+    delivery, read = await chat4all.wait_updates("messenger", 2)
 
     for call in (delivery, read):
         assert call.json["object"] == "page"
@@ -238,7 +297,7 @@ async def test_instagram_reports_only_reads_by_mid(sandbox: AsyncTestClient[Any]
     assert event["read"] == {"mid": mid}
     assert "delivery" not in event
     await asyncio.sleep(0.05)  # receipts come without delay here: a stray one would have arrived
-    assert len(chat4all.to("instagram")) == 1  # no delivery webhook for Instagram, ever
+    assert len(chat4all.updates("instagram")) == 1  # no delivery webhook for Instagram, ever
 
 
 async def test_without_auto_read_instagram_sends_no_webhook_at_all(

@@ -166,7 +166,7 @@ async def test_sends_produce_no_webhooks_bots_get_no_receipts(
         headers={"Authorization": f"Bearer {CONFIG.messenger_page_token}"},
     )
 
-    await chat4all.wait("messenger", 2)  # receipts of a later send came: Telegram's would have too
+    await chat4all.wait_updates("messenger", 2)  # receipts of a later send came: Telegram's would have too
 
     assert chat4all.to("telegram") == []
 

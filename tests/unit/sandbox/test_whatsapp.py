@@ -147,7 +147,7 @@ async def test_statuses_follow_a_send_sent_delivered_read_signed_over_the_raw_bo
     await sandbox.post("/sandbox/settings", json={"auto_deliver": True, "auto_read": True})
     wamid = (await send(sandbox, TEXT)).json()["messages"][0]["id"]
 
-    calls = await chat4all.wait("whatsapp", 3)
+    calls = await chat4all.wait_updates("whatsapp", 3)
 
     assert [statuses(c.json)[0]["status"] for c in calls] == ["sent", "delivered", "read"]
     for call in calls:
@@ -177,7 +177,7 @@ async def test_without_auto_deliver_and_auto_read_only_sent_follows(
     assert status["status"] == "sent"
     assert "biz_opaque_callback_data" not in status  # only echoed when the send had one
     await asyncio.sleep(0.05)  # receipts come without delay here: a stray one would have arrived
-    assert len(chat4all.to("whatsapp")) == 1
+    assert len(chat4all.updates("whatsapp")) == 1
 
 
 async def test_an_inbound_text_arrives_as_a_signed_messages_webhook(
