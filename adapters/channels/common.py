@@ -13,6 +13,12 @@ from application.ports import ChannelError, DeliveryKey, OutboundMessage
 from domain.channels import Channel
 from domain.ids import MessageId
 
+SEND_LIMITS = httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=30.0)
+"""A channel worker sends to up to 32 conversations at once (``ChannelDeps.concurrency``): as many connections,
+all kept open. httpx's default keeps 20, so the rest were opened and closed for every send, and its pool spent
+most of the worker's CPU churning them."""
+
+
 DELIVERY_TAG_PREFIX: Final = "c4a:"
 
 

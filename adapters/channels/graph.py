@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from adapters.channels.common import SEND_LIMITS
+
 GRAPH_BASE_URL = "https://graph.facebook.com"
 GRAPH_API_VERSION = "v25.0"  # the version channels.md shows (3.3, 3.4)
 
@@ -40,4 +42,5 @@ def graph_client(
         headers={"Authorization": f"Bearer {token}"},
         timeout=timeout,
         transport=transport,
+        limits=SEND_LIMITS,
     )

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from adapters.channels.common import FileToSend, file_to_send, json_object, post_json, text_to_send
+from adapters.channels.common import SEND_LIMITS, FileToSend, file_to_send, json_object, post_json, text_to_send
 from adapters.channels.meta_webhook import address, from_epoch, json_body
 from application.inbound import Inbound, InboundMessage
 from application.ports import ChannelCapabilities, ChannelError, DeliveryKey, OutboundMessage
@@ -56,7 +56,7 @@ class TelegramConnector:
         if not bot_token:
             raise ValueError("a Telegram connector needs a bot token")
         self._client = httpx.AsyncClient(
-            base_url=f"{base_url.rstrip('/')}/bot{bot_token}", timeout=timeout, transport=transport
+            base_url=f"{base_url.rstrip('/')}/bot{bot_token}", timeout=timeout, transport=transport, limits=SEND_LIMITS
         )
 
     async def send(self, message: OutboundMessage) -> str:

@@ -43,7 +43,7 @@ VICTIMS = ("router", "channels", "relay", "http")
 
 
 @click.command("failover")
-@load_options(rate=200, seconds=60)
+@load_options(rate=50, seconds=60)
 @click.option(
     "--every",
     type=click.FloatRange(min=1),

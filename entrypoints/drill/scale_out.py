@@ -55,11 +55,14 @@ def platform_latency(
             before = next(f for f in (await response.json())["items"] if f["channel"] == CHANNEL)
         async with session.post(faults, json={"channel": CHANNEL, "latency_ms": latency_ms}) as response:
             response.raise_for_status()
+        names = target.runtime_names()
+        counts = {kind: sum(1 for n in names if n == kind or n.startswith(f"{kind}-")) for kind in KINDS}
         await asyncio.to_thread(request_scale, target.data_dir, dict.fromkeys(KINDS, 1), timeout=60.0)
 
         async def restore() -> None:
             async with session.post(faults, json={"channel": CHANNEL, "latency_ms": before["latency_ms"]}) as done:
                 done.raise_for_status()
+            await asyncio.to_thread(request_scale, target.data_dir, counts, timeout=60.0)
 
         return restore
 
@@ -99,11 +102,11 @@ def phases(phase_s: float) -> Callable[[Load, Sequence[Disruption]], dict[str, A
 
 
 @click.command("scale-out")
-@load_options(rate=300, seconds=90, senders=8)
+@load_options(rate=60, seconds=90)
 @click.option(
     "--platform-latency-ms",
     type=click.IntRange(min=0, max=5000),
-    default=200,
+    default=1000,
     show_default=True,
     help="how long the sandbox's Messenger takes to answer a send during the drill",
 )

@@ -66,7 +66,7 @@ _AT = click.option(
 
 
 @click.command("broker-loss")
-@load_options(rate=200, seconds=45)
+@load_options(rate=50, seconds=45)
 @_AT
 def broker_loss(
     rate: float, seconds: float, senders: int, conversations: int, drain_timeout: float, as_json: bool, at: float | None
@@ -77,7 +77,7 @@ def broker_loss(
 
 
 @click.command("database-restart")
-@load_options(rate=200, seconds=45)
+@load_options(rate=50, seconds=45)
 @_AT
 def database_restart(
     rate: float, seconds: float, senders: int, conversations: int, drain_timeout: float, as_json: bool, at: float | None

@@ -15,7 +15,7 @@ from entrypoints.drill.target import Target
 
 
 @click.command("stress")
-@load_options(rate=300, seconds=60, senders=16)
+@load_options(rate=50, seconds=60)
 def command(rate: float, seconds: float, senders: int, conversations: int, drain_timeout: float, as_json: bool) -> None:
     """Send at a fixed rate for a while; report acknowledgement and accepted -> DELIVERED latency."""
     plan = Plan(
