@@ -610,13 +610,18 @@ async def _missing_before(
     Per (conversation, recipient, channel), seq n goes to the platform only after every earlier
     seq did. An earlier job can be missing from the log (a broker that lost its data, a job
     still in a dead router's hands): rather than wait for the sweeper, build it again here.
+
+    The gaps are looked for below the highest seq of each thread in the batch, not the lowest: a
+    batch can hold an old job published again (the relay replaying a lost log) beside new ones,
+    and a lost job between them must still go first.
     """
     threads: dict[tuple[ConversationId, str, Channel], int] = {}
     for j in jobs:
         thread = (j.conversation_id, j.recipient, j.channel)
-        threads[thread] = min(j.seq, threads.get(thread, j.seq))
+        threads[thread] = max(j.seq, threads.get(thread, j.seq))
+    present = {j.key for j in jobs}
     async with p.uow() as uow:
-        waiting = list(await uow.messages.unsent_before(threads, limit=limit))
+        waiting = [dl for dl in await uow.messages.unsent_before(threads, limit=limit) if dl.key not in present]
         if not waiting:
             return []
         messages = list((await uow.messages.get_many(list({dl.message_id for dl in waiting}))).values())

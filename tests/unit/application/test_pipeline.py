@@ -640,6 +640,22 @@ async def test_a_job_whose_predecessors_never_reached_the_platform_sends_them_fi
     assert telegram.calls == 4
 
 
+async def test_a_lost_job_between_a_replayed_one_and_a_new_one_is_sent_before_the_new_one(
+    app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
+) -> None:
+    """After a broker lost its log: the relay replays seq 1 (already sent), seq 2's job is lost, seq 3 is new."""
+    for i in range(3):
+        await app.send("ana", pair, f"m{i}")
+    jobs = await routed_jobs(deps, log)
+    telegram = ScriptedConnector()
+    await deliver_jobs(channel_deps(deps, telegram), [jobs[0]])
+
+    results = await deliver_jobs(channel_deps(deps, telegram), [jobs[0], jobs[2]])
+
+    assert [m.seq for m in telegram.accepted] == [1, 2, 3]  # 2 rebuilt and sent before 3, 1 not again
+    assert [r.outcome for r in results] == [Outcome.ALREADY_SENT, Outcome.HANDED_OVER]
+
+
 async def test_a_platform_going_down_defers_its_jobs_instead_of_dead_lettering_them(
     app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
 ) -> None:
