@@ -260,7 +260,11 @@ async def test_two_workers_that_find_the_same_send_in_doubt_send_it_once(
         deliver_jobs(channel_deps(deps, first), [job]), deliver_jobs(channel_deps(deps, second), [job])
     )
 
-    assert sorted(r.outcome for (r,) in results) == sorted([Outcome.HANDED_OVER, Outcome.DEFERRED])
+    outcomes = sorted((r.outcome for (r,) in results), key=lambda o: o is not Outcome.HANDED_OVER)
+    # One sends. The other either finds the take-over still in flight (deferred) or, if the first was quicker,
+    # its send already recorded (recovered): which one depends on timing; never a second send.
+    assert outcomes[0] is Outcome.HANDED_OVER
+    assert outcomes[1] in (Outcome.DEFERRED, Outcome.RECOVERED, Outcome.ALREADY_SENT)
     assert first.calls + second.calls == 1
 
 
