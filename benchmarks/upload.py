@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,6 +52,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from entrypoints.drill.demo_upload import file_blocks  # streams a chunk from disk a block at a time
 from entrypoints.stack.postgres import free_port
 
 MB = 1_000_000
@@ -330,21 +331,6 @@ def cpu_seconds(processes: Iterable[psutil.Process]) -> float:
 
 
 # --- the client ---------------------------------------------------------------------------------------------------
-
-
-async def file_blocks(path: Path, offset: int, length: int) -> AsyncIterator[bytes]:
-    """``length`` bytes of ``path`` from ``offset``, a block at a time (the file is in the page cache)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        end = offset + length
-        while offset < end:
-            block = os.pread(fd, min(READ_BLOCK, end - offset), offset)
-            if not block:
-                raise OSError(f"{path} ended at {offset}")
-            offset += len(block)
-            yield block
-    finally:
-        os.close(fd)
 
 
 async def put_chunks(
