@@ -43,6 +43,7 @@ from entrypoints.grpc.auth import BearerAuth
 from entrypoints.grpc.errors import Mapped, mapped
 from entrypoints.grpc.files import upload_file
 from entrypoints.grpc.limits import Capped, cap_reads
+from entrypoints.health import api_readiness
 from entrypoints.realtime import Feed, Realtime, realtime
 from entrypoints.settings import Settings
 from entrypoints.tracing import trace_grpc_calls, tracing_enabled
@@ -304,14 +305,15 @@ def services(
 ) -> list[Any]:
     """What the server serves: the API, health (``""`` and ``chat4all.v1.Chat4All``) and reflection (v1, v1alpha).
 
-    Health is SERVING while the database answers and the server is not stopping; it and reflection
-    take no token. Every service refuses client messages over ``max_message_bytes``.
+    Health is SERVING while every backing service answers (``readiness``: PostgreSQL, Redis, the file store)
+    and the server is not stopping; it and reflection take no token. Every service refuses client messages
+    over ``max_message_bytes``.
     """
 
-    async def database() -> bool:
+    async def ready() -> bool:
         return all((await readiness()).values())
 
-    health = Health({service: [ServiceCheck(database, check_ttl=5, check_timeout=3), serving]})
+    health = Health({service: [ServiceCheck(ready, check_ttl=5, check_timeout=3), serving]})
     public = ServerReflection.extend([service, health], pool=reflection_pool())[1:]
     return [service, *(Capped(s, max_message_bytes) for s in public)]
 
@@ -346,7 +348,9 @@ async def serve(
         server = grpclib.server.Server(
             services(
                 service,
-                readiness=await resolve(container.readiness),
+                readiness=api_readiness(
+                    await resolve(container.readiness), redis, await resolve(container.object_store)
+                ),
                 serving=serving,
                 max_message_bytes=settings.grpc_max_message_bytes,
             )

@@ -25,6 +25,7 @@ from application.bus import MessageBus
 from domain.ids import UserId
 from entrypoints.channels import webhooks_for
 from entrypoints.container import Container, container_for, resolve
+from entrypoints.health import api_readiness
 from entrypoints.http import schemas as s
 from entrypoints.http.controllers import (
     PUBLIC,
@@ -35,7 +36,6 @@ from entrypoints.http.controllers import (
 )
 from entrypoints.http.errors import EXCEPTION_HANDLERS, PROBLEM_DETAILS, PROBLEM_JSON
 from entrypoints.http.files import FilesController, blob
-from entrypoints.http.health import api_readiness
 from entrypoints.http.metrics import request_metrics
 from entrypoints.http.realtime import PresenceController, SyncController, realtime_socket
 from entrypoints.http.subscriptions import WebhooksController

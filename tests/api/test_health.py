@@ -25,8 +25,8 @@ from adapters.storage.filesystem import FilesystemObjectStore
 from adapters.storage.s3 import S3ObjectStore, close_client
 from application.ports import ObjectStore, StorageUnavailable
 from entrypoints.container import container_for
+from entrypoints.health import CHECK_TIMEOUT_S, Probe, api_readiness, readiness_of
 from entrypoints.http.app import create_app
-from entrypoints.http.health import CHECK_TIMEOUT_S, Probe, api_readiness, readiness_of
 from entrypoints.settings import Settings
 from entrypoints.stack.redis import EmbeddedRedis
 

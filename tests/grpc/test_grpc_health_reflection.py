@@ -39,6 +39,13 @@ async def test_health_is_not_serving_without_the_database(grpc: Grpc) -> None:
     assert await status_of(grpc, "") == HealthCheckResponse.NOT_SERVING
 
 
+@pytest.mark.parametrize("service", ["redis", "storage"])
+async def test_health_is_not_serving_while_any_backing_service_fails(grpc: Grpc, service: str) -> None:
+    """The server runs the HTTP API's readiness checks (``api_readiness``): Redis and the file store count too."""
+    grpc.database[service] = False
+    assert await status_of(grpc, SERVICE) == HealthCheckResponse.NOT_SERVING
+
+
 async def reflect(grpc: Grpc, **request: str | bool) -> ServerReflectionResponse:
     async with ServerReflectionStub(grpc.channel).ServerReflectionInfo.open() as call:
         await call.send_message(ServerReflectionRequest(**request), end=True)

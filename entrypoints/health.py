@@ -1,6 +1,7 @@
-"""``GET /health/ready``: whether every backing service the HTTP API needs to serve answers.
+"""Readiness: whether every backing service an API process needs to serve answers.
 
-A replica that cannot reach PostgreSQL, its Redis (with ``CHAT4ALL_REDIS_URL``) or the file store fails most
+The HTTP API answers it on ``GET /health/ready``, the gRPC API through the standard health service. A replica
+that cannot reach PostgreSQL, its Redis (with ``CHAT4ALL_REDIS_URL``) or the file store fails most
 requests, so the load balancer should stop sending it any. The checks run at once, each bounded (a service
 that hangs is a failed check, not a probe that times out), so the answer comes within ``DATABASE_TIMEOUT_S``.
 Kafka is not checked: the API reaches it only through the outbox in PostgreSQL, so a broker away delays
@@ -72,8 +73,8 @@ async def _passes(name: str, probe: Probe, failing: set[str]) -> bool:
 
 
 def api_readiness(database: Readiness, redis: Redis | None, store: ObjectStore) -> Readiness:
-    """The HTTP API's checks: ``database`` (the container's PostgreSQL check), ``redis`` when the API has one
-    (PING), and ``storage`` (the S3 bucket answers, or the files directory takes a write)."""
+    """An API process's checks (HTTP and gRPC): ``database`` (the container's PostgreSQL check), ``redis`` when
+    the process has one (PING), and ``storage`` (the S3 bucket answers, or the files directory takes a write)."""
     probes = {"database": Probe(partial(_all_pass, database), DATABASE_TIMEOUT_S)}
     if redis is not None:
         probes["redis"] = Probe(redis.ping)
