@@ -424,27 +424,29 @@ async def _send_in_order(
     jobs: Sequence[DeliveryJob],
     claims: Mapping[DeliveryKey, SendClaim],
     doubts: Mapping[DeliveryKey, JobResult],
+    sent: Callable[[JobResult], None] | None = None,
 ) -> list[JobResult]:
     """Send one conversation's jobs in seq order; once one is deferred, the rest wait too.
 
     ``doubts`` holds what became of the claims in doubt that were not taken over (see ``_settle_doubts``).
+    ``sent`` hears each result as soon as it is known, before the next job is sent.
     """
     results: list[JobResult] = []
     deferred = False
     for job in jobs:
         claim = claims.get(job.key)
         if claim is None:
-            results.append(JobResult(job, Outcome.DISCARDED))
-            continue
-        if claim.platform_message_id is not None:
-            results.append(JobResult(job, Outcome.ALREADY_SENT, platform_message_id=claim.platform_message_id))
-            continue
-        if deferred:
-            results.append(JobResult(job, Outcome.DEFERRED, claimed=claim.fresh))
-            continue
-        result = doubts[job.key] if not claim.fresh else await _send_one(d, job)
-        deferred = result.outcome is Outcome.DEFERRED
+            result = JobResult(job, Outcome.DISCARDED)
+        elif claim.platform_message_id is not None:
+            result = JobResult(job, Outcome.ALREADY_SENT, platform_message_id=claim.platform_message_id)
+        elif deferred:
+            result = JobResult(job, Outcome.DEFERRED, claimed=claim.fresh)
+        else:
+            result = doubts[job.key] if not claim.fresh else await _send_one(d, job)
+            deferred = result.outcome is Outcome.DEFERRED
         results.append(result)
+        if sent is not None:
+            sent(result)
     return results
 
 
@@ -565,41 +567,107 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
     the claim's lease, instead of sending a second copy (``_settle_doubts``). Conversations are
     served concurrently, the jobs of each in order. Outcomes are recorded in one transaction; dead
     jobs are published to the dead-letter topic.
+
+    A worker that serves conversations as their jobs arrive, instead of a batch at a time, runs the
+    same three steps per conversation (:class:`application.lanes.DeliveryLanes`).
     """
     if not jobs:
         return []
-    p = d.pipeline
-    now = p.clock.now()
-    given = jobs
-    jobs = [*await _missing_before(p, jobs, at=now, limit=d.gap_limit), *jobs]
-    async with p.uow() as uow:
-        claims = await uow.sends.claim(list({j.key: None for j in jobs}), at=now)
-        await uow.commit()
-    # The log may hold a job several times (a router or sweeper re-published it): each delivery
-    # is served once per batch, its copies share that outcome.
-    unique = list({j.key: j for j in reversed(jobs)}.values())[::-1]  # the first copy of each
-    by_conversation: dict[ConversationId, list[DeliveryJob]] = {}
-    for job in unique:
-        by_conversation.setdefault(job.conversation_id, []).append(job)
-    claims, doubts = await _settle_doubts(d, unique, claims, now)
+    (plan,) = await plan_deliveries(d, [jobs])
     gate = asyncio.Semaphore(d.concurrency)
 
     async def serve(group: list[DeliveryJob]) -> list[JobResult]:
         async with gate:
-            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), claims, doubts)
+            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), plan.claims, plan.doubts)
 
-    grouped = await asyncio.gather(*(serve(g) for g in by_conversation.values()))
+    grouped = await asyncio.gather(*(serve(g) for g in plan.by_conversation().values()))
     served = {r.job.key: r for results in grouped for r in results}
-    await _record(p, list(served.values()))
-    results: list[JobResult] = []
-    seen: set[DeliveryKey] = {j.key for j in jobs[: len(jobs) - len(given)]}
-    for j in given:
-        results.append(_copy_of(served[j.key], j) if j.key in seen else served[j.key])
-        seen.add(j.key)
-    dead = [r for r in served.values() if r.outcome is Outcome.DEAD]
+    await record_deliveries(d.pipeline, [list(served.values())])
+    return plan.results(served)
+
+
+@attrs.frozen
+class DeliveryPlan:
+    """What a batch of jobs needs before sending: the earlier jobs missing from it, the claims, the doubts settled."""
+
+    given: Sequence[DeliveryJob]
+    missing: Sequence[DeliveryJob]
+    """Jobs for earlier deliveries of the same threads that never reached the platform; they go first."""
+    claims: Mapping[DeliveryKey, SendClaim]
+    doubts: Mapping[DeliveryKey, JobResult]
+
+    def unique(self) -> list[DeliveryJob]:
+        """Every job once (the log may hold a job several times: a router or sweeper re-published it)."""
+        jobs = [*self.missing, *self.given]
+        return list({j.key: j for j in reversed(jobs)}.values())[::-1]  # the first copy of each
+
+    def by_conversation(self) -> dict[ConversationId, list[DeliveryJob]]:
+        grouped: dict[ConversationId, list[DeliveryJob]] = {}
+        for job in self.unique():
+            grouped.setdefault(job.conversation_id, []).append(job)
+        return grouped
+
+    async def send(
+        self, d: ChannelDeps, sent: Callable[[JobResult], None] | None = None
+    ) -> dict[DeliveryKey, JobResult]:
+        """Send every conversation's jobs in order, one conversation after another (a lane holds one).
+
+        ``sent`` hears each result as soon as it is known (to record it while the next job goes out).
+        """
+        served: dict[DeliveryKey, JobResult] = {}
+        for group in self.by_conversation().values():
+            for r in await _send_in_order(d, sorted(group, key=lambda j: j.seq), self.claims, self.doubts, sent):
+                served[r.job.key] = r
+        return served
+
+    def results(self, served: Mapping[DeliveryKey, JobResult]) -> list[JobResult]:
+        """The outcome of each given job, in order; a repeated job gets its first copy's outcome, as ALREADY_SENT."""
+        results: list[JobResult] = []
+        seen: set[DeliveryKey] = {j.key for j in self.missing}
+        for j in self.given:
+            results.append(_copy_of(served[j.key], j) if j.key in seen else served[j.key])
+            seen.add(j.key)
+        return results
+
+
+async def plan_deliveries(d: ChannelDeps, batches: Sequence[Sequence[DeliveryJob]]) -> list[DeliveryPlan]:
+    """Plan several batches of jobs in one go (one read of earlier missing jobs, one claim transaction).
+
+    The batches must not share a thread (conversation, recipient, channel): each batch's plan holds only
+    the missing jobs of its own threads.
+    """
+    p = d.pipeline
+    now = p.clock.now()
+    given = [j for batch in batches for j in batch]
+    missing = await _missing_before(p, given, at=now, limit=d.gap_limit)
+    async with p.uow() as uow:
+        claims = await uow.sends.claim(list({j.key: None for j in [*missing, *given]}), at=now)
+        await uow.commit()
+    unique = list({j.key: j for j in [*missing, *given]}.values())
+    claims, doubts = await _settle_doubts(d, unique, claims, now)
+    plans: list[DeliveryPlan] = []
+    for batch in batches:
+        threads = {(j.conversation_id, j.recipient, j.channel) for j in batch}
+        own = [j for j in missing if (j.conversation_id, j.recipient, j.channel) in threads]
+        keys = {j.key for j in [*own, *batch]}
+        plans.append(
+            DeliveryPlan(
+                given=batch,
+                missing=own,
+                claims={k: c for k, c in claims.items() if k in keys},
+                doubts={k: r for k, r in doubts.items() if k in keys},
+            )
+        )
+    return plans
+
+
+async def record_deliveries(p: PipelineDeps, batches: Sequence[Sequence[JobResult]]) -> None:
+    """Record the outcomes of several batches in one transaction; publish the dead jobs to the dead-letter topic."""
+    results = [r for batch in batches for r in batch]
+    await _record(p, results)
+    dead = [r for r in results if r.outcome is Outcome.DEAD]
     if dead:
         await p.publisher.publish([_dead_letter(r, at=p.clock.now()) for r in dead])
-    return results
 
 
 async def _missing_before(

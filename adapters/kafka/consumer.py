@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -72,6 +73,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ha
         # another member while this one is still working on them (two workers sending the same job at once).
         async with self.owner._batch:
             log.info("group %s: partitions revoked: %s", self.owner.group_id, _describe(revoked))
+            if self.owner.on_revoke is not None and revoked:
+                await self.owner.on_revoke(frozenset((tp.topic, tp.partition) for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("group %s: partitions assigned: %s", self.owner.group_id, _describe(assigned))
@@ -140,6 +143,9 @@ class KafkaBatchConsumer:
         self._consumer: AIOKafkaConsumer | None = None
         self._paused = False
         self._batch = asyncio.Lock()
+        self.on_revoke: Callable[[frozenset[tuple[str, int]]], Awaitable[None]] | None = None
+        """Called when the group takes partitions away, before their new owner reads them: a consumer that works on
+        records past :meth:`poll` (not a batch at a time) finishes or drops them here and commits what it finished."""
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
@@ -264,6 +270,37 @@ class KafkaBatchConsumer:
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
 
+    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Commit these positions, given per (topic, partition): the offset of the next record to read.
+
+        For a consumer that finishes records out of :meth:`poll`'s order (``Offsets``). Partitions this member no
+        longer owns are left out. Raises ``Unavailable`` like :meth:`commit`.
+        """
+        consumer = self._started()
+        owned = consumer.assignment()
+        offsets = {
+            tp: offset
+            for (topic, partition), offset in positions.items()
+            if (tp := TopicPartition(topic, partition)) in owned
+        }
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                await consumer.commit(offsets)
+        except IllegalStateError:
+            return
+        except CommitFailedError as exc:
+            log.warning(
+                "group %s rebalanced before the commit; records will be delivered again: %s", self.group_id, exc
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
+
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether this member owns the partition right now."""
+        return TopicPartition(topic, partition) in self._started().assignment()
+
     def rewind(self, positions: Mapping[tuple[str, int], int]) -> None:
         """Read again from these offsets, given per (topic, partition): the next polls return those records again.
 
@@ -317,3 +354,52 @@ class KafkaBatchConsumer:
     def assignment(self) -> frozenset[tuple[str, int]]:
         """The (topic, partition) pairs this member owns right now."""
         return frozenset((tp.topic, tp.partition) for tp in self._started().assignment())
+
+
+class Offsets:
+    """Which records of each partition are finished, for a consumer that finishes them in any order.
+
+    The position to commit for a partition is its first unfinished record (every earlier one is finished), or the
+    record after the last one taken when all are: a record is never skipped, and one finished after a later one
+    waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[tuple[str, int], deque[int]] = {}
+        self._done: dict[tuple[str, int], set[int]] = {}
+        self._next: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+
+    def taken(self, topic: str, partition: int, offset: int) -> None:
+        """A record was read and is being worked on (offsets of a partition come in increasing order)."""
+        tp = (topic, partition)
+        self._open.setdefault(tp, deque()).append(offset)
+        self._next[tp] = offset + 1
+
+    def finished(self, topic: str, partition: int, offset: int) -> None:
+        tp = (topic, partition)
+        opened = self._open.get(tp)
+        if opened is None:
+            return  # forgotten (its partition went to another member)
+        done = self._done.setdefault(tp, set())
+        done.add(offset)
+        while opened and opened[0] in done:
+            done.discard(opened.popleft())
+
+    def positions(self, partitions: Iterable[tuple[str, int]] | None = None) -> dict[tuple[str, int], int]:
+        """The committable position of each partition (all of them by default)."""
+        chosen = self._next.keys() if partitions is None else [tp for tp in partitions if tp in self._next]
+        return {tp: (opened[0] if (opened := self._open.get(tp)) else self._next[tp]) for tp in chosen}
+
+    def uncommitted(self) -> dict[tuple[str, int], int]:
+        """The positions that moved since :meth:`committed` was last told of them."""
+        return {tp: at for tp, at in self.positions().items() if self._committed.get(tp) != at}
+
+    def committed(self, positions: Mapping[tuple[str, int], int]) -> None:
+        self._committed.update(positions)
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Stop tracking these partitions: their records are another member's now."""
+        for tp in partitions:
+            for table in (self._open, self._done, self._next, self._committed):
+                table.pop(tp, None)

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
@@ -15,7 +17,7 @@ from adapters.channels.loopback import LoopbackConnector
 from adapters.channels.messenger import MessengerConnector
 from adapters.channels.telegram import TelegramConnector, TelegramUpdates, next_offset, parse_update
 from adapters.channels.whatsapp import WhatsAppConnector
-from adapters.kafka.consumer import KafkaBatchConsumer, Received
+from adapters.kafka.consumer import KafkaBatchConsumer, Offsets, Received
 from adapters.kafka.logwatch import LogWatch
 from adapters.postgres.notify import OutboxWakeups
 from adapters.redis import RedisFanout
@@ -23,6 +25,7 @@ from application import topics
 from application.attachments import Attachments
 from application.errors import Unavailable
 from application.inbound import Inbound, InboundDeps, receive
+from application.lanes import DeliveryLanes, Stopped
 from application.pipeline import (
     ChannelDeps,
     CircuitBreaker,
@@ -33,7 +36,6 @@ from application.pipeline import (
     RetryPolicy,
     Watermark,
     apply_receipts,
-    deliver_jobs,
     open_uploads,
     outbox_backlog,
     purge_outbox,
@@ -49,11 +51,21 @@ from entrypoints.channels import count_inbound, inbox_owners
 from entrypoints.limits import egress_policy, limiter_for, pacer_for
 from entrypoints.realtime import redis_for
 from entrypoints.storage import object_store_for
-from entrypoints.tracing import TracedConnector, TracedWebhookSender, tracing_enabled
+from entrypoints.tracing import TracedConnector, TracedWebhookSender, batch_span, tracing_enabled
 from entrypoints.workers import metrics
-from entrypoints.workers.runner import TRANSIENT, Worker, consume
+from entrypoints.workers.runner import (
+    CONSUMER_LAG,
+    LAG_EVERY_S,
+    TRANSIENT,
+    Worker,
+    consume,
+    report_lag,
+    start_consumer,
+    until_done,
+)
 
 log = logging.getLogger("chat4all.workers")
+R = TypeVar("R")
 
 
 async def run_relay(w: Worker) -> None:
@@ -309,46 +321,125 @@ async def _run_channel(w: Worker, channel: Channel, store: ObjectStore, limiter:
     consumer = w.consumer([topics.outbound(channel)], f"chat4all-channel-{channel.value}")
     metrics.channel_started(channel)
     try:
-        await consume(w, consumer, _channel_handler(w, cd, consumer))
+        await _LaneConsumer(w, consumer, cd).run()
     finally:
         await connector.close()
 
 
-def _channel_handler(
-    w: Worker, cd: ChannelDeps, consumer: KafkaBatchConsumer
-) -> Callable[[list[Received]], Awaitable[None]]:
-    async def handle(batch: list[Received]) -> None:
-        parsed: list[tuple[Received, DeliveryJob]] = []
-        for r in batch:
-            try:
-                parsed.append((r, DeliveryJob.from_event(r.payload)))
-            except ValueError as exc:
-                log.warning("%s: skipping %s[%d]@%d: %s", cd.connector.channel, r.topic, r.partition, r.offset, exc)
-        results = await deliver_jobs(cd, [job for _, job in parsed])
-        metrics.delivered(cd.connector.channel, results, cd.breaker.state)
-        _log_outcomes(results)
-        deferred: dict[tuple[str, int], int] = {}
-        for (r, _), result in zip(parsed, results, strict=True):
-            if result.outcome is Outcome.DEFERRED:
-                tp = (r.topic, r.partition)
-                deferred[tp] = min(r.offset, deferred.get(tp, r.offset))
-        if deferred:
-            # Store and forward: the deferred jobs stay in the log; read them again once the
-            # circuit lets a probe through, or the platform's pace has room.
-            consumer.rewind(deferred)
-            paced = [r.retry_in for r in results if r.outcome is Outcome.DEFERRED and r.retry_in is not None]
-            why = (
-                "circuit open"
-                if cd.breaker.state != "closed"
-                else "paced, or sends in doubt"
-                if paced
-                else "sends in doubt"
-            )
-            wait = max(cd.breaker.retry_in(), min(paced, default=0.0), 0.1)
-            log.warning("%s: %s; %d partitions wait %.1fs", cd.connector.channel, why, len(deferred), wait)
-            await w.sleep(wait)
+MAX_IN_FLIGHT = 2_000
+"""Most jobs a channel worker holds (read and not finished): past it, it stops fetching until lanes finish some."""
+COMMIT_EVERY_S = 0.2
+"""How often a channel worker commits the positions its lanes moved."""
 
-    return handle
+
+class _LaneConsumer:
+    """Reads jobs as fast as lanes take them: each conversation in order, conversations side by side.
+
+    A record's offset is committed once it and every earlier record of its partition are finished (``Offsets``),
+    so what a killed worker held is read again by the next owner, and the send ledger stops a second send. A
+    rebalance drops the lost partitions' jobs after the steps under way and commits what was finished.
+    """
+
+    def __init__(self, w: Worker, consumer: KafkaBatchConsumer, cd: ChannelDeps) -> None:
+        self.w = w
+        self.consumer = consumer
+        self.cd = cd
+        self.channel = cd.connector.channel
+        self.offsets = Offsets()
+        self.lanes: DeliveryLanes[Received] = DeliveryLanes(
+            cd, finished=self.finished, retrying=self.retrying, span=partial(batch_span, consumer.group_id)
+        )
+        consumer.on_revoke = self.revoked
+
+    def finished(self, outcomes: Sequence[tuple[Received, JobResult]]) -> None:
+        results = [r for _, r in outcomes]
+        metrics.delivered(self.channel, results, self.cd.breaker.state)
+        _log_outcomes(results)
+        for record, result in outcomes:
+            if result.outcome is not Outcome.DEFERRED:
+                self.offsets.finished(record.topic, record.partition, record.offset)
+
+    async def retrying(self, step: Callable[[], Awaitable[R]]) -> R:
+        return await until_done(self.w, step, Stopped)
+
+    async def commit(self, positions: dict[tuple[str, int], int]) -> None:
+        if positions:
+            await self.consumer.commit_positions(positions)
+            self.offsets.committed(positions)
+
+    async def revoked(self, partitions: frozenset[tuple[str, int]]) -> None:
+        dropped = await self.lanes.drop(lambda r: (r.topic, r.partition) in partitions)
+        with contextlib.suppress(*TRANSIENT):
+            await self.commit(self.offsets.positions(partitions))
+        self.offsets.forget(partitions)
+        if dropped:
+            log.info("%s: %d jobs of revoked partitions left to their new owner", self.channel, dropped)
+
+    async def committer(self) -> None:
+        while True:
+            await asyncio.sleep(COMMIT_EVERY_S)
+            try:
+                await self.commit(self.offsets.uncommitted())
+            except TRANSIENT as exc:
+                log.warning("%s: committing positions failed (%s); trying again", self.channel, exc)
+
+    def take(self, batch: Sequence[Received]) -> None:
+        for r in batch:
+            if not self.consumer.owns(r.topic, r.partition):
+                continue  # revoked while it was on its way: its new owner reads it
+            self.offsets.taken(r.topic, r.partition, r.offset)
+            try:
+                job = DeliveryJob.from_event(r.payload)
+            except ValueError as exc:
+                log.warning("%s: skipping %s[%d]@%d: %s", self.channel, r.topic, r.partition, r.offset, exc)
+                self.offsets.finished(r.topic, r.partition, r.offset)
+                continue
+            self.lanes.add(r, job)
+
+    async def room(self) -> bool:
+        """Whether the lanes can take more jobs; when not, fetching pauses and this waits a little for them."""
+        if self.lanes.pending < MAX_IN_FLIGHT:
+            if self.consumer.paused:
+                self.consumer.resume_all()
+            return True
+        if not self.consumer.paused:
+            self.consumer.pause_all()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await self.lanes.progressed()
+        return False
+
+    async def run(self) -> None:
+        beat = await start_consumer(self.w, self.consumer)
+        committing = asyncio.create_task(self.committer())
+        loop = asyncio.get_running_loop()
+        next_lag = 0.0
+        try:
+            while not self.w.stop.is_set():
+                beat()
+                if self.lanes.failure is not None:
+                    raise self.lanes.failure
+                if not await self.room():
+                    continue
+                try:
+                    self.take(await self.consumer.poll(timeout_ms=500))
+                except TRANSIENT as exc:
+                    log.warning("%s: polling failed (%s); trying again", self.channel, exc)
+                    await self.w.sleep(1.0)
+                if loop.time() >= next_lag:
+                    next_lag = loop.time() + LAG_EVERY_S
+                    await report_lag(self.consumer)
+        finally:
+            await self.lanes.close()
+            committing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committing
+            with contextlib.suppress(*TRANSIENT, RuntimeError):
+                await self.commit(self.offsets.uncommitted())
+            self.w.done(self.consumer.group_id)
+            for topic in self.consumer.topics:
+                CONSUMER_LAG.labels(self.consumer.group_id, topic).set(0)
+            await self.consumer.stop()
 
 
 def _log_outcomes(results: Sequence[JobResult]) -> None:

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
+from typing import TypeVar
 
 import attrs
 import stamina
@@ -28,6 +29,7 @@ from entrypoints.tracing import batch_span
 log = logging.getLogger("chat4all.workers")
 
 Handler = Callable[[list[Received]], Awaitable[None]]
+R = TypeVar("R")
 
 # Failures worth waiting out: the database or the broker is away for a moment.
 TRANSIENT = (Unavailable, OSError, TimeoutError)
@@ -40,6 +42,8 @@ CONSUMER_LAG = Gauge(
 )
 LAG_EVERY_S = 2.0
 """How often a consumer reports its lag (after a batch, or while idle)."""
+JOIN_TIMEOUT_S = 60.0
+"""How long a worker's consumer may take to start, joining its group included."""
 _RETRY_WAIT_MAX_S = 5.0
 """Longest wait between two tries of what failed transiently (starting a consumer, handling a batch)."""
 
@@ -82,6 +86,10 @@ class Worker:
             session_timeout_ms=s.worker_session_timeout_ms,
             heartbeat_interval_ms=max(100, s.worker_session_timeout_ms // 3),
             fetch_max_wait_ms=s.kafka_fetch_wait_ms,
+            # Starting includes joining the group, which waits for every member to give its partitions up: under
+            # load that takes more than a few seconds, and a start that gives up leaves the group and makes it
+            # rebalance again (the first scale-out drill saw new workers time out and rejoin for a minute).
+            start_timeout=JOIN_TIMEOUT_S,
         )
 
     async def sleep(self, seconds: float) -> bool:
@@ -135,11 +143,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
     one call, not one waiting out an outage, is what ``/health/live`` reports.
     """
     name = consumer.group_id
-    beat = partial(worker.beat, name, next_within=_RETRY_WAIT_MAX_S)
-    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
-        with attempt:
-            beat()
-            await consumer.start()
+    beat = await start_consumer(worker, consumer)
     loop = asyncio.get_running_loop()
     next_lag = 0.0
     try:
@@ -149,7 +153,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
             if not batch:
                 if loop.time() >= next_lag:  # caught up: say so
                     next_lag = loop.time() + LAG_EVERY_S
-                    await _report_lag(consumer)
+                    await report_lag(consumer)
                 continue
             async with consumer.batch():  # a rebalance waits until the batch is handled and committed
                 try:
@@ -160,7 +164,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
                 await consumer.commit()
             if loop.time() >= next_lag:
                 next_lag = loop.time() + LAG_EVERY_S
-                await _report_lag(consumer)
+                await report_lag(consumer)
     finally:
         worker.done(name)
         for topic in consumer.topics:
@@ -168,7 +172,27 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
         await consumer.stop()
 
 
-async def _report_lag(consumer: KafkaBatchConsumer) -> None:
+async def start_consumer(worker: Worker, consumer: KafkaBatchConsumer) -> Callable[[], None]:
+    """Start ``consumer``, waiting out a broker that is away; the heartbeat of its loop (named after its group)."""
+    beat = partial(worker.beat, consumer.group_id, next_within=_RETRY_WAIT_MAX_S)
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
+        with attempt:
+            beat()
+            await consumer.start()
+    return beat
+
+
+async def until_done(worker: Worker, work: Callable[[], Awaitable[R]], stopped: type[Exception]) -> R:
+    """``work()``, tried again with backoff while it fails transiently; raises ``stopped`` once the worker stops."""
+    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
+        with attempt:
+            if worker.stop.is_set() and attempt.num > 1:
+                raise stopped
+            return await work()
+    raise AssertionError("unreachable: the retries never give up")
+
+
+async def report_lag(consumer: KafkaBatchConsumer) -> None:
     try:
         async with asyncio.timeout(1.0):
             behind = await consumer.lag()

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka import DEFAULT_PARTITIONS, KafkaPublisher, catalogue, ensure_topics
+from adapters.kafka.consumer import Offsets
 from adapters.kafka.publisher import encode_event
 from application import topics
 from application.errors import Unavailable
@@ -299,3 +300,57 @@ async def test_a_rebalance_waits_for_the_batch_in_hand_so_the_new_member_does_no
         await first.stop()
     assert sorted(handled) == list(range(40))
     assert [r.payload["i"] for r in again] == [], "records the first member committed were read again"
+
+
+async def test_a_member_that_finishes_records_out_of_order_commits_positions_and_hands_over_on_revoke(
+    kafka_bootstrap: str,
+) -> None:
+    """The channel worker's way: positions committed per partition, and the revoke hook runs before the hand-over.
+
+    The first member finishes every record but the first of one partition; when a second member joins, the hook
+    commits what was finished, so the new owner of that partition reads from its unfinished record on.
+    """
+    topic = topics.outbound(Channel.INSTAGRAM)
+    group = f"lanes-{time.monotonic_ns()}"
+    async with KafkaPublisher(kafka_bootstrap) as publisher:
+        await publisher.publish([Event(topic, f"conversation-{i}", {"i": i}) for i in range(40)])
+    first = consumer(kafka_bootstrap, [topic], group)
+    second = consumer(kafka_bootstrap, [topic], group)
+    offsets = Offsets()
+    revoked: list[frozenset[tuple[str, int]]] = []
+
+    async def on_revoke(partitions: frozenset[tuple[str, int]]) -> None:
+        revoked.append(partitions)
+        await first.commit_positions(offsets.positions(partitions))
+        offsets.forget(partitions)
+
+    first.on_revoke = on_revoke
+    await first.start()
+    try:
+        records = await drain(first, 40)
+        for r in records:
+            offsets.taken(r.topic, r.partition, r.offset)
+        by_partition: dict[int, list] = defaultdict(list)
+        for r in records:
+            by_partition[r.partition].append(r)
+        held = by_partition[min(by_partition)][0]  # unfinished: it and what follows in its partition come back
+        for r in records:
+            if r is not held:
+                offsets.finished(r.topic, r.partition, r.offset)
+        await second.start()
+        try:
+            await until(
+                lambda: bool(first.assignment()) and bool(second.assignment()),
+                20,
+                "both members own partitions",
+                first,
+                second,
+            )
+            again = await quiet(second, 2.0) + await quiet(first, 0.5)
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()
+    assert revoked, "the hook was not called"
+    expected = sorted(r.payload["i"] for r in by_partition[held.partition])
+    assert sorted(r.payload["i"] for r in again) == expected

@@ -10,7 +10,8 @@ import attrs
 import pytest
 
 from application import commands as c
-from application.bus import ALL_HANDLERS, BATCH_HANDLERS, GroupCommit
+from application.batching import GroupCommit
+from application.bus import ALL_HANDLERS, BATCH_HANDLERS
 from tests.builders import Chat4All
 
 

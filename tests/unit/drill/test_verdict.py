@@ -89,10 +89,30 @@ def test_scale_out_phases_count_what_was_accepted_and_delivered_after_each_warm_
     load.sent = [sent(i, acked=i / 10, delivered=(i / 10 + 0.05 if i >= 200 or i % 2 else None)) for i in range(600)]
     rows = phases(phase)(load, [Disruption("scale to 2", at=20.0), Disruption("scale to 3", at=40.0)])["phases"]
 
-    span = phase - WARM_UP_S
+    span = phase - min(WARM_UP_S, phase / 3)
     assert [r["workers"] for r in rows] == [1, 2, 3]
-    assert rows[0]["accepted_per_s"] == round(150 / span, 1) == 10.0
-    assert rows[0]["delivered_per_s"] == round(75 / span, 1) == 5.0
+    assert rows[0]["accepted_per_s"] == round(round(span * 10) / span, 1) == 10.0
+    assert rows[0]["delivered_per_s"] == round(round(span * 5) / span, 1) == 5.0
     assert rows[0]["backlog_at_end"] == 100  # the even ones of phase 1, never delivered
     assert rows[1]["backlog_at_end"] == 100
     assert rows[2]["delivered_per_s"] == 10.0
+
+
+def test_scale_out_reports_the_rate_at_which_the_last_workers_drained_the_backlog() -> None:
+    from entrypoints.drill.load import Load
+    from entrypoints.drill.runner import Disruption
+    from entrypoints.drill.scale_out import phases
+
+    load = Load(target=None, run_id="r", senders=[SENDER], contacts={})  # type: ignore[arg-type]
+    load.started = 0.0
+    # 10 a second for 60 s; the last 100 are delivered after the load: 80 at 20 a second (by 64.0), then a tail of 20
+    # over 16 s
+    after = [60 + (i + 1) / 20 for i in range(80)] + [64 + (i + 1) * 0.8 for i in range(20)]
+    load.sent = [sent(i, acked=i / 10, delivered=(i / 10 if i < 500 else after[i - 500])) for i in range(600)]
+
+    report = phases(20.0)(load, [Disruption("scale to 2", at=20.0), Disruption("scale to 3", at=40.0)])
+
+    assert report["drain"] == {"workers": 3, "delivered": 100, "seconds": 20.0, "delivered_per_s": 20.0}
+    assert report["notes"][-1] == (
+        "after the load, 3 of each delivered the 100 waiting in 20.0s, the first three quarters at 20.0/s"
+    )
