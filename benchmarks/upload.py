@@ -52,7 +52,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from entrypoints.drill.demo_upload import file_blocks  # streams a chunk from disk a block at a time
+from entrypoints.drill.demo_upload import put_chunks as demo_put_chunks  # bodies streamed from disk
 from entrypoints.stack.postgres import free_port
 
 MB = 1_000_000
@@ -344,27 +344,17 @@ async def put_chunks(
     concurrency: int,
     on_ack: Callable[[int], None] = lambda _: None,
 ) -> int:
-    """PUT chunks ``indices`` in order, ``concurrency`` at a time, bodies streamed from ``path``; return the bytes."""
-    todo = iter(indices)
-    sent = 0
+    """PUT chunks ``indices`` in order, ``concurrency`` at a time, bodies streamed from ``path``; return the bytes.
 
-    async def worker() -> None:
-        nonlocal sent
-        for index in todo:  # shared by the workers: each takes the next chunk
-            offset = index * chunk_size
-            length = min(chunk_size, size - offset)
-            r = await http.put(
-                f"/v1/files/{file_id}/chunks/{index}",
-                content=file_blocks(path, offset, length),
-                headers={**headers, "Content-Length": str(length), "Content-Type": "application/octet-stream"},
-            )
-            if r.status_code != 200:
-                raise RuntimeError(f"chunk {index}: {r.status_code} {r.text}")
-            sent += length
+    The drill's client (``chat4all drill demo``): the benchmark measures the same uploads the demo makes.
+    """
+    token = headers["Authorization"].removeprefix("Bearer ")
+
+    def report(event: str, index: int) -> None:
+        if event == "ack":
             on_ack(index)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return sent
+    return await demo_put_chunks(http, token, path, file_id, indices, chunk_size, size, concurrency, report)
 
 
 @dataclass
