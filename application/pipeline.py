@@ -574,14 +574,7 @@ async def deliver_jobs(d: ChannelDeps, jobs: Sequence[DeliveryJob]) -> list[JobR
     if not jobs:
         return []
     (plan,) = await plan_deliveries(d, [jobs])
-    gate = asyncio.Semaphore(d.concurrency)
-
-    async def serve(group: list[DeliveryJob]) -> list[JobResult]:
-        async with gate:
-            return await _send_in_order(d, sorted(group, key=lambda j: j.seq), plan.claims, plan.doubts)
-
-    grouped = await asyncio.gather(*(serve(g) for g in plan.by_conversation().values()))
-    served = {r.job.key: r for results in grouped for r in results}
+    served = await plan.send(d)
     await record_deliveries(d.pipeline, [list(served.values())])
     return plan.results(served)
 
@@ -610,15 +603,18 @@ class DeliveryPlan:
     async def send(
         self, d: ChannelDeps, sent: Callable[[JobResult], None] | None = None
     ) -> dict[DeliveryKey, JobResult]:
-        """Send every conversation's jobs in order, one conversation after another (a lane holds one).
+        """Send each conversation's jobs in seq order, up to ``d.concurrency`` conversations at once.
 
         ``sent`` hears each result as soon as it is known (to record it while the next job goes out).
         """
-        served: dict[DeliveryKey, JobResult] = {}
-        for group in self.by_conversation().values():
-            for r in await _send_in_order(d, sorted(group, key=lambda j: j.seq), self.claims, self.doubts, sent):
-                served[r.job.key] = r
-        return served
+        gate = asyncio.Semaphore(d.concurrency)
+
+        async def serve(group: list[DeliveryJob]) -> list[JobResult]:
+            async with gate:
+                return await _send_in_order(d, sorted(group, key=lambda j: j.seq), self.claims, self.doubts, sent)
+
+        grouped = await asyncio.gather(*(serve(g) for g in self.by_conversation().values()))
+        return {r.job.key: r for results in grouped for r in results}
 
     def results(self, served: Mapping[DeliveryKey, JobResult]) -> list[JobResult]:
         """The outcome of each given job, in order; a repeated job gets its first copy's outcome, as ALREADY_SENT."""

@@ -297,10 +297,6 @@ class KafkaBatchConsumer:
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
 
-    def owns(self, topic: str, partition: int) -> bool:
-        """Whether this member owns the partition right now."""
-        return TopicPartition(topic, partition) in self._started().assignment()
-
     def rewind(self, positions: Mapping[tuple[str, int], int]) -> None:
         """Read again from these offsets, given per (topic, partition): the next polls return those records again.
 

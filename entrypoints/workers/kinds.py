@@ -54,13 +54,13 @@ from entrypoints.storage import object_store_for
 from entrypoints.tracing import TracedConnector, TracedWebhookSender, batch_span, tracing_enabled
 from entrypoints.workers import metrics
 from entrypoints.workers.runner import (
-    CONSUMER_LAG,
     LAG_EVERY_S,
     TRANSIENT,
     Worker,
     consume,
     report_lag,
     start_consumer,
+    stop_consumer,
     until_done,
 )
 
@@ -384,8 +384,9 @@ class _LaneConsumer:
                 log.warning("%s: committing positions failed (%s); trying again", self.channel, exc)
 
     def take(self, batch: Sequence[Received]) -> None:
+        owned = self.consumer.assignment()
         for r in batch:
-            if not self.consumer.owns(r.topic, r.partition):
+            if (r.topic, r.partition) not in owned:
                 continue  # revoked while it was on its way: its new owner reads it
             self.offsets.taken(r.topic, r.partition, r.offset)
             try:
@@ -436,10 +437,7 @@ class _LaneConsumer:
                 await committing
             with contextlib.suppress(*TRANSIENT, RuntimeError):
                 await self.commit(self.offsets.uncommitted())
-            self.w.done(self.consumer.group_id)
-            for topic in self.consumer.topics:
-                CONSUMER_LAG.labels(self.consumer.group_id, topic).set(0)
-            await self.consumer.stop()
+            await stop_consumer(self.w, self.consumer)
 
 
 def _log_outcomes(results: Sequence[JobResult]) -> None:

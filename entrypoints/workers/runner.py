@@ -142,7 +142,6 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
     Every poll and every retry is a heartbeat (``Worker.beat``, named after the group): a loop stuck in
     one call, not one waiting out an outage, is what ``/health/live`` reports.
     """
-    name = consumer.group_id
     beat = await start_consumer(worker, consumer)
     loop = asyncio.get_running_loop()
     next_lag = 0.0
@@ -158,7 +157,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
             async with consumer.batch():  # a rebalance waits until the batch is handled and committed
                 try:
                     with batch_span(consumer.group_id, batch):
-                        await _until_done(worker, partial(handle, batch), beat)
+                        await until_done(worker, partial(handle, batch), _Stopping, beat)
                 except _Stopping:
                     break  # the batch stays uncommitted: whoever owns the partitions next gets it again
                 await consumer.commit()
@@ -166,10 +165,7 @@ async def consume(worker: Worker, consumer: KafkaBatchConsumer, handle: Handler)
                 next_lag = loop.time() + LAG_EVERY_S
                 await report_lag(consumer)
     finally:
-        worker.done(name)
-        for topic in consumer.topics:
-            CONSUMER_LAG.labels(consumer.group_id, topic).set(0)
-        await consumer.stop()
+        await stop_consumer(worker, consumer)
 
 
 async def start_consumer(worker: Worker, consumer: KafkaBatchConsumer) -> Callable[[], None]:
@@ -182,14 +178,33 @@ async def start_consumer(worker: Worker, consumer: KafkaBatchConsumer) -> Callab
     return beat
 
 
-async def until_done(worker: Worker, work: Callable[[], Awaitable[R]], stopped: type[Exception]) -> R:
-    """``work()``, tried again with backoff while it fails transiently; raises ``stopped`` once the worker stops."""
+async def until_done(
+    worker: Worker,
+    work: Callable[[], Awaitable[R]],
+    stopped: type[Exception],
+    beat: Callable[[], None] | None = None,
+) -> R:
+    """``work()``, tried again with backoff while it fails transiently; raises ``stopped`` once the worker stops.
+
+    ``beat`` is called before each new try: a loop waiting out an outage is not a stalled one.
+    """
     async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
         with attempt:
-            if worker.stop.is_set() and attempt.num > 1:
-                raise stopped
+            if attempt.num > 1:
+                if beat is not None:
+                    beat()
+                if worker.stop.is_set():
+                    raise stopped
             return await work()
     raise AssertionError("unreachable: the retries never give up")
+
+
+async def stop_consumer(worker: Worker, consumer: KafkaBatchConsumer) -> None:
+    """Leave the group: the loop is no longer watched, its lag no longer reported."""
+    worker.done(consumer.group_id)
+    for topic in consumer.topics:
+        CONSUMER_LAG.labels(consumer.group_id, topic).set(0)
+    await consumer.stop()
 
 
 async def report_lag(consumer: KafkaBatchConsumer) -> None:
@@ -204,16 +219,6 @@ async def report_lag(consumer: KafkaBatchConsumer) -> None:
 
 class _Stopping(Exception):
     """Told to stop while waiting out a failure."""
-
-
-async def _until_done(worker: Worker, work: Callable[[], Awaitable[None]], beat: Callable[[], None]) -> None:
-    async for attempt in stamina.retry_context(on=TRANSIENT, attempts=None, timeout=None, wait_max=_RETRY_WAIT_MAX_S):
-        with attempt:
-            if attempt.num > 1:
-                beat()
-            if worker.stop.is_set() and attempt.num > 1:
-                raise _Stopping
-            await work()
 
 
 def configure_logging(level: str, fmt: str, *, kind: str) -> None:
