@@ -117,6 +117,8 @@ class DeliveryJob:
     sender: str
     payload: Mapping[str, Any]
     created_at: datetime
+    replayed: bool = False
+    """A dead letter published again (`chat4all dlq replay`): it goes out although its delivery FAILED."""
 
     @property
     def key(self) -> DeliveryKey:
@@ -137,6 +139,7 @@ class DeliveryJob:
                 "sender": self.sender,
                 "payload": dict(self.payload),
                 "created_at": self.created_at.isoformat(),
+                **({"replayed": True} if self.replayed else {}),
             },
         )
 
@@ -158,6 +161,7 @@ class DeliveryJob:
                 sender=str(event["sender"]),
                 payload=dict(event["payload"]),
                 created_at=datetime.fromisoformat(str(event["created_at"])),
+                replayed=event.get("replayed") is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a delivery job: {exc}") from exc
@@ -636,8 +640,9 @@ async def plan_deliveries(d: ChannelDeps, batches: Sequence[Sequence[DeliveryJob
     now = p.clock.now()
     given = [j for batch in batches for j in batch]
     missing = await _missing_before(p, given, at=now, limit=d.gap_limit)
+    replayed = {j.key for j in given if j.replayed}
     async with p.uow() as uow:
-        claims = await uow.sends.claim(list({j.key: None for j in [*missing, *given]}), at=now)
+        claims = await uow.sends.claim(list({j.key: None for j in [*missing, *given]}), at=now, reopen=replayed)
         await uow.commit()
     unique = list({j.key: j for j in [*missing, *given]}.values())
     claims, doubts = await _settle_doubts(d, unique, claims, now)

@@ -459,8 +459,15 @@ class SendLedger(Protocol):
         """The platform message ids of those of ``keys`` already handed over."""
 
     @abstractmethod
-    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
-        """Claim the deliveries not claimed yet; report every existing delivery's entry (unknown ones are absent)."""
+    async def claim(
+        self, keys: Sequence[DeliveryKey], *, at: datetime, reopen: Collection[DeliveryKey] = ()
+    ) -> Mapping[DeliveryKey, SendClaim]:
+        """Claim the deliveries not claimed yet; report every existing delivery's entry (unknown ones are absent).
+
+        Deliveries that FAILED are absent too, unless ``reopen`` names them: a platform's refusal is final even
+        when its job is read again (a rebalance, the sweeper or the relay published it twice), while a dead
+        letter replayed is meant to go out again.
+        """
 
     @abstractmethod
     async def record(

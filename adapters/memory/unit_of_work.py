@@ -482,13 +482,16 @@ class InMemorySendLedger(_Repo):
         found = {k: self.s.sends.get(k, (None,))[0] for k in keys}
         return {k: pid for k, pid in found.items() if pid is not None}
 
-    def _exists(self, key: DeliveryKey) -> bool:
-        return any(dl.key == key for dl in self.s.deliveries.get(key[0], []))
+    def _status(self, key: DeliveryKey) -> DeliveryStatus | None:
+        return next((dl.status for dl in self.s.deliveries.get(key[0], []) if dl.key == key), None)
 
-    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
+    async def claim(
+        self, keys: Sequence[DeliveryKey], *, at: datetime, reopen: Collection[DeliveryKey] = ()
+    ) -> Mapping[DeliveryKey, SendClaim]:
         out: dict[DeliveryKey, SendClaim] = {}
         for key in dict.fromkeys(keys):
-            if not self._exists(key):
+            status = self._status(key)
+            if status is None or (status is DeliveryStatus.FAILED and key not in reopen):
                 continue
             if key in self.s.sends:
                 pid, claimed_at = self.s.sends[key]

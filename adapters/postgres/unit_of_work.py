@@ -1102,8 +1102,10 @@ class PostgresRoutingProgress(_Repo):
 _CLAIM = """
 WITH k AS (
     SELECT d.message_id, d.recipient_key, d.channel
-    FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[]) AS x(m, r, c)
+    FROM unnest(%(message_ids)s::uuid[], %(recipients)s::text[], %(channels)s::text[], %(reopen)s::boolean[])
+         AS x(m, r, c, reopen)
     JOIN deliveries d ON d.message_id = x.m AND d.recipient_key = x.r AND d.channel = x.c
+    WHERE d.status <> 'FAILED' OR x.reopen
 ), claimed AS (
     INSERT INTO channel_sends (message_id, recipient_key, channel, claimed_at)
     SELECT message_id, recipient_key, channel, %(at)s FROM k
@@ -1158,10 +1160,12 @@ class PostgresSendLedger(_Repo):
             for r in rows
         }
 
-    async def claim(self, keys: Sequence[DeliveryKey], *, at: datetime) -> Mapping[DeliveryKey, SendClaim]:
+    async def claim(
+        self, keys: Sequence[DeliveryKey], *, at: datetime, reopen: Collection[DeliveryKey] = ()
+    ) -> Mapping[DeliveryKey, SendClaim]:
         if not keys:
             return {}
-        rows = await self._db.rows(_CLAIM, {**_key_arrays(keys), "at": at})
+        rows = await self._db.rows(_CLAIM, {**_key_arrays(keys), "reopen": [k in reopen for k in keys], "at": at})
         return {
             (MessageId(r["message_id"]), r["recipient_key"], Channel(r["channel"])): SendClaim(
                 platform_message_id=r["platform_message_id"], claimed_at=r["claimed_at"], fresh=r["fresh"]

@@ -3,7 +3,8 @@
 Channel workers publish a job that exhausted its attempts to ``chat.dlq`` as ``{"type": "delivery.dead", "topic":
 <its outbound topic>, "job": <the job>, "error", "attempts", "at"}``, keyed by conversation id. ``list`` reads the
 whole topic without a consumer group; ``replay`` publishes each job not replayed yet back to its outbound topic
-with the same key, and remembers how far it got in the consumer group ``chat4all-dlq-replay`` (committing
+with the same key, marked ``"replayed": true`` (its delivery FAILED when the job died; only a replayed job may
+send it again), and remembers how far it got in the consumer group ``chat4all-dlq-replay`` (committing
 offsets without joining it: two replays at once would both publish the same jobs). The channel workers' send
 ledger keeps a replayed job whose delivery did reach its platform from reaching it twice.
 """
@@ -85,10 +86,13 @@ class DeadLetter:
         return None
 
     def event(self) -> Event:
-        """The job, back to the topic it came from, keyed as it was (by conversation id)."""
+        """The job, back to the topic it came from, keyed as it was (by conversation id), marked as replayed.
+
+        The mark lets the channel worker send it although its delivery FAILED when it died.
+        """
         assert self.topic is not None
         key = self.record.key or str(self.job.get("conversation_id", ""))
-        return Event(self.topic, key, dict(self.job))
+        return Event(self.topic, key, {**self.job, "replayed": True})
 
     @property
     def died_at(self) -> dt.datetime:

@@ -463,6 +463,28 @@ async def test_a_claim_completes_with_the_platform_id_and_release_drops_only_unf
     assert found == {"wamid.1": wa}
 
 
+async def test_a_failed_delivery_is_claimed_only_when_reopened(
+    uow_factory: Backend, platform_deliveries: list[Delivery]
+) -> None:
+    whatsapp, telegram, *_ = platform_deliveries
+    async with uow_factory() as uow:
+        assert telegram.advance(DeliveryStatus.FAILED, at=T0, error="bot was blocked")
+        await uow.messages.save_progress([telegram])
+        await uow.commit()
+    async with uow_factory() as uow:
+        read_again = await uow.sends.claim([whatsapp.key, telegram.key], at=minutes(1))
+        await uow.commit()
+    async with uow_factory() as uow:
+        replayed = await uow.sends.claim([whatsapp.key, telegram.key], at=minutes(2), reopen=[telegram.key])
+        await uow.commit()
+
+    assert read_again == {whatsapp.key: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=True)}
+    assert replayed == {
+        whatsapp.key: SendClaim(platform_message_id=None, claimed_at=minutes(1), fresh=False),
+        telegram.key: SendClaim(platform_message_id=None, claimed_at=minutes(2), fresh=True),
+    }
+
+
 async def test_a_ledger_entry_that_is_not_committed_is_lost(
     uow_factory: Backend, platform_deliveries: list[Delivery]
 ) -> None:

@@ -288,6 +288,11 @@ async def test_a_permanent_error_fails_the_delivery_with_the_platforms_reason(
     assert (failed.status, failed.error) == ("FAILED", "bot was blocked by the user")
     assert log.on(topics.DEAD_LETTERS) == []
 
+    # Read again (a rebalance, or the sweeper or relay published it twice), the refused job is not sent again.
+    (again,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+    assert again.outcome is Outcome.DISCARDED
+    assert telegram.calls == 1
+
 
 async def test_a_job_that_exhausts_its_attempts_goes_to_the_dead_letter_topic(
     app: Chat4All, pair: ConversationId, deps: PipelineDeps, log: FakePublisher
@@ -577,11 +582,17 @@ async def test_claims_of_jobs_not_handed_over_are_released(
     (dead,) = await deliver_jobs(channel_deps(deps, failing, attempts=1), jobs)
     assert dead.outcome is Outcome.DEAD
 
-    # Replayed from the dead letters, the job is claimed afresh and sent (no lease to wait out).
+    # Read again as it was, the dead job is not sent: its delivery FAILED.
     telegram = ScriptedConnector()
-    (replayed,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+    (again,) = await deliver_jobs(channel_deps(deps, telegram), jobs)
+    assert (again.outcome, telegram.calls) == (Outcome.DISCARDED, 0)
+
+    # Replayed from the dead letters, the job is claimed afresh and sent (no lease to wait out).
+    replay = [DeliveryJob.from_event({**job.to_event().payload, "replayed": True}) for job in jobs]
+    (replayed,) = await deliver_jobs(channel_deps(deps, telegram), replay)
     assert replayed.outcome is Outcome.HANDED_OVER
     assert telegram.calls == 1
+    assert replay[0].to_event().payload == {**jobs[0].to_event().payload, "replayed": True}
 
 
 async def test_a_job_whose_delivery_is_gone_is_discarded(deps: PipelineDeps) -> None:

@@ -10,7 +10,7 @@ covered by it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import pytest
@@ -180,9 +180,9 @@ async def test_an_echo_recorded_while_the_next_worker_looks_settles_the_send_as_
     claim = InMemorySendLedger.claim
 
     async def claim_then_echo(
-        self: InMemorySendLedger, keys: Sequence[DeliveryKey], *, at: datetime
+        self: InMemorySendLedger, keys: Sequence[DeliveryKey], *, at: datetime, reopen: Collection[DeliveryKey] = ()
     ) -> Mapping[DeliveryKey, SendClaim]:
-        claims = await claim(self, keys, at=at)
+        claims = await claim(self, keys, at=at, reopen=reopen)
         self.s.sends[job.key] = ("telegram-9", self.s.sends[job.key][1])  # the echo's record lands just after
         return claims
 
