@@ -301,6 +301,14 @@ class Settings(BaseSettings):
         description="longest a worker's fetch waits for new records; brokers that answer only when it expires "
         "(Tansu) add up to this much latency per hop",
     )
+    kafka_idle_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="the same, for a worker that found no records for a second: fewer fetches while idle (each "
+        "costs the broker CPU), at the price of up to this much latency for the first record after a quiet spell "
+        "with a broker that answers only when the wait expires (Tansu); not below kafka_fetch_wait_ms",
+    )
     worker_session_timeout_ms: int = Field(
         default=10_000, ge=1_000, description="how long a dead worker keeps its partitions (Kafka session timeout)"
     )

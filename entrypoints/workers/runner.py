@@ -86,6 +86,7 @@ class Worker:
             session_timeout_ms=s.worker_session_timeout_ms,
             heartbeat_interval_ms=max(100, s.worker_session_timeout_ms // 3),
             fetch_max_wait_ms=s.kafka_fetch_wait_ms,
+            idle_fetch_max_wait_ms=max(s.kafka_fetch_wait_ms, s.kafka_idle_fetch_wait_ms),
             # Starting includes joining the group, which waits for every member to give its partitions up: under
             # load that takes more than a few seconds, and a start that gives up leaves the group and makes it
             # rebalance again (the first scale-out drill saw new workers time out and rejoin for a minute).

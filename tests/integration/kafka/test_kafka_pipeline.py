@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -263,6 +264,22 @@ async def test_a_paused_consumer_receives_nothing_until_resumed(kafka_bootstrap:
         c.resume_all()
         assert not c.paused
         assert sorted(r.payload["i"] for r in await drain(c, 30)) == list(range(30))
+
+
+async def test_an_idle_consumer_fetches_with_the_long_wait_and_records_bring_the_short_one_back(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"t.idle-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka_bootstrap, 2, [topic])
+    async with consumer(kafka_bootstrap, [topic], fetch_max_wait_ms=20, idle_fetch_max_wait_ms=400) as c:
+        await until(lambda: bool(c.assignment()), 20, "partitions assigned", c)
+        assert c.fetch_wait_ms == 20
+        assert await quiet(c, 1.5) == []
+        assert c.fetch_wait_ms == 400  # what aiokafka's next fetch requests carry
+        async with KafkaPublisher(kafka_bootstrap) as publisher:
+            await publisher.publish([Event(topic, "k", {"i": 1})])
+        assert [r.payload["i"] for r in await drain(c, 1, within=5)] == [1]
+        assert c.fetch_wait_ms == 20
 
 
 async def test_a_rebalance_waits_for_the_batch_in_hand_so_the_new_member_does_not_get_it_again(
