@@ -75,12 +75,13 @@ async def _passes(name: str, probe: Probe, failing: set[str]) -> bool:
 def api_readiness(database: Readiness, redis: Redis | None, store: ObjectStore) -> Readiness:
     """An API process's checks (HTTP and gRPC): ``database`` (the container's PostgreSQL check), ``redis`` when
     the process has one (PING), and ``storage`` (the S3 bucket answers, or the files directory takes a write)."""
-    probes = {"database": Probe(partial(_all_pass, database), DATABASE_TIMEOUT_S)}
+    probes = {"database": Probe(partial(all_pass, database), DATABASE_TIMEOUT_S)}
     if redis is not None:
         probes["redis"] = Probe(redis.ping)
     probes["storage"] = Probe(partial(store_ready, store))
     return readiness_of(probes)
 
 
-async def _all_pass(readiness: Readiness) -> bool:
+async def all_pass(readiness: Readiness) -> bool:
+    """Whether every check of ``readiness`` passed."""
     return all((await readiness()).values())

@@ -305,10 +305,29 @@ class KafkaBatchConsumer:
         Raises:
             Unavailable: the commit did not go through within ``commit_timeout`` seconds.
         """
+        await self._commit(None)
+
+    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
+        """Commit these positions, given per (topic, partition): the offset of the next record to read.
+
+        For a consumer that finishes records out of :meth:`poll`'s order (``Offsets``). Partitions this member no
+        longer owns are left out. Raises ``Unavailable`` like :meth:`commit`.
+        """
+        owned = self._started().assignment()
+        offsets = {
+            tp: offset
+            for (topic, partition), offset in positions.items()
+            if (tp := TopicPartition(topic, partition)) in owned
+        }
+        if offsets:
+            await self._commit(offsets)
+
+    async def _commit(self, offsets: Mapping[TopicPartition, int] | None) -> None:
+        """Commit ``offsets``, or (None) the positions after what :meth:`poll` returned."""
         consumer = self._started()
         try:
             async with asyncio.timeout(self.commit_timeout):
-                await consumer.commit()
+                await consumer.commit(offsets)
         except IllegalStateError:
             return  # no partition assigned: nothing to commit
         except CommitFailedError as exc:
@@ -317,46 +336,6 @@ class KafkaBatchConsumer:
             )
         except (KafkaError, TimeoutError) as exc:
             raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
-
-    async def commit_positions(self, positions: Mapping[tuple[str, int], int]) -> None:
-        """Commit these positions, given per (topic, partition): the offset of the next record to read.
-
-        For a consumer that finishes records out of :meth:`poll`'s order (``Offsets``). Partitions this member no
-        longer owns are left out. Raises ``Unavailable`` like :meth:`commit`.
-        """
-        consumer = self._started()
-        owned = consumer.assignment()
-        offsets = {
-            tp: offset
-            for (topic, partition), offset in positions.items()
-            if (tp := TopicPartition(topic, partition)) in owned
-        }
-        if not offsets:
-            return
-        try:
-            async with asyncio.timeout(self.commit_timeout):
-                await consumer.commit(offsets)
-        except IllegalStateError:
-            return
-        except CommitFailedError as exc:
-            log.warning(
-                "group %s rebalanced before the commit; records will be delivered again: %s", self.group_id, exc
-            )
-        except (KafkaError, TimeoutError) as exc:
-            raise Unavailable(f"kafka at {self.bootstrap}: commit failed: {exc!r}") from exc
-
-    def rewind(self, positions: Mapping[tuple[str, int], int]) -> None:
-        """Read again from these offsets, given per (topic, partition): the next polls return those records again.
-
-        :meth:`commit` then stores no position past them. Partitions this member no longer owns are left alone:
-        nothing of theirs was committed, so their new owner reads the records anyway.
-        """
-        consumer = self._started()
-        owned = consumer.assignment()
-        for (topic, partition), offset in positions.items():
-            tp = TopicPartition(topic, partition)
-            if tp in owned:
-                consumer.seek(tp, offset)
 
     # -- flow control -------------------------------------------------------------------------------------------------
 

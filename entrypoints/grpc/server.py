@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import grpclib.const
@@ -43,7 +44,7 @@ from entrypoints.grpc.auth import BearerAuth
 from entrypoints.grpc.errors import Mapped, mapped
 from entrypoints.grpc.files import upload_file
 from entrypoints.grpc.limits import Capped, cap_reads
-from entrypoints.health import api_readiness
+from entrypoints.health import all_pass, api_readiness
 from entrypoints.realtime import Feed, Realtime, realtime
 from entrypoints.settings import Settings
 from entrypoints.tracing import trace_grpc_calls, tracing_enabled
@@ -310,10 +311,7 @@ def services(
     over ``max_message_bytes``.
     """
 
-    async def ready() -> bool:
-        return all((await readiness()).values())
-
-    health = Health({service: [ServiceCheck(ready, check_ttl=5, check_timeout=3), serving]})
+    health = Health({service: [ServiceCheck(partial(all_pass, readiness), check_ttl=5, check_timeout=3), serving]})
     public = ServerReflection.extend([service, health], pool=reflection_pool())[1:]
     return [service, *(Capped(s, max_message_bytes) for s in public)]
 

@@ -237,22 +237,6 @@ async def test_two_consumers_of_a_group_split_the_partitions_and_one_takes_over(
         await first.stop()
 
 
-async def test_rewound_records_are_read_again_and_not_committed(kafka_bootstrap: str) -> None:
-    async with KafkaPublisher(kafka_bootstrap) as publisher:
-        await publisher.publish([Event(topics.outbound(Channel.TELEGRAM), "chat-1", {"i": i}) for i in range(10)])
-    async with consumer(kafka_bootstrap, [topics.outbound(Channel.TELEGRAM)], "telegram") as c:
-        first = await drain(c, 10)
-        assert [r.payload["i"] for r in first] == list(range(10))
-        deferred = first[6]  # jobs 6.. could not be sent: read them again later
-        c.rewind({(deferred.topic, deferred.partition): deferred.offset, ("chat.unknown", 0): 0})
-        await c.commit()
-        again = await drain(c, 4)
-        assert [r.payload["i"] for r in again] == [6, 7, 8, 9]
-        assert [r.offset for r in again] == [r.offset for r in first[6:]]
-    async with consumer(kafka_bootstrap, [topics.outbound(Channel.TELEGRAM)], "telegram") as c:
-        assert [r.payload["i"] for r in await drain(c, 4)] == [6, 7, 8, 9]  # the commit stopped at the rewind
-
-
 async def test_a_paused_consumer_receives_nothing_until_resumed(kafka_bootstrap: str) -> None:
     async with consumer(kafka_bootstrap, [topics.DEAD_LETTERS]) as c:
         await until(lambda: bool(c.assignment()), 20, "partitions assigned", c)
